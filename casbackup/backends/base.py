@@ -1,0 +1,87 @@
+"""The storage contract every backend implements (spec/FORMAT.md, "Storage contract").
+
+Keys are '/'-separated ASCII paths. Two kinds of key exist:
+- immutable keys, written once with `create` (blobs, config);
+- mutable keys, changed only with `compare_and_swap` (root, pins, the GC lease).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator, Protocol, runtime_checkable
+
+from ..errors import UsageError
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape a prefix or collide with backend-internal names."""
+    if not _KEY_RE.match(key) or len(key) > 512:
+        raise UsageError(f"invalid storage key {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, on the storage's clock
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend promises; the self-test at open verifies the promise."""
+
+    conditional_create: bool
+    conditional_update: bool
+
+
+@runtime_checkable
+class Backend(Protocol):
+    capabilities: Capabilities
+
+    def get(self, key: str) -> bytes:
+        """Whole object; KeyMissing if absent."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the end); KeyMissing if absent."""
+        ...
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Atomic create-if-absent. True if this call created it, False if the key existed.
+
+        Never visible half-written. May raise OutcomeUnknown if the reply was lost.
+        """
+        ...
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """Content and an opaque etag for a mutable key; KeyMissing if absent."""
+        ...
+
+    def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
+        """Replace `key` only if its etag is `expected_etag` (None: only if absent).
+
+        Returns the new etag; raises EtagMismatch if the current state differs, and
+        OutcomeUnknown if the request may or may not have been applied.
+        """
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key under `prefix`; a failure raises, it never yields a short listing silently."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a key; deleting an absent key is not an error."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        ...
+
+    def now(self) -> float:
+        """Current time on the storage's clock (the clock that sets mtimes)."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,235 @@
+"""Copy-on-write B+tree of metadata entries, stored as PAGE blobs (spec/FORMAT.md §6).
+
+A commit rewrites only the pages on the paths to changed keys, so a generation shares every
+other page with its parent: one new entry among 10^6 writes a handful of small pages.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple
+
+from .codec import BlobType, Ref
+from .errors import BlobCorrupt
+from .store import BlobStore
+
+LEAF_TARGET_BYTES = 16 * 1024
+MAX_FANOUT = 128
+INLINE_VALUE_MAX = 8 * 1024
+
+
+class Entry(NamedTuple):
+    namespace: str
+    key: str
+    value: bytes | None  # inline value, or None when the value lives in a VALUE blob
+    value_ref: Ref | None
+    refs: tuple[Ref, ...]  # blobs this entry keeps alive (e.g. a snapshot's tree)
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.namespace, self.key)
+
+    def all_refs(self) -> list[Ref]:
+        return list(self.refs) + ([self.value_ref] if self.value_ref else [])
+
+
+@dataclass(frozen=True)
+class Op:
+    """A put (entry set) or delete (entry None) of one key."""
+
+    namespace: str
+    key: str
+    entry: Entry | None
+
+
+def _entry_to_wire(e: Entry) -> list[Any]:
+    return [e.namespace, e.key, e.value, e.value_ref.to_bytes() if e.value_ref else None, [r.to_bytes() for r in e.refs]]
+
+
+def _entry_from_wire(raw: Any, name: str) -> Entry:
+    if not (isinstance(raw, list) and len(raw) == 5):
+        raise BlobCorrupt(name, "malformed entry")
+    ns, key, value, vref, refs = raw
+    if not (isinstance(ns, str) and isinstance(key, str) and (value is None or isinstance(value, bytes))):
+        raise BlobCorrupt(name, "malformed entry fields")
+    if (value is None) == (vref is None) or not isinstance(refs, list):
+        raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
+    return Entry(ns, key, value, Ref.from_bytes(vref, name) if vref is not None else None,
+                 tuple(Ref.from_bytes(r, name) for r in refs))
+
+
+class Page(NamedTuple):
+    level: int  # 0: leaf of entries; n>0: children of level n-1
+    entries: list[Entry]
+    children: list[tuple[tuple[str, str], Ref]]  # (first key, page)
+
+
+class BTree:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def load(self, ref: Ref, generation: str | None = None) -> Page:
+        refs, body = self.store.get_structured(ref, generation)
+        name = ref.id
+        if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], list)):
+            raise BlobCorrupt(name, "malformed page", generation)
+        level, items = body
+        try:
+            if level == 0:
+                entries = [_entry_from_wire(raw, name) for raw in items]
+                keys = [e.sort_key for e in entries]
+                children: list[tuple[tuple[str, str], Ref]] = []
+            elif 0 < level < 64:
+                entries = []
+                children = []
+                for raw in items:
+                    if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str) and isinstance(raw[1], str)):
+                        raise BlobCorrupt(name, "malformed child")
+                    child = Ref.from_bytes(raw[2], name)
+                    if child.type != BlobType.PAGE:
+                        raise BlobCorrupt(name, "page child is not a page")
+                    children.append(((raw[0], raw[1]), child))
+                keys = [c[0] for c in children]
+            else:
+                raise BlobCorrupt(name, f"page level {level} out of range")
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(name, exc.reason, generation) from None
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            raise BlobCorrupt(name, "page keys are not strictly sorted", generation)
+        return Page(level, entries, children)
+
+    def get(self, root: Ref | None, namespace: str, key: str, generation: str | None = None) -> Entry | None:
+        target = (namespace, key)
+        ref = root
+        while ref is not None:
+            page = self.load(ref, generation)
+            if page.level == 0:
+                for e in page.entries:
+                    if e.sort_key == target:
+                        return e
+                return None
+            i = bisect_right([c[0] for c in page.children], target) - 1
+            if i < 0:
+                return None
+            ref = page.children[i][1]
+        return None
+
+    def iterate(self, root: Ref | None, start: tuple[str, str] = ("", ""), generation: str | None = None) -> Iterator[Entry]:
+        """Entries with sort key >= start, in order."""
+        if root is None:
+            return
+        yield from self._iterate(root, start, generation)
+
+    def _iterate(self, ref: Ref, start: tuple[str, str], generation: str | None) -> Iterator[Entry]:
+        page = self.load(ref, generation)
+        if page.level == 0:
+            for e in page.entries:
+                if e.sort_key >= start:
+                    yield e
+            return
+        first = max(bisect_right([c[0] for c in page.children], start) - 1, 0)
+        for _, child in page.children[first:]:
+            yield from self._iterate(child, start, generation)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def apply(self, root: Ref | None, ops: list[Op]) -> tuple[Ref | None, int, list[Ref]]:
+        """Apply sorted, unique-key ops; returns (new root, change in entry count, pages written)."""
+        ops = sorted(ops, key=lambda o: (o.namespace, o.key))
+        written: list[Ref] = []
+        delta = [0]
+        if root is None:
+            level = 0
+            nodes = self._write_leaves([o.entry for o in ops if o.entry is not None], written)
+            delta[0] = sum(1 for o in ops if o.entry is not None)
+        else:
+            level, nodes = self._apply(root, ops, written, delta)
+        while len(nodes) > 1:
+            level += 1
+            nodes = self._write_internal(level, nodes, written)
+        if not nodes:
+            return None, delta[0], written
+        top = nodes[0][1]
+        # Collapse a root with a single child so the tree never grows needlessly tall.
+        while True:
+            page = self.load(top)
+            if page.level > 0 and len(page.children) == 1:
+                top = page.children[0][1]
+            else:
+                break
+        return top, delta[0], written
+
+    def _apply(self, ref: Ref, ops: list[Op], written: list[Ref], delta: list[int]) -> tuple[int, list[tuple[tuple[str, str], Ref]]]:
+        page = self.load(ref)
+        if page.level == 0:
+            merged: dict[tuple[str, str], Entry] = {e.sort_key: e for e in page.entries}
+            for op in ops:
+                k = (op.namespace, op.key)
+                existed = k in merged
+                if op.entry is None:
+                    if existed:
+                        del merged[k]
+                        delta[0] -= 1
+                else:
+                    merged[k] = op.entry
+                    if not existed:
+                        delta[0] += 1
+            entries = [merged[k] for k in sorted(merged)]
+            if entries == page.entries:
+                return 0, [(entries[0].sort_key, ref)] if entries else []
+            return 0, self._write_leaves(entries, written)
+        keys = [c[0] for c in page.children]
+        groups: dict[int, list[Op]] = {}
+        for op in ops:
+            i = max(bisect_right(keys, (op.namespace, op.key)) - 1, 0)
+            groups.setdefault(i, []).append(op)
+        new_children: list[tuple[tuple[str, str], Ref]] = []
+        for i, (first, child) in enumerate(page.children):
+            if i in groups:
+                _, replaced = self._apply(child, groups[i], written, delta)
+                new_children.extend(replaced)
+            else:
+                new_children.append((first, child))
+        if new_children == page.children:
+            return page.level, [(keys[0], ref)]
+        return page.level, self._write_internal(page.level, new_children, written)
+
+    def _write_leaves(self, entries: list[Entry], written: list[Ref]) -> list[tuple[tuple[str, str], Ref]]:
+        if not entries:
+            return []
+        sizes = [len(e.namespace) + len(e.key) + len(e.value or b"") + 34 * (len(e.refs) + 1) + 8 for e in entries]
+        total = sum(sizes)
+        pieces = max(1, -(-total // LEAF_TARGET_BYTES))
+        target = total / pieces
+        out = []
+        start, acc = 0, 0
+        for i, size in enumerate(sizes):
+            acc += size
+            if acc >= target and len(out) < pieces - 1:
+                out.append(self._write_leaf(entries[start : i + 1], written))
+                start, acc = i + 1, 0
+        if start < len(entries):
+            out.append(self._write_leaf(entries[start:], written))
+        return out
+
+    def _write_leaf(self, entries: list[Entry], written: list[Ref]) -> tuple[tuple[str, str], Ref]:
+        refs = [r for e in entries for r in e.all_refs()]
+        res = self.store.put_structured(BlobType.PAGE, refs, [0, [_entry_to_wire(e) for e in entries]])
+        written.append(res.ref)
+        return entries[0].sort_key, res.ref
+
+    def _write_internal(self, level: int, children: list[tuple[tuple[str, str], Ref]], written: list[Ref]) -> list[tuple[tuple[str, str], Ref]]:
+        if not children:
+            return []
+        pieces = max(1, -(-len(children) // MAX_FANOUT))
+        size = -(-len(children) // pieces)
+        out = []
+        for i in range(0, len(children), size):
+            group = children[i : i + size]
+            body = [level, [[k[0], k[1], c.to_bytes()] for k, c in group]]
+            res = self.store.put_structured(BlobType.PAGE, [c for _, c in group], body)
+            written.append(res.ref)
+            out.append((group[0][0], res.ref))
+        return out

@@ -1,0 +1,247 @@
+"""Blob envelope, blob IDs, canonical msgpack and zstd with decode limits (spec/FORMAT.md §3-§4).
+
+Everything that reads stored bytes goes through here, so every limit lives in one place.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import blake3
+import msgpack
+import zstandard
+
+from .errors import BlobCorrupt, UnsupportedFormat
+
+MAGIC = b"CASB"
+FORMAT_VERSION = 1
+HEADER_LEN = 8
+ID_DOMAIN = b"casbackup/v1/blob\x00"
+ID_LEN = 32
+
+# Decode limits: hostile input must fail fast with bounded memory.
+MAX_PAYLOAD = 64 * 1024 * 1024
+MAX_STR = 1 * 1024 * 1024
+MAX_ARRAY = 4 * 1024 * 1024
+MAX_MAP = 1024 * 1024
+
+
+class BlobType(IntEnum):
+    """Content-addressed types; the type byte is hashed into the ID so types never alias."""
+
+    CHUNK = 1       # raw: a piece of file data
+    VALUE = 2       # raw: a metadata value too large to keep inline in a page
+    PAGE = 3        # structured: a B-tree page of metadata entries
+    GENERATION = 4  # structured: a generation manifest
+    TREE = 5        # structured: a directory listing of a file snapshot
+    GCSTATE = 6     # structured: a condemned/sweeping set written by GC (refs MUST be empty)
+    FILE = 7        # structured: an ordered list of chunks forming one stream
+
+
+RAW_TYPES = frozenset({BlobType.CHUNK, BlobType.VALUE})
+
+
+class RecordType(IntEnum):
+    """Mutable or fixed-key records: same envelope, not content-addressed."""
+
+    CONFIG = 0x10
+    ROOT = 0x11
+    PIN = 0x12
+    LEASE = 0x13
+
+
+class Compression(IntEnum):
+    NONE = 0
+    ZSTD = 1
+
+
+class Cipher(IntEnum):
+    NONE = 0  # authenticated ciphers arrive later without a format break
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    comp = cache.get(level)
+    if comp is None:
+        comp = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    return comp
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def blob_id(blob_type: int, payload: bytes | memoryview) -> str:
+    """BLAKE3-256 over domain || type byte || plaintext payload, as 64 lowercase hex digits."""
+    h = blake3.blake3(ID_DOMAIN)
+    h.update(bytes([blob_type]))
+    h.update(payload)
+    return h.hexdigest()
+
+
+def is_blob_id(text: str) -> bool:
+    return len(text) == 2 * ID_LEN and all(c in "0123456789abcdef" for c in text)
+
+
+def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
+    """Header || payload, zstd-compressed when `level` is given and it actually saves space."""
+    compression = Compression.NONE
+    body = payload
+    if level is not None and len(payload) >= 64:
+        packed = _compressor(level).compress(payload)
+        if len(packed) < len(payload):
+            compression, body = Compression.ZSTD, packed
+    header = MAGIC + bytes([FORMAT_VERSION, kind, compression, Cipher.NONE])
+    return header + body
+
+
+def open_envelope(stored: bytes, name: str, max_payload: int = MAX_PAYLOAD) -> tuple[int, bytes]:
+    """Check the header and decompress with the frame's declared size checked first."""
+    if len(stored) < HEADER_LEN:
+        raise BlobCorrupt(name, f"truncated: {len(stored)} bytes is shorter than the header")
+    if stored[:4] != MAGIC:
+        raise BlobCorrupt(name, "bad magic bytes")
+    version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormat(f"{name}: envelope format version {version} is not supported (this build reads {FORMAT_VERSION})")
+    if cipher != Cipher.NONE:
+        raise UnsupportedFormat(f"{name}: cipher {cipher} is not supported by this build")
+    body = stored[HEADER_LEN:]
+    if compression == Compression.NONE:
+        if len(body) > max_payload:
+            raise BlobCorrupt(name, f"payload of {len(body)} bytes exceeds the limit of {max_payload}")
+        return kind, body
+    if compression != Compression.ZSTD:
+        raise BlobCorrupt(name, f"unknown compression {compression}")
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise BlobCorrupt(name, f"bad zstd frame header: {exc}") from None
+    if declared < 0:
+        raise BlobCorrupt(name, "zstd frame does not declare its content size")
+    if declared > max_payload:
+        raise BlobCorrupt(name, f"zstd frame declares {declared} bytes, over the limit of {max_payload}")
+    try:
+        out = _decompressor().decompress(body, max_output_size=declared)
+    except zstandard.ZstdError as exc:
+        raise BlobCorrupt(name, f"zstd: {exc}") from None
+    if len(out) != declared:
+        raise BlobCorrupt(name, f"zstd frame produced {len(out)} bytes, declared {declared}")
+    return kind, out
+
+
+@dataclass(frozen=True)
+class EncodedBlob:
+    id: str
+    type: BlobType
+    stored: bytes
+    plain_size: int
+
+
+def encode_blob(blob_type: BlobType, payload: bytes, level: int | None = 3) -> EncodedBlob:
+    return EncodedBlob(blob_id(blob_type, payload), blob_type, envelope(blob_type, payload, level), len(payload))
+
+
+def decode_blob(expected_id: str, stored: bytes, expected_type: BlobType | None = None) -> tuple[BlobType, bytes]:
+    """Verify a stored blob against its ID; BlobCorrupt on any mismatch."""
+    kind, payload = open_envelope(stored, expected_id)
+    try:
+        blob_type = BlobType(kind)
+    except ValueError:
+        raise BlobCorrupt(expected_id, f"unknown blob type {kind}") from None
+    if expected_type is not None and blob_type != expected_type:
+        raise BlobCorrupt(expected_id, f"expected a {expected_type.name} blob, found {blob_type.name}")
+    actual = blob_id(blob_type, payload)
+    if actual != expected_id:
+        raise BlobCorrupt(expected_id, f"hash mismatch (content hashes to {actual})")
+    return blob_type, payload
+
+
+# ---- canonical msgpack -------------------------------------------------------------------
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def packb(obj: Any) -> bytes:
+    """Canonical msgpack: maps with sorted keys, arrays, bin for bytes, smallest int forms."""
+    return msgpack.packb(_canonical(obj), use_bin_type=True)
+
+
+def unpackb(data: bytes, name: str) -> Any:
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=MAX_PAYLOAD,
+            max_str_len=MAX_STR,
+            max_array_len=MAX_ARRAY,
+            max_map_len=MAX_MAP,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, UnicodeDecodeError, TypeError) as exc:
+        kind = "too deeply nested" if isinstance(exc, msgpack.exceptions.StackError) else str(exc) or type(exc).__name__
+        raise BlobCorrupt(name, f"msgpack: {kind}") from None
+
+
+@dataclass(frozen=True, order=True)
+class Ref:
+    """A typed reference: the type tells GC whether to descend without reading the blob."""
+
+    type: BlobType
+    id: str
+
+    def to_bytes(self) -> bytes:
+        return bytes([self.type]) + bytes.fromhex(self.id)
+
+    @classmethod
+    def from_bytes(cls, raw: Any, name: str) -> "Ref":
+        if not (isinstance(raw, bytes) and len(raw) == ID_LEN + 1):
+            raise BlobCorrupt(name, "malformed reference")
+        try:
+            return cls(BlobType(raw[0]), raw[1:].hex())
+        except ValueError:
+            raise BlobCorrupt(name, f"reference to unknown blob type {raw[0]}") from None
+
+
+def pack_structured(refs: list[Ref], body: Any) -> bytes:
+    """Payload of a structured blob: [sorted unique refs as 33-byte bins, body]. GC walks refs only."""
+    return packb([[r.to_bytes() for r in sorted(set(refs))], body])
+
+
+def unpack_structured(payload: bytes, name: str) -> tuple[list[Ref], Any]:
+    obj = unpackb(payload, name)
+    if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], list)):
+        raise BlobCorrupt(name, "structured payload is not [refs, body]")
+    return [Ref.from_bytes(r, name) for r in obj[0]], obj[1]
+
+
+def encode_record(kind: RecordType, fields: dict[str, Any]) -> bytes:
+    return envelope(kind, packb(fields), None)
+
+
+def decode_record(stored: bytes, kind: RecordType, name: str) -> dict[str, Any]:
+    found, payload = open_envelope(stored, name, max_payload=MAX_STR)
+    if found != kind:
+        raise BlobCorrupt(name, f"expected a {kind.name} record, found type {found}")
+    obj = unpackb(payload, name)
+    if not isinstance(obj, dict):
+        raise BlobCorrupt(name, "record is not a map")
+    return obj

@@ -1,0 +1,112 @@
+"""One exception hierarchy; the CLI maps each class to a one-line message and an exit code."""
+from __future__ import annotations
+
+
+class CasbackupError(Exception):
+    """Root of every error casbackup raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(CasbackupError):
+    """A bad argument or option value from the user."""
+
+    exit_code = 2
+
+
+class NotFound(CasbackupError):
+    """A requested key, snapshot or path does not exist in the generation."""
+
+    exit_code = 3
+
+
+class BlobMissing(CasbackupError):
+    """A blob that a generation references is not in the store."""
+
+    exit_code = 4
+
+    def __init__(self, blob_id: str, generation: str | None = None, detail: str = "") -> None:
+        self.blob_id = blob_id
+        self.generation = generation
+        where = f" (referenced by generation {generation})" if generation else ""
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"blob {blob_id} is missing{where}{extra}")
+
+
+class BlobCorrupt(CasbackupError):
+    """Stored bytes fail their hash, their envelope or a decode limit."""
+
+    exit_code = 5
+
+    def __init__(self, blob_id: str, reason: str, generation: str | None = None) -> None:
+        self.blob_id = blob_id
+        self.generation = generation
+        self.reason = reason
+        where = f" (referenced by generation {generation})" if generation else ""
+        super().__init__(f"blob {blob_id} is corrupt{where}: {reason}")
+
+
+class CommitConflict(CasbackupError):
+    """A commit could not be published after bounded retries, or its precondition failed."""
+
+    exit_code = 6
+
+
+class LeaseExpired(CasbackupError):
+    """A pin or GC lease lapsed (or was about to); reading on could see collected data."""
+
+    exit_code = 7
+
+
+class BackendError(CasbackupError):
+    """The storage failed or answered something the storage contract does not allow."""
+
+    exit_code = 8
+
+
+class KeyMissing(BackendError):
+    """A backend key does not exist (raised by backends; the store turns it into BlobMissing)."""
+
+    exit_code = 4
+
+
+class EtagMismatch(BackendError):
+    """A compare-and-swap found a different current value than expected."""
+
+    exit_code = 6
+
+
+class RepositoryNotFound(CasbackupError):
+    exit_code = 9
+
+
+class RepositoryExists(CasbackupError):
+    exit_code = 9
+
+
+class UnsupportedFormat(CasbackupError):
+    """The repository uses a format version or mode this build does not know."""
+
+    exit_code = 10
+
+
+class CapabilityError(CasbackupError):
+    """The storage lacks an ability (e.g. create-if-absent) that safe writing requires."""
+
+    exit_code = 11
+
+
+class GcBusy(CasbackupError):
+    """Another GC holds the live GC lease."""
+
+    exit_code = 12
+
+
+class CheckFailed(CasbackupError):
+    """`check` found dangling references or corrupt blobs."""
+
+    exit_code = 13
+
+
+class OutcomeUnknown(BackendError):
+    """A conditional write was sent but its reply was lost; the caller must read back to decide."""

@@ -1,0 +1,113 @@
+"""The verified blob store: every read is checked against its ID; every write is create-only."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .backends.base import Backend, ObjectInfo
+from .codec import (
+    RAW_TYPES,
+    BlobType,
+    EncodedBlob,
+    Ref,
+    decode_blob,
+    encode_blob,
+    is_blob_id,
+    pack_structured,
+    unpack_structured,
+)
+from .errors import BackendError, BlobCorrupt, BlobMissing, KeyMissing, OutcomeUnknown
+
+BLOB_PREFIX = "blobs/"
+
+
+def blob_key(blob_id: str) -> str:
+    return f"{BLOB_PREFIX}{blob_id[:2]}/{blob_id}"
+
+
+@dataclass(frozen=True)
+class PutResult:
+    ref: Ref
+    created: bool  # False: the blob already existed (dedup), which GC's rescue rule must know
+    stored_size: int
+
+
+class BlobStore:
+    def __init__(self, backend: Backend, level: int | None = 3, cache_entries: int = 4096) -> None:
+        self.backend = backend
+        self.level = level
+        self._cache: OrderedDict[str, tuple[list[Ref], Any]] = OrderedDict()
+        self._cache_size = cache_entries
+        self._cache_lock = threading.Lock()
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def put(self, blob_type: BlobType, payload: bytes) -> PutResult:
+        return self.put_encoded(encode_blob(blob_type, payload, self.level))
+
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
+        return self.put(blob_type, pack_structured(refs, body))
+
+    def put_encoded(self, blob: EncodedBlob) -> PutResult:
+        key = blob_key(blob.id)
+        for _ in range(3):
+            try:
+                created = self.backend.create(key, blob.stored)
+                return PutResult(Ref(blob.type, blob.id), created, len(blob.stored))
+            except OutcomeUnknown:
+                continue  # create-if-absent of identical bytes is idempotent: just ask again
+        raise BackendError(f"could not confirm the upload of blob {blob.id}")
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get(self, ref: Ref, generation: str | None = None) -> bytes:
+        """Verified payload of a blob; BlobMissing / BlobCorrupt name the blob and generation."""
+        try:
+            stored = self.backend.get(blob_key(ref.id))
+        except KeyMissing:
+            raise BlobMissing(ref.id, generation) from None
+        try:
+            _, payload = decode_blob(ref.id, stored, ref.type)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(ref.id, exc.reason, generation) from None
+        return payload
+
+    def get_structured(self, ref: Ref, generation: str | None = None) -> tuple[list[Ref], Any]:
+        if ref.type in RAW_TYPES:
+            raise BlobCorrupt(ref.id, f"{ref.type.name} blobs have no structure", generation)
+        with self._cache_lock:
+            hit = self._cache.get(ref.id)
+            if hit is not None:
+                self._cache.move_to_end(ref.id)
+                return hit
+        payload = self.get(ref, generation)
+        try:
+            decoded = unpack_structured(payload, ref.id)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(ref.id, exc.reason, generation) from None
+        with self._cache_lock:
+            self._cache[ref.id] = decoded
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return decoded
+
+    def exists(self, blob_id: str) -> bool:
+        try:
+            self.backend.stat(blob_key(blob_id))
+            return True
+        except KeyMissing:
+            return False
+
+    def list(self) -> Iterator[tuple[str, ObjectInfo]]:
+        """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""
+        for info in self.backend.list(BLOB_PREFIX):
+            name = info.key.rsplit("/", 1)[-1]
+            if is_blob_id(name) and info.key == blob_key(name):
+                yield name, info
+
+    def delete(self, blob_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(blob_id, None)
+        self.backend.delete(blob_key(blob_id))
