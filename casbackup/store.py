@@ -93,6 +93,11 @@ class BlobStore:
                 self._cache.popitem(last=False)
         return decoded
 
+    def clear_cache(self) -> None:
+        """Forget decoded blobs, so the next reads verify the stored bytes again (check)."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def exists(self, blob_id: str) -> bool:
         try:
             self.backend.stat(blob_key(blob_id))

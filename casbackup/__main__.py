@@ -1,0 +1,3 @@
+from casbackup.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The `casbackup` command: global options, error mapping, and the command groups."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import CasbackupError
+from .common import Context, die
+from .core import register as register_core
+
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="casbackup")
+@click.option("-r", "--repo", envvar="CASBACKUP_REPO", default=None, metavar="REPO",
+              help="Repository: a path (local disk, the default), file://PATH, s3://BUCKET/PREFIX, ... "
+                   "[env CASBACKUP_REPO]")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Backend option, e.g. endpoint=http://127.0.0.1:9000 (repeatable).")
+@click.option("--unsafe-single-writer", is_flag=True,
+              help="Write even if the storage cannot do conditional writes. Only safe if exactly one "
+                   "process ever writes and no gc runs concurrently.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output on standard error.")
+@click.pass_context
+def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool) -> None:
+    """casbackup: content-addressed backups that readers, writers and gc can share safely."""
+    ctx.obj = Context(repo, options, unsafe_single_writer, quiet)
+    ctx.call_on_close(ctx.obj.close)
+
+
+register_core(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="casbackup", standalone_mode=False)
+    except click.exceptions.Abort:
+        die("interrupted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except CasbackupError as exc:
+        die(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        die("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        finally:
+            sys.exit(141)
+    except OSError as exc:
+        die(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if os.environ.get("CASBACKUP_DEBUG"):
+            raise
+        die(f"internal error: {type(exc).__name__}: {exc} (please report it; CASBACKUP_DEBUG=1 shows a traceback)",
+            EXIT_INTERNAL)

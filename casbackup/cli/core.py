@@ -1,0 +1,213 @@
+"""Commands of the core layer: init, meta, log, pins, gc, check."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..check import check as run_check
+from ..errors import CheckFailed, NotFound, UsageError
+from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
+from ..pins import list_pins
+from .common import DURATION, Context, emit_json
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().rstrip("ib")
+    mult = units.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in units else t
+    if not num.isdigit():
+        raise UsageError(f"invalid size {text!r}: write it like 512K, 1M or 4M")
+    return int(num) * mult
+
+
+@click.command()
+@click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd level.")
+@click.option("--chunk-min", default="256K", show_default=True, help="Smallest content-defined chunk.")
+@click.option("--chunk-avg", default="1M", show_default=True, help="Average content-defined chunk.")
+@click.option("--chunk-max", default="4M", show_default=True, help="Largest content-defined chunk.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@pass_ctx
+def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, chunk_max: str, json_out: bool) -> None:
+    """Create a repository (and prove the storage can do conditional writes)."""
+    lo, avg, hi = _size(chunk_min), _size(chunk_avg), _size(chunk_max)
+    if not (64 <= lo <= avg <= hi <= 64 * 1024 * 1024):
+        raise UsageError("chunk sizes must satisfy 64 <= min <= avg <= max <= 64M")
+    repo = ctx.init(compression_level=compression_level, chunk_min=lo, chunk_avg=avg, chunk_max=hi)
+    if json_out:
+        emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url})
+    else:
+        click.echo(f"created casbackup repository {repo.config.repo_id} at {ctx.url}")
+
+
+@click.group()
+def meta() -> None:
+    """Read and write metadata entries (NAMESPACE, KEY) -> VALUE."""
+
+
+@meta.command("put")
+@click.argument("namespace")
+@click.argument("key")
+@click.argument("value")
+@pass_ctx
+def meta_put(ctx: Context, namespace: str, key: str, value: str) -> None:
+    """Set KEY in NAMESPACE to VALUE ('-' reads standard input) in a new generation."""
+    data = sys.stdin.buffer.read() if value == "-" else value.encode()
+    repo = ctx.open(write=True)
+    gen = repo.commit(puts=[(namespace, key, data)], message=f"meta put {namespace} {key}")
+    click.echo(f"committed generation {gen.seq} ({gen.id[:16]})")
+
+
+@meta.command("get")
+@click.argument("namespace")
+@click.argument("key")
+@pass_ctx
+def meta_get(ctx: Context, namespace: str, key: str) -> None:
+    """Write the raw value of KEY to standard output."""
+    repo = ctx.open()
+    with repo.reader("meta get") as snap:
+        data = snap.get(namespace, key)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@meta.command("rm")
+@click.argument("namespace")
+@click.argument("key")
+@pass_ctx
+def meta_rm(ctx: Context, namespace: str, key: str) -> None:
+    """Remove KEY from the live set in a new generation (gc reclaims space later)."""
+    repo = ctx.open(write=True)
+    with repo.transaction(f"meta rm {namespace} {key}") as txn:
+        if txn.base.entry(namespace, key) is None:
+            txn.abort()
+            raise NotFound(f"no key {key!r} in namespace {namespace!r}")
+        txn.delete(namespace, key)
+    assert txn.result is not None
+    click.echo(f"committed generation {txn.result.seq} ({txn.result.id[:16]})")
+
+
+@meta.command("list")
+@click.argument("namespace", required=False)
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def meta_list(ctx: Context, namespace: str | None, json_out: bool) -> None:
+    """List entries (of one NAMESPACE, or all) in the current generation."""
+    repo = ctx.open()
+    with repo.reader("meta list") as snap:
+        rows = [{"namespace": e.namespace, "key": e.key,
+                 "size": len(e.value) if e.value is not None else None,
+                 "value_blob": e.value_ref.id if e.value_ref else None,
+                 "refs": [r.id for r in e.refs]} for e in snap.list(namespace)]
+    if json_out:
+        emit_json(rows)
+    else:
+        for r in rows:
+            click.echo(f"{r['namespace']}\t{r['key']}")
+
+
+@click.command("log")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def log_cmd(ctx: Context, json_out: bool) -> None:
+    """Generations, newest first."""
+    repo = ctx.open()
+    rows = [{"seq": g.seq, "id": g.id, "parent": g.parent, "time": _ts(g.time), "entries": g.entries,
+             "message": g.message} for g in repo.log()]
+    if json_out:
+        emit_json(rows)
+    else:
+        for r in rows:
+            click.echo(f"{r['seq']:>6}  {r['id'][:16]}  {r['time']}  {r['entries']:>8} entries  {r['message']}")
+
+
+@click.command("pins")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def pins_cmd(ctx: Context, json_out: bool) -> None:
+    """Reader pins (leases) and whether each is live."""
+    repo = ctx.open()
+    now = repo.backend.now()
+    rows = []
+    for p in list_pins(repo.backend):
+        state = "unreadable" if p.record is None else ("live" if p.live(now) else "expired")
+        row: dict[str, object] = {"key": p.key, "state": state}
+        if p.record is not None:
+            r = p.record
+            row.update(pin_id=r.pin_id, generation=r.generation, seq=r.seq, host=r.host, pid=r.pid,
+                       purpose=r.purpose, created=_ts(r.created), expires=_ts(r.expires))
+        else:
+            row["error"] = p.error
+        rows.append(row)
+    if json_out:
+        emit_json(rows)
+    else:
+        for r in rows:
+            if "seq" in r:
+                click.echo(f"{r['pin_id']}  {r['state']:<8} gen {r['seq']:<6} {r['host']}:{r['pid']}  "
+                           f"{r['purpose']}  expires {r['expires']}")
+            else:
+                click.echo(f"{r['key']}  {r['state']}: {r['error']}")
+
+
+@click.command("gc")
+@click.option("--grace", type=DURATION, default=f"{int(DEFAULT_GRACE // 3600)}h", show_default=True,
+              help="Delete only blobs unreferenced (and stored) for longer than this.")
+@click.option("--keep-last", type=click.IntRange(1), default=DEFAULT_KEEP_LAST, show_default=True,
+              help="Always keep what the newest N generations reach.")
+@click.option("--dry-run", is_flag=True, help="Report what would be condemned and deleted; change nothing.")
+@click.option("--force", is_flag=True, help="Allow a grace period under 1h.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: bool, json_out: bool) -> None:
+    """Collect unreachable blobs: condemn now, delete once condemned for the grace period."""
+    repo = ctx.open(write=not dry_run)
+    report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force,
+                       progress=ctx.progress(json_out)).run()
+    if json_out:
+        emit_json(report.to_json())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    count = report.would_delete if dry_run else report.deleted
+    click.echo(f"{report.blobs_total} blobs, {report.blobs_reachable} reachable, {report.condemned} condemned "
+               f"({report.newly_condemned} new), {report.blobs_young} within grace; {verb} {count}"
+               + ("" if dry_run else f" ({report.deleted_bytes} bytes)")
+               + (f"; {report.rescued} rescued by concurrent use" if report.rescued else "")
+               + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
+
+
+@click.command("check")
+@click.option("--read-data", is_flag=True, help="Also read every reachable blob and verify its hash.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
+    """Verify the root, every reachable blob's presence and, with --read-data, every hash."""
+    repo = ctx.open()
+    report = run_check(repo, read_data=read_data, progress=ctx.progress(json_out))
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        for p in report.dangling:
+            click.echo(f"dangling: {p.blob} ({p.reason}; generation {p.generation})")
+        for p in report.corrupt:
+            click.echo(f"corrupt: {p.blob} ({p.reason}; generation {p.generation})")
+        click.echo(f"{report.generations_checked} generations, {report.blobs_reachable} reachable blobs"
+                   f" ({report.blobs_read} read), {report.orphans} orphans ({report.orphan_bytes} bytes), "
+                   f"{report.live_pins} live pins, {len(report.expired_pins)} expired pins")
+    if not report.ok:
+        raise CheckFailed(f"check found {len(report.dangling)} missing and {len(report.corrupt)} corrupt blobs")
+    if not json_out:
+        click.echo("no errors found")
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (init, meta, log_cmd, pins_cmd, gc_cmd, check_cmd):
+        cli.add_command(cmd)

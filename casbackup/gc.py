@@ -1,0 +1,217 @@
+"""Two-phase garbage collection: mark (condemn) now, sweep after the grace period (spec §9).
+
+Safety rests on three rules: GC only deletes blobs that stayed condemned for the grace period;
+a commit that touches a condemned blob removes it from the set in the same root swap; and a
+sweep announces its set in the root before re-reading pins and deleting, so no commit or
+reader can start using a blob it is deleting.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+from .errors import BlobCorrupt, EtagMismatch, UsageError
+from .gcstate import load_gcstate, write_gcstate
+from .pins import PinState, acquire_gc_lease, list_pins, release_gc_lease
+from .reach import Reachability
+from .records import Root, new_write_id
+from .repository import Repository
+
+DEFAULT_GRACE = 24 * 3600.0
+MIN_GRACE_WITHOUT_FORCE = 3600.0
+DEFAULT_KEEP_LAST = 3
+TEMP_FILE_AGE = 3600.0
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    grace_seconds: float
+    keep_last: int
+    blobs_total: int = 0
+    blobs_reachable: int = 0
+    blobs_young: int = 0
+    condemned: int = 0
+    newly_condemned: int = 0
+    deleted: int = 0
+    deleted_bytes: int = 0
+    rescued: int = 0
+    would_delete: int = 0
+    retained_generations: int = 0
+    finished_abandoned_sweep: bool = False
+    expired_pins_removed: int = 0
+    temp_files_removed: int = 0
+    seconds: float = 0.0
+    deleted_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("deleted_ids")
+        return d
+
+
+class Collector:
+    def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
+                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
+        if grace < 0 or keep_last < 1:
+            raise UsageError("--grace must be >= 0 and --keep-last >= 1")
+        if grace < MIN_GRACE_WITHOUT_FORCE and not force:
+            raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
+                             "uploaded; pass --force if no writer can be running")
+        self.repo = repo
+        self.backend = repo.backend
+        self.store = repo.store
+        self.grace = grace
+        self.keep_last = keep_last
+        self.dry_run = dry_run
+        self.progress = progress or (lambda _msg: None)
+        self.report = GcReport(dry_run, grace, keep_last)
+        self.lease = None
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+    def run(self) -> GcReport:
+        started = time.monotonic()
+        if not self.dry_run:
+            self.lease = acquire_gc_lease(self.backend)
+        try:
+            root, _ = self.repo.read_root()
+            if root.sweeping is not None and not self.dry_run:
+                self.progress("finishing a sweep an earlier gc left unfinished")
+                self._sweep_announced(load_gcstate(self.store, root.sweeping))
+                self.report.finished_abandoned_sweep = True
+            condemned = self._mark()
+            now = self.backend.now()
+            eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
+            if self.dry_run:
+                self.report.would_delete = len(eligible)
+            elif eligible:
+                self._sweep(eligible)
+            if not self.dry_run:
+                self._cleanup()
+        finally:
+            if self.lease is not None:
+                release_gc_lease(self.lease)
+        self.report.seconds = round(time.monotonic() - started, 3)
+        return self.report
+
+    # ---- mark --------------------------------------------------------------------------
+
+    def _mark(self) -> dict[str, float]:
+        self.progress("marking reachable blobs")
+        reach = Reachability(self.repo)
+        root, etag = self.repo.read_root()
+        pins = list_pins(self.backend)
+        now = self.backend.now()
+        gens = reach.walk_root(root, pins, now, self.keep_last)
+        self.report.retained_generations = len(gens)
+        self.progress("listing blobs")
+        listing = list(self.store.list())
+        self.report.blobs_total = len(listing)
+        self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach.seen)
+        previous = load_gcstate(self.store, root.condemned)
+        candidates: dict[str, float] = {}
+        young = 0
+        for blob_id, info in listing:
+            if blob_id in reach.seen:
+                continue
+            if info.mtime > now - self.grace:
+                young += 1
+                continue
+            candidates[blob_id] = previous.get(blob_id, now)
+        self.report.blobs_young = young
+        self.report.newly_condemned = sum(1 for i in candidates if i not in previous)
+        if self.dry_run:
+            self.report.condemned = len(candidates)
+            return candidates
+        while True:
+            self._check_lease()
+            new_root = replace(root, condemned=write_gcstate(self.store, "condemned", candidates),
+                               gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
+            try:
+                self.backend.compare_and_swap("root", etag, new_root.encode())
+                break
+            except EtagMismatch:
+                root, etag = self.repo.read_root()
+                reach.walk_root(root, list_pins(self.backend), self.backend.now(), self.keep_last)
+                candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
+        self.report.condemned = len(candidates)
+        return candidates
+
+    # ---- sweep -------------------------------------------------------------------------
+
+    def _sweep(self, eligible: dict[str, float]) -> None:
+        """Announce the sweep set in the root (removing it from condemned), then delete."""
+        root, etag = self.repo.read_root()
+        while True:
+            self._check_lease()
+            condemned = load_gcstate(self.store, root.condemned)
+            chosen = {i: t for i, t in eligible.items() if i in condemned}  # committers may have rescued some
+            self.report.rescued += len(eligible) - len(chosen)
+            eligible = chosen
+            if not chosen:
+                return
+            rest = {i: t for i, t in condemned.items() if i not in chosen}
+            new_root = replace(root, condemned=write_gcstate(self.store, "condemned", rest),
+                               sweeping=write_gcstate(self.store, "sweeping", chosen),
+                               gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
+            try:
+                self.backend.compare_and_swap("root", etag, new_root.encode())
+                break
+            except EtagMismatch:
+                root, etag = self.repo.read_root()
+        self._sweep_announced(chosen)
+
+    def _sweep_announced(self, sweeping: dict[str, float]) -> None:
+        # Re-read the root and the pins *after* the announcement: anything that now covers a
+        # blob in the set (a new pin, a new commit) takes it out of the set.
+        root, _ = self.repo.read_root()
+        pins: list[PinState] = list_pins(self.backend)
+        reach = Reachability(self.repo)
+        gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
+        doomed = sorted(i for i in sweeping if i not in reach.seen)
+        self.report.rescued += len(sweeping) - len(doomed)
+        self.progress(f"deleting {len(doomed)} blobs")
+        sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
+        for n, blob_id in enumerate(doomed):
+            if n % 64 == 0:
+                self._check_lease()
+            self.store.delete(blob_id)
+            self.report.deleted += 1
+            self.report.deleted_bytes += sizes.get(blob_id, 0)
+            self.report.deleted_ids.append(blob_id)
+        floor = min(g.seq for g in gens)
+        while True:
+            root, etag = self.repo.read_root()
+            new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
+                               retain_floor=max(root.retain_floor, floor), time=self.backend.now())
+            try:
+                self.backend.compare_and_swap("root", etag, new_root.encode())
+                return
+            except EtagMismatch:
+                continue
+
+    # ---- housekeeping ------------------------------------------------------------------
+
+    def _cleanup(self) -> None:
+        now = self.backend.now()
+        for pin in list_pins(self.backend):
+            if not pin.live(now):
+                self.backend.delete(pin.key)
+                self.report.expired_pins_removed += 1
+        for info in self.backend.list("selftest/"):
+            if info.mtime < now - TEMP_FILE_AGE:
+                self.backend.delete(info.key)
+        remove_temp = getattr(self.backend, "remove_stale_temp_files", None)
+        if remove_temp is not None:
+            self.report.temp_files_removed = remove_temp(max(self.grace, TEMP_FILE_AGE))
+
+
+def collect(repo: Repository, **kwargs: object) -> GcReport:
+    return Collector(repo, **kwargs).run()  # type: ignore[arg-type]
+
+
+__all__ = ["Collector", "GcReport", "collect", "DEFAULT_GRACE", "DEFAULT_KEEP_LAST", "BlobCorrupt", "Root"]

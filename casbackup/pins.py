@@ -1,0 +1,194 @@
+"""Leases: reader pins under pins/ and the single GC lease, renewed in the background.
+
+Expiry times are on the storage's clock (backend.now()); the holder's own deadline is kept on
+its monotonic clock from *before* the write, so clock skew can only make it stop early.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .backends.base import Backend
+from .errors import BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, UsageError
+from .records import GC_LEASE_KEY, PIN_PREFIX, LeaseRecord, PinRecord
+
+MAX_LEASE = 7 * 86400.0
+DEFAULT_PIN_TTL = 600.0
+DEFAULT_GC_TTL = 600.0
+
+
+def _margin(ttl: float) -> float:
+    """Stop using a lease this long before it lapses (room for a read in flight)."""
+    return min(max(ttl * 0.1, 0.05), 60.0)
+
+
+class Lease:
+    """A record at a mutable key that expires unless renewed; shared by pins and the GC lease."""
+
+    def __init__(self, backend: Backend, key: str, ttl: float, make: Callable[[float, float], bytes],
+                 renew: bool = True, monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < ttl <= MAX_LEASE:
+            raise UsageError(f"lease length {ttl:g}s is out of range (0, {MAX_LEASE:g}s]")
+        self.backend = backend
+        self.key = key
+        self.ttl = ttl
+        self._make = make
+        self._monotonic = monotonic
+        self._etag: str | None = None
+        self._created: float | None = None
+        self._deadline = 0.0
+        self._renew_enabled = renew
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.released = False
+
+    def write(self, expected_etag: str | None) -> None:
+        """Create (or take over) the lease record; CAS so two holders can never both win."""
+        started = self._monotonic()
+        now = self.backend.now()
+        if self._created is None:
+            self._created = now
+        self._etag = self.backend.compare_and_swap(self.key, expected_etag, self._make(self._created, now + self.ttl))
+        self._deadline = started + self.ttl - _margin(self.ttl)
+        if self._renew_enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._renew_loop, name=f"lease:{self.key}", daemon=True)
+            self._thread.start()
+
+    def renew(self) -> None:
+        with self._lock:
+            if self.released:
+                return
+            started = self._monotonic()
+            now = self.backend.now()
+            self._etag = self.backend.compare_and_swap(self.key, self._etag, self._make(self._created or now, now + self.ttl))
+            self._deadline = started + self.ttl - _margin(self.ttl)
+
+    def _renew_loop(self) -> None:
+        interval = max(self.ttl / 3.0, 0.01)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except EtagMismatch:
+                return  # someone took the lease over: check() will fail once the deadline passes
+            except Exception:  # noqa: BLE001 - transient storage errors: retry next interval
+                continue
+
+    def check(self) -> None:
+        """Raise LeaseExpired if the lease has lapsed (or is within its safety margin)."""
+        if self.released:
+            raise LeaseExpired(f"lease {self.key} was released")
+        if self._monotonic() > self._deadline:
+            raise LeaseExpired(f"lease {self.key} expired; the data it protected may have been collected, start again")
+
+    @property
+    def remaining(self) -> float:
+        return self._deadline - self._monotonic()
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def release(self) -> None:
+        self.stop_renewing()
+        with self._lock:
+            if self.released:
+                return
+            self.released = True
+            try:
+                self.backend.delete(self.key)
+            except BackendError:
+                pass  # it expires on its own
+
+
+def holder_identity() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def new_pin(backend: Backend, generation: str, seq: int, purpose: str, ttl: float = DEFAULT_PIN_TTL,
+            renew: bool = True, monotonic: Callable[[], float] = time.monotonic) -> Lease:
+    pin_id = f"{int(backend.now())}-{secrets.token_hex(8)}"
+    host, pid = holder_identity()
+
+    def make(created: float, expires: float) -> bytes:
+        return PinRecord(pin_id, generation, seq, host, pid, purpose, created, expires).encode()
+
+    lease = Lease(backend, f"{PIN_PREFIX}{pin_id}", ttl, make, renew=renew, monotonic=monotonic)
+    lease.pin_id = pin_id  # type: ignore[attr-defined]
+    lease.write(None)
+    return lease
+
+
+@dataclass(frozen=True)
+class PinState:
+    key: str
+    record: PinRecord | None  # None: unreadable
+    mtime: float
+    error: str | None = None
+
+    def live(self, now: float) -> bool:
+        """Unreadable pins count as live until MAX_LEASE after they were written (fail safe)."""
+        if self.record is None:
+            return now < self.mtime + MAX_LEASE
+        return now < self.record.expires
+
+
+def list_pins(backend: Backend) -> list[PinState]:
+    out = []
+    for info in backend.list(PIN_PREFIX):
+        try:
+            record = PinRecord.decode(backend.get(info.key), info.key)
+            out.append(PinState(info.key, record, info.mtime))
+        except KeyMissing:
+            continue  # released between list and get
+        except BlobCorrupt as exc:
+            out.append(PinState(info.key, None, info.mtime, str(exc)))
+    return out
+
+
+def acquire_gc_lease(backend: Backend, ttl: float = DEFAULT_GC_TTL, monotonic: Callable[[], float] = time.monotonic) -> Lease:
+    """Take the one GC lease, taking over an expired one; GcBusy if a live GC holds it."""
+    host, pid = holder_identity()
+    holder = secrets.token_hex(8)
+
+    def make(_created: float, expires: float) -> bytes:
+        return LeaseRecord(holder, host, pid, expires).encode()
+
+    lease = Lease(backend, GC_LEASE_KEY, ttl, make, monotonic=monotonic)
+    try:
+        current, etag = backend.read_versioned(GC_LEASE_KEY)
+    except KeyMissing:
+        current, etag = None, None
+    if current is not None:
+        try:
+            record: LeaseRecord | None = LeaseRecord.decode(current, GC_LEASE_KEY)
+        except BlobCorrupt:
+            record = None
+        if record is not None and record.expires > backend.now():
+            raise GcBusy(f"another gc holds the lease ({record.host} pid {record.pid}) until "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(record.expires))} UTC; "
+                         "it is taken over automatically once it expires")
+    try:
+        lease.write(etag)
+    except EtagMismatch:
+        raise GcBusy("another gc took the lease at the same moment; try again later") from None
+    return lease
+
+
+def release_gc_lease(lease: Lease) -> None:
+    """Mark the lease expired with a CAS (so we never delete a lease someone else took over)."""
+    lease.stop_renewing()
+    with lease._lock:  # noqa: SLF001 - same module family
+        if lease.released:
+            return
+        lease.released = True
+        try:
+            lease.backend.compare_and_swap(lease.key, lease._etag, lease._make(0.0, 0.0))  # noqa: SLF001
+        except (EtagMismatch, BackendError):
+            pass

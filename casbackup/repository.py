@@ -1,0 +1,473 @@
+"""Open, read (pinned) and commit (compare-and-swap with rebase) — spec/FORMAT.md §7-§8."""
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+from .backends.base import Backend
+from .btree import INLINE_VALUE_MAX, BTree, Entry, Op
+from .codec import BlobType, Ref
+from .errors import (
+    BackendError,
+    BlobCorrupt,
+    BlobMissing,
+    CapabilityError,
+    CommitConflict,
+    EtagMismatch,
+    KeyMissing,
+    LeaseExpired,
+    NotFound,
+    OutcomeUnknown,
+    RepositoryExists,
+    RepositoryNotFound,
+    UsageError,
+)
+from .gcstate import load_gcstate, write_gcstate
+from .pins import DEFAULT_PIN_TTL, Lease, _margin, new_pin
+from .records import CONFIG_KEY, PIN_PREFIX, ROOT_KEY, Config, Generation, PinRecord, Root, new_write_id
+from .store import BlobStore, PutResult
+
+log = logging.getLogger("casbackup")
+
+COMMIT_TIMEOUT = 300.0
+PIN_VALIDATION_ATTEMPTS = 50
+
+
+def _validate_name(kind: str, text: str) -> str:
+    if not isinstance(text, str) or not text or len(text.encode()) > 1024 or "\x00" in text:
+        raise UsageError(f"invalid {kind} {text!r}: it must be 1-1024 bytes of UTF-8 with no NUL")
+    return text
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: Config, writable: bool,
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.backend = backend
+        self.config = config
+        self.writable = writable
+        self.store = BlobStore(backend, level=config.compression_level)
+        self.tree = BTree(self.store)
+        self.monotonic = monotonic
+        self.sleep = sleep
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, backend: Backend, unsafe_single_writer: bool = False, **settings: Any) -> "Repository":
+        try:
+            backend.stat(CONFIG_KEY)
+            config_exists = True
+        except KeyMissing:
+            config_exists = False
+        if config_exists:
+            try:
+                backend.stat(ROOT_KEY)
+                raise RepositoryExists("a repository already exists there")
+            except KeyMissing:
+                pass  # a crashed init: finish it below with the config that is there
+        self_test(backend, unsafe_single_writer)
+        if not config_exists:
+            config = Config(repo_id=secrets.token_hex(16), created=backend.now(), **settings)
+            if not backend.create(CONFIG_KEY, config.encode()):
+                raise RepositoryExists("a repository was created there concurrently")
+        config = Config.decode(backend.get(CONFIG_KEY))
+        repo = cls(backend, config, writable=True)
+        write_id = new_write_id()
+        gen = repo._write_generation(0, None, None, 0, write_id, "init")
+        try:
+            backend.compare_and_swap(ROOT_KEY, None, Root(gen.id, 0, write_id, time=backend.now()).encode())
+        except EtagMismatch:
+            raise RepositoryExists("a repository was created there concurrently") from None
+        return repo
+
+    @classmethod
+    def open(cls, backend: Backend, write: bool = False, unsafe_single_writer: bool = False) -> "Repository":
+        try:
+            config = Config.decode(backend.get(CONFIG_KEY))
+        except KeyMissing:
+            raise RepositoryNotFound("no casbackup repository there (no config); create one with 'casbackup init'") from None
+        if write:
+            self_test(backend, unsafe_single_writer)
+        return cls(backend, config, writable=write)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # ---- root and generations ---------------------------------------------------------
+
+    def read_root(self) -> tuple[Root, str]:
+        try:
+            data, etag = self.backend.read_versioned(ROOT_KEY)
+        except KeyMissing:
+            raise RepositoryNotFound("the repository has no root (an interrupted init?); run 'casbackup init' again") from None
+        return Root.decode(data), etag
+
+    def load_generation(self, gen_id: str) -> Generation:
+        refs, body = self.store.get_structured(Ref(BlobType.GENERATION, gen_id), gen_id)
+        gen = Generation.from_body(gen_id, refs, body)
+        return gen
+
+    def _write_generation(self, seq: int, parent: str | None, tree: Ref | None, entries: int, write_id: str,
+                          message: str) -> Generation:
+        draft = Generation("", seq, parent, tree, entries, self.backend.now(), write_id, message)
+        res = self.store.put_structured(BlobType.GENERATION, [tree] if tree else [], draft.body())
+        return Generation(res.ref.id, seq, parent, tree, entries, draft.time, write_id, message)
+
+    def log(self) -> Iterator[Generation]:
+        """Generations newest first, down to what GC has kept."""
+        root, _ = self.read_root()
+        gen_id: str | None = root.generation
+        while gen_id is not None:
+            try:
+                gen = self.load_generation(gen_id)
+            except BlobMissing:
+                if gen_id != root.generation:
+                    return  # older history was collected by gc
+                raise
+            yield gen
+            if gen.seq <= root.retain_floor and gen.parent and not self.store.exists(gen.parent):
+                return
+            gen_id = gen.parent
+
+    # ---- reading -----------------------------------------------------------------------
+
+    @contextmanager
+    def reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL) -> Iterator["Snapshot"]:
+        snap = self.open_snapshot(purpose, ttl)
+        try:
+            yield snap
+        finally:
+            snap.close()
+
+    def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True) -> "Snapshot":
+        """Resolve the root once, pin its generation, and validate the pin (spec §8.2)."""
+        for _ in range(PIN_VALIDATION_ATTEMPTS):
+            first, _ = self.read_root()
+            lease = new_pin(self.backend, first.generation, first.seq, purpose, ttl, renew=renew, monotonic=self.monotonic)
+            second, _ = self.read_root()
+            unchanged_head = second.generation == first.generation
+            no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
+            if unchanged_head or no_gc_transition:
+                return Snapshot(self, self.load_generation(first.generation), lease)
+            lease.release()
+        raise CommitConflict("could not pin a generation: the root kept changing under gc; try again")
+
+    def attach(self, pin_id: str) -> "Snapshot":
+        """Read under an existing live pin (e.g. one a listing process left for later readers)."""
+        key = f"{PIN_PREFIX}{pin_id}"
+        try:
+            record = PinRecord.decode(self.backend.get(key), key)
+        except KeyMissing:
+            raise LeaseExpired(f"pin {pin_id} does not exist (expired and cleaned up?)") from None
+        started = self.monotonic()
+        left = record.expires - self.backend.now()
+        if left <= _margin(record.expires - record.created):
+            raise LeaseExpired(f"pin {pin_id} has expired; list again to get a fresh pin")
+        lease = _AttachedLease(key, started + left - _margin(record.expires - record.created), self.monotonic)
+        return Snapshot(self, self.load_generation(record.generation), lease)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def transaction(self, message: str = "", ttl: float = DEFAULT_PIN_TTL) -> "Transaction":
+        if not self.writable:
+            raise UsageError("repository was opened read-only")
+        return Transaction(self, message, ttl)
+
+    def commit(self, puts: Iterable[tuple[str, str, bytes]] = (), deletes: Iterable[tuple[str, str]] = (),
+               message: str = "") -> Generation:
+        with self.transaction(message) as txn:
+            for ns, key, value in puts:
+                txn.put(ns, key, value)
+            for ns, key in deletes:
+                txn.delete(ns, key)
+        assert txn.result is not None
+        return txn.result
+
+
+class _AttachedLease:
+    """A borrowed pin: we check its deadline but neither renew nor release it."""
+
+    def __init__(self, key: str, deadline: float, monotonic: Callable[[], float]) -> None:
+        self.key = key
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self.released = False
+
+    def check(self) -> None:
+        if self._monotonic() > self._deadline:
+            raise LeaseExpired(f"pin {self.key} expired; list again to get a fresh pin")
+
+    def release(self) -> None:
+        self.released = True
+
+    @property
+    def remaining(self) -> float:
+        return self._deadline - self._monotonic()
+
+
+class Snapshot:
+    """A pinned, read-only view of one generation; every read checks the lease first."""
+
+    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease) -> None:
+        self.repo = repo
+        self.generation = generation
+        self.lease = lease
+
+    @property
+    def pin_id(self) -> str:
+        return self.lease.key[len(PIN_PREFIX):]
+
+    def _guard(self) -> None:
+        self.lease.check()
+
+    def _on_missing(self, exc: BlobMissing) -> BlobMissing:
+        self._guard()  # a lapsed lease explains a missing blob better than the blob does
+        return exc
+
+    def entry(self, namespace: str, key: str) -> Entry | None:
+        self._guard()
+        try:
+            return self.repo.tree.get(self.generation.tree, namespace, key, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def get(self, namespace: str, key: str) -> bytes:
+        e = self.entry(namespace, key)
+        if e is None:
+            raise NotFound(f"no key {key!r} in namespace {namespace!r} (generation {self.generation.seq})")
+        return self.value(e)
+
+    def value(self, e: Entry) -> bytes:
+        if e.value is not None:
+            return e.value
+        assert e.value_ref is not None
+        return self.read_blob(e.value_ref)
+
+    def list(self, namespace: str | None = None, prefix: str = "") -> Iterator[Entry]:
+        self._guard()
+        start = (namespace or "", prefix if namespace is not None else "")
+        try:
+            for e in self.repo.tree.iterate(self.generation.tree, start, self.generation.id):
+                if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
+                    break
+                self._guard()
+                yield e
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_blob(self, ref: Ref) -> bytes:
+        self._guard()
+        try:
+            return self.repo.store.get(ref, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_structured(self, ref: Ref) -> tuple[list[Ref], Any]:
+        self._guard()
+        try:
+            return self.repo.store.get_structured(ref, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def close(self) -> None:
+        self.lease.release()
+
+    def __enter__(self) -> "Snapshot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Transaction:
+    """Puts and deletes applied atomically by one root compare-and-swap (spec §8.3).
+
+    The base generation stays pinned until the commit, so blobs found through it (dedup) are
+    protected; every blob the transaction uploads or reuses is "touched" and takes part in the
+    GC rescue rule at commit time.
+    """
+
+    def __init__(self, repo: Repository, message: str, ttl: float) -> None:
+        self.repo = repo
+        self.message = message
+        self.base = repo.open_snapshot("commit", ttl)
+        self.ops: dict[tuple[str, str], Op] = {}
+        self.expect_absent: set[tuple[str, str]] = set()
+        self.touched: set[Ref] = set()
+        self.result: Generation | None = None
+        self._done = False
+
+    # -- staging --
+    def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
+        self.base._guard()
+        res = self.repo.store.put(blob_type, payload)
+        self.touched.add(res.ref)
+        return res
+
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
+        self.base._guard()
+        res = self.repo.store.put_structured(blob_type, refs, body)
+        self.touched.add(res.ref)
+        self.touched.update(refs)
+        return res
+
+    def use(self, refs: Iterable[Ref]) -> None:
+        """Declare blobs this transaction references without uploading them (dedup)."""
+        self.touched.update(refs)
+
+    def put(self, namespace: str, key: str, value: bytes, refs: Iterable[Ref] = (), if_absent: bool = False) -> None:
+        _validate_name("namespace", namespace)
+        _validate_name("key", key)
+        refs = tuple(sorted(set(refs)))
+        if len(value) > INLINE_VALUE_MAX:
+            vref = self.put_blob(BlobType.VALUE, value).ref
+            entry = Entry(namespace, key, None, vref, refs)
+        else:
+            entry = Entry(namespace, key, bytes(value), None, refs)
+        self.touched.update(refs)
+        self.ops[(namespace, key)] = Op(namespace, key, entry)
+        if if_absent:
+            self.expect_absent.add((namespace, key))
+
+    def delete(self, namespace: str, key: str) -> None:
+        self.ops[(namespace, key)] = Op(namespace, key, None)
+
+    def get(self, namespace: str, key: str) -> bytes:
+        op = self.ops.get((namespace, key))
+        if op is not None:
+            if op.entry is None:
+                raise NotFound(f"no key {key!r} in namespace {namespace!r}")
+            return self.base.value(op.entry)
+        return self.base.get(namespace, key)
+
+    # -- publishing --
+    def commit(self) -> Generation:
+        if self._done:
+            raise UsageError("transaction already finished")
+        repo = self.repo
+        deadline = repo.monotonic() + COMMIT_TIMEOUT
+        waited_for_sweep: set[str] = set()
+        attempt = 0
+        try:
+            while True:
+                self.base._guard()
+                root, etag = repo.read_root()
+                head = repo.load_generation(root.generation)
+                for k in self.expect_absent:
+                    if repo.tree.get(head.tree, k[0], k[1], head.id) is not None:
+                        raise CommitConflict(f"key {k[1]!r} in namespace {k[0]!r} already exists")
+                new_tree, delta, pages = repo.tree.apply(head.tree, list(self.ops.values()))
+                touched = {r.id for r in self.touched} | {r.id for r in pages}
+                sweeping = load_gcstate(repo.store, root.sweeping)
+                blocked = touched & sweeping.keys()
+                if blocked:
+                    waited_for_sweep |= blocked
+                    attempt = self._backoff(attempt, deadline, "a gc sweep is deleting blobs this commit uses")
+                    continue
+                if waited_for_sweep:
+                    gone = [i for i in sorted(waited_for_sweep) if not repo.store.exists(i)]
+                    if gone:
+                        raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
+                                             "run the command again (it re-uploads what is missing)")
+                    waited_for_sweep = set()
+                condemned_id = root.condemned
+                if root.condemned is not None:
+                    condemned = load_gcstate(repo.store, root.condemned)
+                    rescued = touched & condemned.keys()
+                    if rescued:
+                        condemned_id = write_gcstate(repo.store, "condemned",
+                                                     {r: t for r, t in condemned.items() if r not in rescued})
+                write_id = new_write_id()
+                gen = repo._write_generation(root.seq + 1, root.generation, new_tree, head.entries + delta, write_id,
+                                             self.message)
+                new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
+                                root.retain_floor, repo.backend.now())
+                if _swap_root(repo.backend, etag, new_root, read_back=repo.read_root):
+                    self.result = gen
+                    return gen
+                attempt = self._backoff(attempt, deadline, "the root kept changing under concurrent commits")
+        finally:
+            self._done = True
+            self.base.close()
+
+    def _backoff(self, attempt: int, deadline: float, why: str) -> int:
+        if self.repo.monotonic() > deadline:
+            raise CommitConflict(f"commit gave up after {COMMIT_TIMEOUT:g}s: {why}")
+        self.repo.sleep(random.uniform(0, min(0.002 * (2 ** attempt), 0.5)))
+        return attempt + 1
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self.base.close()
+
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _swap_root(backend: Backend, etag: str, new_root: Root, read_back: Callable[[], tuple[Root, str]]) -> bool:
+    """One CAS of the root. A lost reply is resolved by reading back our write-id (spec §7.3)."""
+    try:
+        backend.compare_and_swap(ROOT_KEY, etag, new_root.encode())
+        return True
+    except EtagMismatch:
+        return read_back()[0].write_id == new_root.write_id  # a retried request that did land
+    except OutcomeUnknown:
+        current, current_etag = read_back()
+        if current.write_id == new_root.write_id:
+            return True
+        if current_etag == etag:  # not applied (yet): asking again is safe, the condition still guards it
+            return _swap_root(backend, etag, new_root, read_back)
+        return False
+
+
+def self_test(backend: Backend, unsafe_single_writer: bool = False) -> None:
+    """Prove create-if-absent and CAS are really conditional before anyone writes (spec §2.3)."""
+    caps = backend.capabilities
+    missing = []
+    if not caps.conditional_create:
+        missing.append("create-if-absent")
+    if not caps.conditional_update:
+        missing.append("conditional update (compare-and-swap)")
+    if not missing:
+        token = secrets.token_hex(8)
+        key, cas_key = f"selftest/{token}", f"selftest/{token}-cas"
+        try:
+            if not backend.create(key, b"first") or backend.create(key, b"second") or backend.get(key) != b"first":
+                missing.append("create-if-absent (a second create of the same key succeeded)")
+            etag = backend.compare_and_swap(cas_key, None, b"one")
+            for stale in (None, "0" * 32):
+                try:
+                    backend.compare_and_swap(cas_key, stale, b"intruder")
+                    missing.append("conditional update (a stale compare-and-swap succeeded)")
+                    break
+                except EtagMismatch:
+                    pass
+            backend.compare_and_swap(cas_key, etag, b"two")
+            if backend.get(cas_key) != b"two":
+                missing.append("conditional update (a compare-and-swap was lost)")
+        except EtagMismatch:
+            missing.append("conditional update (a valid compare-and-swap was refused)")
+        finally:
+            for k in (key, cas_key):
+                try:
+                    backend.delete(k)
+                except BackendError:
+                    pass
+    if missing:
+        if unsafe_single_writer:
+            log.warning("UNSAFE: storage lacks %s; writing anyway because --unsafe-single-writer was given. "
+                        "Two concurrent writers or a gc can now lose data.", "; ".join(missing))
+            return
+        raise CapabilityError(f"the storage does not support {'; '.join(missing)}: refusing to write. "
+                              "Reading still works. Only if exactly one process ever writes, pass --unsafe-single-writer.")
