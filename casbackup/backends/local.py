@@ -18,7 +18,7 @@ from ..errors import BackendError, EtagMismatch, KeyMissing, RepositoryNotFound
 from .base import Capabilities, ObjectInfo, validate_key
 
 TEMP_PREFIX = ".tmp-"
-LOCK_SUFFIX = ".lock"
+LOCK_NAME = ".lock"
 
 
 class LocalBackend:
@@ -114,7 +114,9 @@ class LocalBackend:
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         path = self._path(key)
         self._ensure_dir(path.parent)
-        lock_path = path.parent / f".{path.name}{LOCK_SUFFIX}"
+        # One lock per folder, never deleted: per-key lock files would pile up (one per pin), and
+        # deleting a lock file lets two processes lock two different inodes of the same name.
+        lock_path = path.parent / LOCK_NAME
         with open(lock_path, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
@@ -136,9 +138,12 @@ class LocalBackend:
         return _etag(data)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self.root
+        folder = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        base = self.root / folder if folder else self.root
+        if not base.is_dir():
+            return
         try:
-            entries = sorted(self._walk(base, ""))
+            entries = sorted(self._walk(base, folder))
         except OSError as exc:
             raise BackendError(f"listing {prefix!r}: {exc.strerror}") from exc
         for rel, st in entries:

@@ -1,0 +1,90 @@
+"""Regenerate spec/vectors/ (blob vectors and the golden repository).
+
+Run from the project root: python tools/gen_vectors.py
+The golden repository is rebuilt from scratch; commit the result together with any change to
+what lands on storage, and tests/test_vectors.py checks the implementation against it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from casbackup.backends import LocalBackend  # noqa: E402
+from casbackup.codec import BlobType, Ref, encode_blob, pack_structured, packb  # noqa: E402
+from casbackup.repository import Repository  # noqa: E402
+
+VECTORS = ROOT / "spec" / "vectors"
+
+
+def blob_vectors() -> list[dict[str, object]]:
+    page_entry = ["ns", "key", b"value", None, []]
+    chunk = encode_blob(BlobType.CHUNK, b"hello, casbackup\n", level=None)
+    cases: list[tuple[str, BlobType, bytes, int | None]] = [
+        ("empty chunk", BlobType.CHUNK, b"", None),
+        ("small chunk, stored uncompressed", BlobType.CHUNK, b"hello, casbackup\n", None),
+        ("same bytes as a VALUE: a different ID", BlobType.VALUE, b"hello, casbackup\n", None),
+        ("compressible chunk, zstd level 3", BlobType.CHUNK, b"abcdefgh" * 512, 3),
+        ("leaf page with one inline entry", BlobType.PAGE, pack_structured([], [0, [page_entry]]), None),
+        ("leaf page whose entry refs a chunk", BlobType.PAGE,
+         pack_structured([Ref(BlobType.CHUNK, chunk.id)],
+                         [0, [["snapshots", "s1", b"{}", None, [Ref(BlobType.CHUNK, chunk.id).to_bytes()]]]]), None),
+        ("gc state", BlobType.GCSTATE,
+         pack_structured([], {"kind": "condemned", "blobs": [[bytes.fromhex(chunk.id), 1700000000.0]]}), None),
+    ]
+    out = []
+    for name, blob_type, payload, level in cases:
+        enc = encode_blob(blob_type, payload, level)
+        out.append({
+            "name": name,
+            "type": int(blob_type),
+            "payload_hex": payload.hex(),
+            "compression_level": level,
+            "stored_hex": enc.stored.hex(),
+            "id": enc.id,
+        })
+    return out
+
+
+def msgpack_vectors() -> list[dict[str, object]]:
+    values = [
+        {"b": 1, "a": [1, -1, 255, 65536, 2**40], "c": None},
+        ["text", b"\x00\x01", True, False, 1.5],
+    ]
+    return [{"value_json": json.dumps(v, default=lambda b: {"hex": b.hex()}), "packed_hex": packb(v).hex()}
+            for v in values]
+
+
+def golden_repository() -> dict[str, object]:
+    target = VECTORS / "golden-repo"
+    if target.exists():
+        shutil.rmtree(target)
+    repo = Repository.init(LocalBackend(target, create=True))
+    repo.commit(puts=[("greetings", "en", b"hello"), ("greetings", "fr", b"bonjour")], message="first")
+    with repo.transaction("second") as txn:
+        ref = txn.put_blob(BlobType.CHUNK, b"chunk data " * 100).ref
+        txn.put("files", "big", b"x" * 9000)  # stored as a VALUE blob
+        txn.put("files", "with-ref", b"points at a chunk", refs=[ref])
+        txn.delete("greetings", "fr")
+    root, _ = repo.read_root()
+    with repo.reader() as snap:
+        entries = [{"namespace": e.namespace, "key": e.key, "value_hex": snap.value(e).hex(),
+                    "refs": [r.id for r in e.refs]} for e in snap.list()]
+    return {"head_generation": root.generation, "head_seq": root.seq, "entries": entries,
+            "generations": [g.id for g in repo.log()]}
+
+
+def main() -> None:
+    VECTORS.mkdir(parents=True, exist_ok=True)
+    (VECTORS / "blobs.json").write_text(json.dumps(blob_vectors(), indent=2) + "\n")
+    (VECTORS / "msgpack.json").write_text(json.dumps(msgpack_vectors(), indent=2) + "\n")
+    (VECTORS / "golden-repo.json").write_text(json.dumps(golden_repository(), indent=2) + "\n")
+    print(f"wrote vectors to {VECTORS}")
+
+
+if __name__ == "__main__":
+    main()
