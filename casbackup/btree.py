@@ -47,12 +47,17 @@ def _entry_to_wire(e: Entry) -> list[Any]:
 
 
 def _entry_from_wire(raw: Any, name: str) -> Entry:
-    if not (isinstance(raw, list) and len(raw) == 5):
-        raise BlobCorrupt(name, "malformed entry")
-    ns, key, value, vref, refs = raw
-    if not (isinstance(ns, str) and isinstance(key, str) and (value is None or isinstance(value, bytes))):
+    try:
+        ns, key, value, vref, refs = raw
+    except (TypeError, ValueError):
+        raise BlobCorrupt(name, "malformed entry") from None
+    if type(ns) is not str or type(key) is not str or type(refs) is not list:
         raise BlobCorrupt(name, "malformed entry fields")
-    if (value is None) == (vref is None) or not isinstance(refs, list):
+    if vref is None and not refs and type(value) is bytes:
+        return Entry(ns, key, value, None, ())  # the common case, kept fast for big listings
+    if value is not None and type(value) is not bytes:
+        raise BlobCorrupt(name, "malformed entry value")
+    if (value is None) == (vref is None):
         raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
     return Entry(ns, key, value, Ref.from_bytes(vref, name) if vref is not None else None,
                  tuple(Ref.from_bytes(r, name) for r in refs))
@@ -79,7 +84,7 @@ class BTree:
         try:
             if level == 0:
                 entries = [_entry_from_wire(raw, name) for raw in items]
-                keys = [e.sort_key for e in entries]
+                keys = [(e[0], e[1]) for e in entries]
                 children: list[tuple[tuple[str, str], Ref]] = []
             elif 0 < level < 64:
                 entries = []
@@ -125,9 +130,10 @@ class BTree:
     def _iterate(self, ref: Ref, start: tuple[str, str], generation: str | None) -> Iterator[Entry]:
         page = self.load(ref, generation)
         if page.level == 0:
-            for e in page.entries:
-                if e.sort_key >= start:
-                    yield e
+            if not page.entries or (page.entries[0][0], page.entries[0][1]) >= start:
+                yield from page.entries
+            else:
+                yield from (e for e in page.entries if (e[0], e[1]) >= start)
             return
         first = max(bisect_right([c[0] for c in page.children], start) - 1, 0)
         for _, child in page.children[first:]:
