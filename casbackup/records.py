@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .codec import BlobType, RecordType, Ref, decode_record, encode_record
 from .errors import BlobCorrupt, UnsupportedFormat
@@ -35,8 +35,21 @@ def _from_fields(cls: type, raw: dict[str, Any], name: str) -> Any:
         raise BlobCorrupt(name, f"bad record: {exc}") from None
 
 
+class _Record:
+    """Encode/decode shared by the fixed-key records: one canonical msgpack map in an envelope."""
+
+    KIND: ClassVar[RecordType]
+
+    def encode(self) -> bytes:
+        return encode_record(self.KIND, asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def decode(cls, stored: bytes, name: str) -> Any:
+        return _from_fields(cls, decode_record(stored, cls.KIND, name), name)
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(_Record):
     repo_id: str
     created: float
     format: int = REPO_FORMAT
@@ -46,12 +59,10 @@ class Config:
     chunk_min: int = 256 * 1024
     chunk_avg: int = 1024 * 1024
     chunk_max: int = 4 * 1024 * 1024
-
-    def encode(self) -> bytes:
-        return encode_record(RecordType.CONFIG, asdict(self))
+    KIND: ClassVar[RecordType] = RecordType.CONFIG
 
     @classmethod
-    def decode(cls, stored: bytes) -> "Config":
+    def decode(cls, stored: bytes, name: str = CONFIG_KEY) -> "Config":
         raw = decode_record(stored, RecordType.CONFIG, CONFIG_KEY)
         if raw.get("format") != REPO_FORMAT:
             raise UnsupportedFormat(f"repository format {raw.get('format')!r} is not supported (this build reads {REPO_FORMAT}); upgrade casbackup")
@@ -59,11 +70,11 @@ class Config:
             raise UnsupportedFormat(f"repository ID mode {raw.get('id_mode')!r} is not supported by this build")
         if raw.get("cipher") != "none":
             raise UnsupportedFormat(f"repository cipher {raw.get('cipher')!r} is not supported by this build")
-        return _from_fields(cls, raw, CONFIG_KEY)
+        return _from_fields(cls, raw, name)
 
 
 @dataclass(frozen=True)
-class Root:
+class Root(_Record):
     """The one mutable pointer: the head generation plus GC's in-flight state."""
 
     generation: str
@@ -74,13 +85,11 @@ class Root:
     sweeping: str | None = None   # GCSTATE blob: blobs a sweep is deleting right now
     retain_floor: int = 0         # lowest generation seq GC promises to keep
     time: float = 0.0
-
-    def encode(self) -> bytes:
-        return encode_record(RecordType.ROOT, asdict(self))
+    KIND: ClassVar[RecordType] = RecordType.ROOT
 
     @classmethod
-    def decode(cls, stored: bytes) -> "Root":
-        return _from_fields(cls, decode_record(stored, RecordType.ROOT, ROOT_KEY), ROOT_KEY)
+    def decode(cls, stored: bytes, name: str = ROOT_KEY) -> "Root":
+        return _from_fields(cls, decode_record(stored, cls.KIND, name), name)
 
     @property
     def generation_ref(self) -> Ref:
@@ -88,7 +97,7 @@ class Root:
 
 
 @dataclass(frozen=True)
-class PinRecord:
+class PinRecord(_Record):
     pin_id: str
     generation: str
     seq: int
@@ -97,28 +106,16 @@ class PinRecord:
     purpose: str
     created: float
     expires: float
-
-    def encode(self) -> bytes:
-        return encode_record(RecordType.PIN, asdict(self))
-
-    @classmethod
-    def decode(cls, stored: bytes, name: str) -> "PinRecord":
-        return _from_fields(cls, decode_record(stored, RecordType.PIN, name), name)
+    KIND: ClassVar[RecordType] = RecordType.PIN
 
 
 @dataclass(frozen=True)
-class LeaseRecord:
+class LeaseRecord(_Record):
     holder: str
     host: str
     pid: int
     expires: float
-
-    def encode(self) -> bytes:
-        return encode_record(RecordType.LEASE, asdict(self))
-
-    @classmethod
-    def decode(cls, stored: bytes, name: str) -> "LeaseRecord":
-        return _from_fields(cls, decode_record(stored, RecordType.LEASE, name), name)
+    KIND: ClassVar[RecordType] = RecordType.LEASE
 
 
 @dataclass(frozen=True)
