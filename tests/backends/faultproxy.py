@@ -22,7 +22,8 @@ class Fault:
     """What to do with the next `times` requests that `match` (method, path, headers)."""
 
     match: Callable[[str, str, dict[str, str]], bool]
-    action: str  # "drop_after" | "drop_before" | "status"
+    action: str  # "drop_after" | "drop_before" | "status" | "pass"
+    hook: Callable[[], None] | None = None  # runs before the action (e.g. a rival commit)
     status: int = 500
     body: bytes = b""
     times: int = 1
@@ -32,7 +33,7 @@ class Fault:
 @dataclass
 class ProxyState:
     upstream: str
-    strip_conditional: bool = False
+    strip: tuple[str, ...] = ()  # lower-case request headers to drop, e.g. CONDITIONAL_HEADERS
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, outcome)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +62,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
             headers = {k: v for k, v in self.headers.items()}
             lower = {k.lower(): v for k, v in headers.items()}
             fault = state.take_fault(self.command, self.path, lower)
+            if fault is not None and fault.hook is not None:
+                fault.hook()
             if fault is not None and fault.action == "drop_before":
                 state.log.append((self.command, self.path, "dropped before forwarding"))
                 self._drop()
@@ -73,8 +76,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(fault.body)
                 return
-            if state.strip_conditional:
-                headers = {k: v for k, v in headers.items() if k.lower() not in CONDITIONAL_HEADERS}
+            if state.strip:
+                headers = {k: v for k, v in headers.items() if k.lower() not in state.strip}
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
             try:
                 conn.request(self.command, self.path, body=body if body or length else None, headers=headers)
@@ -110,8 +113,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
-        self.state = ProxyState(upstream)
+    def __init__(self, upstream: str, strip: tuple[str, ...] = ()) -> None:
+        self.state = ProxyState(upstream, strip)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
