@@ -60,9 +60,23 @@ def _not_applied(exc: BaseException) -> bool:
     status = _status(exc)
     if status == 409 and "ConditionalRequestConflict" in text:
         return True  # S3: a concurrent conditional write on the key; AWS says retry
-    if status == 503 and "SlowDown" in text:
-        return True  # S3 throttling: rejected before processing
+    if (status == 503 and "SlowDown" in text) or status == 429:
+        return True  # throttled: rejected before processing
     return False
+
+
+def _maybe_applied(exc: BaseException) -> bool:
+    """A failed write that may still have been applied: the reply was lost, or the server failed
+    part-way (5xx, 408). Errors raised before sending (bad config, credentials) are not."""
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    text = str(exc)
+    if "token request" in text or "credential" in text.lower():
+        return False
+    status = _status(exc)
+    if status is not None:
+        return status >= 500 or status == 408
+    return "HTTP error" in text or "Error performing" in text
 
 
 def _is_missing_bucket(exc: BaseException) -> bool:
@@ -129,11 +143,10 @@ class ObjectStoreBackend:
                 raise self._fail("put", key, exc) from None
             except (PermissionDeniedError, UnauthenticatedError) as exc:
                 raise self._fail("put", key, exc) from None
-            except (BaseError, OSError, RuntimeError) as exc:
+            except (BaseError, OSError, RuntimeError, ValueError) as exc:
                 if not _not_applied(exc):
-                    status = _status(exc)
-                    if status is not None and 400 <= status < 500 and status not in (408, 429):
-                        raise self._fail("put", key, exc) from None  # refused outright: not applied
+                    if not _maybe_applied(exc):
+                        raise self._fail("put", key, exc) from None  # refused outright or never sent
                     raise OutcomeUnknown(f"{self.description}: conditional put of {key} sent but its reply was "
                                          f"lost ({_first_line(exc)}); read back to decide") from None
                 last = exc

@@ -23,11 +23,11 @@ class Fault:
 
     match: Callable[[str, str, dict[str, str]], bool]
     action: str  # "drop_after" | "drop_before" | "status" | "pass"
-    hook: Callable[[], None] | None = None  # runs before the action (e.g. a rival commit)
     status: int = 500
     body: bytes = b""
     times: int = 1
     hits: int = 0
+    hook: Callable[[], None] | None = None  # runs before the action (e.g. a rival commit)
 
 
 @dataclass
