@@ -33,7 +33,6 @@ OPTIONAL = ("read_range", "now")
 FORMATS = ("lines", "rclone-lsjson")
 EXISTS_EXIT_CODE = 17  # `create` exits with this when the key already exists (EEXIST)
 DEFAULT_TIMEOUT = 300.0
-MAX_OUTPUT = 1 << 31
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 

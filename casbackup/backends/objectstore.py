@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import obstore
 from obstore.exceptions import (
@@ -121,7 +121,7 @@ class ObjectStoreBackend:
         except (BaseError, OSError, ValueError, RuntimeError) as exc:
             raise self._fail(op, key, exc) from None
 
-    def _conditional_put(self, key: str, data: bytes, mode: Any) -> dict[str, Any]:
+    def _conditional_put(self, key: str, data: bytes, mode: Any) -> Mapping[str, Any]:
         """One conditional PUT, repeated only while the server provably did not apply it.
 
         Returns obstore's PutResult; raises the raw AlreadyExists/Precondition error for a real
