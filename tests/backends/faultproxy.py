@@ -7,9 +7,12 @@ replying (a lost reply: the write happened, the client never hears of it).
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
@@ -35,6 +38,7 @@ class ProxyState:
     upstream: str
     strip: tuple[str, ...] = ()  # lower-case request headers to drop, e.g. CONDITIONAL_HEADERS
     faults: list[Fault] = field(default_factory=list)
+    clock_skew: float = 0.0  # seconds added to every Last-Modified the store reports
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, outcome)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +96,8 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
                 return
             state.log.append((self.command, self.path, str(status)))
             self.send_response(status)
+            if state.clock_skew:
+                resp_headers, data = _skew(resp_headers, data, state.clock_skew)
             for k, v in resp_headers:
                 if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
                     self.send_header(k, v)
@@ -110,6 +116,20 @@ def _handler(state: ProxyState) -> type[BaseHTTPRequestHandler]:
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
     return Handler
+
+
+def _skew(headers: list[tuple[str, str]], body: bytes, skew: float) -> tuple[list[tuple[str, str]], bytes]:
+    """Shift the store's clock: Last-Modified headers and <LastModified> in listings."""
+    def shift_http(value: str) -> str:
+        return formatdate(parsedate_to_datetime(value).timestamp() + skew, usegmt=True)
+
+    def shift_iso(m: re.Match[bytes]) -> bytes:
+        t = datetime.fromisoformat(m.group(1).decode().replace("Z", "+00:00")).timestamp() + skew
+        stamp = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return b"<LastModified>" + stamp.encode() + b"</LastModified>"
+
+    headers = [(k, shift_http(v) if k.lower() == "last-modified" else v) for k, v in headers]
+    return headers, re.sub(rb"<LastModified>([^<]+)</LastModified>", shift_iso, body)
 
 
 class FaultProxy:

@@ -226,5 +226,9 @@ def test_cli_end_to_end(target: Target, cli: object) -> None:
     assert (r.code, r.stdout) == (0, b"hello object store"), r.stderr
     r = run(*args, "check", env=target.env)
     assert r.code == 0, r.stderr + r.out
+    r = run(*args, *unsafe, "gc", "--json", env=target.env)
+    assert r.code == 0 and '"deleted": 0' in r.out, r.stderr + r.out  # default grace: nothing young goes
+    r = run(*args, "meta", "get", "ns", "greeting", env=target.env)
+    assert (r.code, r.stdout) == (0, b"hello object store"), r.stderr
     r = run(*args, "meta", "get", "ns", "absent", env=target.env)
     assert r.code != 0

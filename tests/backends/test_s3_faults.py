@@ -99,6 +99,17 @@ def test_commit_with_lost_blob_create_reply(moto_target: Target, proxy: FaultPro
     assert Repository.open(moto_target.make()).log().__next__().message == "blob reply lost"
 
 
+def test_now_follows_the_storage_clock_not_the_local_one(moto_target: Target, proxy: FaultProxy) -> None:
+    import time
+
+    proxy.state.clock_skew = 3600.0  # the store's clock runs an hour ahead of ours
+    b = _via(moto_target, proxy)
+    assert abs(b.now() - (time.time() + 3600)) < 5
+    b.create("blobs/aa/t", b"x")
+    assert abs(b.stat("blobs/aa/t").mtime - b.now()) < 5
+    assert abs([i.mtime for i in b.list("blobs/")][0] - b.now()) < 5
+
+
 # ---- status codes ---------------------------------------------------------------------------
 
 
