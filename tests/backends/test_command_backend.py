@@ -1,6 +1,7 @@
 """The command backend's own rules: env-only parameters, strict bash, timeouts, loud failures."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import yaml
 
 from casbackup.backends.command import CommandBackend, CommandConfig
 from casbackup.errors import BackendError, KeyMissing, OutcomeUnknown, UsageError
+
+from .conftest import RCLONE_CONFIG
 
 # A tiny directory store in plain bash, in the "lines" output format.
 DIR_STORE = {
@@ -119,3 +122,22 @@ def test_only_declared_variables_can_be_set_by_option() -> None:
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         CommandBackend.from_config(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed (Debian package 'rclone')")
+def test_rclone_outage_is_not_an_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RCLONE_CONFIG_CASBLOCAL_TYPE", "local")
+    monkeypatch.setenv("RCLONE_CONFIG", str(tmp_path / "rclone.conf"))
+    config = str(RCLONE_CONFIG)
+    for remote in (f"casblocal:{tmp_path / 'never-created'}", "casbnoremote:somewhere"):
+        b = CommandBackend.from_config(config, {"REMOTE": remote})
+        with pytest.raises(BackendError) as listing:
+            list(b.list("pins/"))
+        assert not isinstance(listing.value, KeyMissing)
+    with pytest.raises(BackendError) as write:
+        CommandBackend.from_config(config, {"REMOTE": "casbnoremote:somewhere"}).create("blobs/aa/x", b"1")
+    assert not isinstance(write.value, KeyMissing)
+    unset = CommandBackend.from_config(config)
+    monkeypatch.delenv("REMOTE", raising=False)
+    with pytest.raises(BackendError, match="exit code"):  # nounset: REMOTE was never given
+        unset.get("config")
