@@ -10,7 +10,8 @@ __all__ = ["Backend", "Capabilities", "ObjectInfo", "LocalBackend", "MemoryBacke
 
 
 def open_backend(url: str, options: dict[str, str] | None = None, create: bool = False) -> Backend:
-    """Resolve a repository URL: a plain path or file:// is local disk, the embedded default."""
+    """Resolve a repository URL: a plain path or file:// is local disk, the embedded default;
+    s3://, gs://, az:// are object stores (obstore); cmd:CONFIG.yaml runs shell commands."""
     options = options or {}
     if not url:
         raise UsageError("no repository given: use -r/--repo or set CASBACKUP_REPO")
@@ -18,6 +19,14 @@ def open_backend(url: str, options: dict[str, str] | None = None, create: bool =
         return LocalBackend(url[len("file://"):], create=create)
     if url.startswith("memory://"):
         return MemoryBackend()
+    if url.startswith(("s3://", "gs://", "az://")):
+        from .cloud import open_cloud  # obstore is imported only when an object store is used
+
+        return open_cloud(url, options)
+    if url.startswith("cmd:"):
+        from .command import CommandBackend
+
+        return CommandBackend.from_config(url[len("cmd:"):], options)
     scheme = url.split("://", 1)[0] if "://" in url else None
     if scheme is not None:
         raise UsageError(f"unsupported repository URL scheme {scheme!r} in {url!r}")

@@ -1,0 +1,190 @@
+"""Repository URLs for object stores (s3://, gs://, az://) and their options.
+
+Kept apart from the backend so URL parsing and option mapping can be tested without a network.
+Credentials are never options: they come from each store's standard environment variables.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..errors import UsageError
+from .objectstore import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ObjectStoreBackend,
+    client_options,
+    retry_config,
+)
+
+SCHEMES = ("s3", "gs", "az")
+_BUCKET_RE = {
+    "s3": re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+    "gs": re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"),
+    "az": re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$"),
+}
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+# Options every cloud scheme accepts, plus per-scheme ones (names as the user types them).
+COMMON_OPTIONS = {"timeout", "connect_timeout", "attempts", "allow_http"}
+SCHEME_OPTIONS = {
+    "s3": {"endpoint", "region", "virtual_hosted_style"},
+    "gs": {"base_url"},
+    "az": {"account_name", "endpoint", "use_emulator"},
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class CloudUrl:
+    scheme: str
+    bucket: str
+    prefix: str  # "" or "a/b" (no leading/trailing slash)
+
+
+def parse_cloud_url(url: str) -> CloudUrl:
+    """s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX; refuses anything odd."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme not in SCHEMES:
+        raise UsageError(f"unsupported object-store URL {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password or parts.port:
+        raise UsageError(f"{url!r}: no user, port, query or fragment allowed in a repository URL (use --option)")
+    bucket = parts.hostname or ""
+    if parts.netloc != bucket or not _BUCKET_RE[scheme].match(bucket) or ".." in bucket:
+        raise UsageError(f"{url!r}: {bucket!r} is not a valid bucket/container name")
+    path = parts.path.strip("/")
+    segments = path.split("/") if path else []
+    for seg in segments:
+        if not _SEGMENT_RE.match(seg) or seg in (".", ".."):
+            raise UsageError(f"{url!r}: invalid prefix segment {seg!r}")
+    return CloudUrl(scheme, bucket, "/".join(segments))
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise UsageError(f"option {name}={value!r}: expected true or false")
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value.rstrip("s"))
+    except ValueError:
+        raise UsageError(f"option {name}={value!r}: expected seconds, e.g. 30") from None
+    if not 0 < seconds <= 3600:
+        raise UsageError(f"option {name}={value!r}: out of range (0, 3600]")
+    return seconds
+
+
+def is_loopback_url(endpoint: str) -> bool:
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything needed to build the obstore client, computed without touching the network."""
+
+    url: CloudUrl
+    config: dict[str, Any]
+    timeout: float
+    connect_timeout: float
+    attempts: int
+    allow_http: bool
+
+
+def store_spec(url: str, options: Mapping[str, str] | None = None,
+               env: Mapping[str, str] | None = None) -> StoreSpec:
+    """Map a URL, --option values and the environment onto obstore configuration."""
+    cu = parse_cloud_url(url)
+    options = dict(options or {})
+    env = os.environ if env is None else env
+    allowed = COMMON_OPTIONS | SCHEME_OPTIONS[cu.scheme]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} for {cu.scheme}:// "
+                         f"(known: {', '.join(sorted(allowed))}; credentials come from the environment)")
+    timeout = _seconds("timeout", options["timeout"]) if "timeout" in options else DEFAULT_TIMEOUT
+    connect_timeout = (_seconds("connect_timeout", options["connect_timeout"]) if "connect_timeout" in options
+                       else DEFAULT_CONNECT_TIMEOUT)
+    attempts = DEFAULT_ATTEMPTS
+    if "attempts" in options:
+        try:
+            attempts = int(options["attempts"])
+        except ValueError:
+            raise UsageError(f"option attempts={options['attempts']!r}: expected an integer") from None
+        if not 1 <= attempts <= 20:
+            raise UsageError("option attempts: expected 1 to 20")
+    config: dict[str, Any] = {}
+    endpoint: str | None = None
+    env_http = env.get("AWS_ALLOW_HTTP", "") if cu.scheme == "s3" else ""
+    allow_http = _bool("allow_http", options.get("allow_http", env_http or "false"))
+    if cu.scheme == "s3":
+        endpoint = (options.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+                    or env.get("AWS_ENDPOINT") or None)
+        region = options.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if endpoint:
+            config["endpoint"] = endpoint
+        if region:
+            config["region"] = region
+        elif endpoint:
+            config["region"] = "us-east-1"  # S3-compatible servers ignore it, but signing needs one
+        config["virtual_hosted_style_request"] = _bool("virtual_hosted_style",
+                                                       options.get("virtual_hosted_style", "false" if endpoint else "true"))
+        config["conditional_put"] = "etag"
+    elif cu.scheme == "gs":
+        endpoint = options.get("base_url")
+        if endpoint:
+            config["base_url"] = endpoint
+    else:
+        endpoint = options.get("endpoint")
+        if endpoint:
+            config["endpoint"] = endpoint
+        if "account_name" in options:
+            config["account_name"] = options["account_name"]
+        if _bool("use_emulator", options.get("use_emulator", "false")):
+            config["use_emulator"] = True
+            endpoint = endpoint or "http://127.0.0.1:10000"
+    if endpoint is not None:
+        ep = urlsplit(endpoint)
+        if ep.scheme not in ("http", "https") or not ep.hostname:
+            raise UsageError(f"endpoint {endpoint!r}: expected http(s)://HOST[:PORT]")
+        if ep.scheme == "http" and not allow_http:
+            raise UsageError(f"endpoint {endpoint!r} is plain HTTP: pass --option allow_http=true "
+                             "(only accepted for loopback test endpoints)")
+    if allow_http and (endpoint is None or not is_loopback_url(endpoint)):
+        raise UsageError("allow_http is only accepted for a loopback endpoint (127.0.0.1, ::1, localhost); "
+                         "credentials and data must not cross a network unencrypted")
+    return StoreSpec(cu, config, timeout, connect_timeout, attempts, allow_http)
+
+
+def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStoreBackend:
+    spec = store_spec(url, options)
+    from obstore.store import AzureStore, GCSStore, S3Store
+
+    cls: Any = {"s3": S3Store, "gs": GCSStore, "az": AzureStore}[spec.url.scheme]
+    copts = client_options(spec.timeout, spec.connect_timeout, spec.allow_http)
+
+    def make(max_retries: int) -> Any:
+        try:
+            return cls(spec.url.bucket, prefix=spec.url.prefix or None, config=spec.config,
+                       client_options=copts, retry_config=retry_config(max_retries))
+        except Exception as exc:  # obstore raises builtins and its own errors for bad config
+            raise UsageError(f"cannot configure {spec.url.scheme}:// store: {str(exc).splitlines()[0]}") from None
+
+    return ObjectStoreBackend(make, url, attempts=spec.attempts)

@@ -1,0 +1,234 @@
+"""One storage-contract suite for every backend (spec/FORMAT.md "Storage contract", spec/backends.md).
+
+Targets come from the `target` fixture in conftest: memory, local, S3 on moto, SeaweedFS (marker
+`seaweedfs`) and rclone through the command backend. Races run in separate processes.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from casbackup.errors import CapabilityError, EtagMismatch, KeyMissing, UsageError
+from casbackup.repository import Repository, self_test
+
+from . import workers
+from .conftest import Target
+
+BINARY = bytes(range(256)) * 4 + b"\x00" * 100
+
+
+def _conditional(target: Target) -> None:
+    if not target.conditional:
+        pytest.skip(f"{target.name} declares no conditional writes: races are out of its contract")
+
+
+# ---- single-process contract ------------------------------------------------------------
+
+
+def test_missing_keys_raise_key_missing(target: Target) -> None:
+    b = target.make()
+    for call in (lambda: b.get("blobs/aa/none"), lambda: b.stat("blobs/aa/none"),
+                 lambda: b.read_versioned("root"), lambda: b.get_range("blobs/aa/none", 0, 4)):
+        with pytest.raises(KeyMissing):
+            call()
+
+
+def test_create_is_create_if_absent(target: Target) -> None:
+    b = target.make()
+    assert b.create("blobs/ab/one", BINARY) is True
+    assert b.create("blobs/ab/one", b"other bytes") is False
+    assert b.get("blobs/ab/one") == BINARY
+    assert b.stat("blobs/ab/one").size == len(BINARY)
+    assert b.create("blobs/ab/empty", b"") is True
+    assert b.get("blobs/ab/empty") == b""
+
+
+def test_large_object_roundtrip(target: Target) -> None:
+    b = target.make()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    assert b.create("blobs/cd/big", data)
+    assert b.get("blobs/cd/big") == data
+    assert b.get_range("blobs/cd/big", 1024 * 1024, 10) == data[1024 * 1024:1024 * 1024 + 10]
+
+
+def test_get_range(target: Target) -> None:
+    b = target.make()
+    b.create("k/r", b"0123456789")
+    assert b.get_range("k/r", 0, 4) == b"0123"
+    assert b.get_range("k/r", 3, 4) == b"3456"
+    assert b.get_range("k/r", 8, 10) == b"89"  # fewer at the end
+    assert b.get_range("k/r", 10, 5) == b""
+    assert b.get_range("k/r", 2, 0) == b""
+
+
+def test_compare_and_swap(target: Target) -> None:
+    b = target.make()
+    with pytest.raises(EtagMismatch):
+        b.compare_and_swap("pins/p1", "0" * 32, b"x")  # expected a value, there is none
+    e1 = b.compare_and_swap("pins/p1", None, b"one")
+    assert b.read_versioned("pins/p1") == (b"one", e1)
+    with pytest.raises(EtagMismatch):
+        b.compare_and_swap("pins/p1", None, b"two")  # only-if-absent, but present
+    e2 = b.compare_and_swap("pins/p1", e1, b"two")
+    assert e2 != e1
+    with pytest.raises(EtagMismatch):
+        b.compare_and_swap("pins/p1", e1, b"stale")
+    assert b.read_versioned("pins/p1") == (b"two", e2)
+    b.delete("pins/p1")
+    with pytest.raises(EtagMismatch):
+        b.compare_and_swap("pins/p1", e2, b"after delete")
+
+
+def test_list_prefixes_sizes_and_storage_clock(target: Target) -> None:
+    b = target.make()
+    for key, data in {"pins/a": b"1", "pins/b": b"22", "pinsx/c": b"333", "blobs/aa/x": b"4444"}.items():
+        b.create(key, data)
+    assert {i.key: i.size for i in b.list("pins/")} == {"pins/a": 1, "pins/b": 2}
+    assert {i.key for i in b.list("pins")} == {"pins/a", "pins/b", "pinsx/c"}
+    assert {i.key for i in b.list("pins/b")} == {"pins/b"}
+    assert [i.key for i in b.list("nothing/")] == []
+    assert {i.key for i in b.list("")} >= {"pins/a", "pins/b", "pinsx/c", "blobs/aa/x"}
+    now = b.now()
+    for info in b.list(""):
+        assert abs(info.mtime - now) < 120, (info, now)  # mtimes are on the storage's clock
+    assert abs(now - time.time()) < 120
+
+
+def test_delete_is_idempotent(target: Target) -> None:
+    b = target.make()
+    b.create("blobs/ef/gone", b"x")
+    b.delete("blobs/ef/gone")
+    b.delete("blobs/ef/gone")
+    with pytest.raises(KeyMissing):
+        b.get("blobs/ef/gone")
+    assert [i.key for i in b.list("blobs/ef/")] == []
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/../b", "", ".hidden", "a/b/"])
+def test_hostile_keys_are_refused(target: Target, key: str) -> None:
+    b = target.make()
+    with pytest.raises(UsageError):
+        b.create(key, b"x")
+    with pytest.raises(UsageError):
+        b.get(key)
+
+
+def test_capability_self_test(target: Target) -> None:
+    b = target.make()
+    if target.conditional:
+        self_test(b)
+        assert [i.key for i in b.list("selftest/")] == []  # it cleans up after itself
+    else:
+        with pytest.raises(CapabilityError, match="create-if-absent.*conditional update"):
+            self_test(b)
+        self_test(b, unsafe_single_writer=True)  # loud, but allowed
+
+
+def test_thread_race_on_create_and_cas(target: Target) -> None:
+    _conditional(target)
+    b = target.make()
+    results: list[bool] = []
+    start = threading.Barrier(8)
+
+    def creator(i: int) -> None:
+        start.wait()
+        results.append(b.create("blobs/12/contended", f"writer {i}".encode()))
+
+    threads = [threading.Thread(target=creator, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+# ---- across processes ---------------------------------------------------------------------
+
+
+def _spawn(fn: object, args_for: list[tuple[object, ...]]) -> list[object]:
+    ctx = multiprocessing.get_context("spawn")  # no fork: obstore's runtime threads do not survive it
+    barrier = ctx.Barrier(len(args_for))
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=fn, args=(*args, barrier, queue)) for args in args_for]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    errors = [r[1] for r in results if r[0] != "ok"]
+    assert not errors, errors[0]
+    return [r[1] for r in results]
+
+
+def _shared(target: Target) -> None:
+    _conditional(target)
+    if target.url is None:
+        pytest.skip(f"{target.name} cannot be shared between processes")
+
+
+def test_process_race_create_has_one_winner(target: Target) -> None:
+    _shared(target)
+    n = 6
+    results = _spawn(workers.race_create,
+                     [(target.url, target.options, "blobs/34/contended", f"writer {i}".encode()) for i in range(n)])
+    winners = [payload for payload, created in results if created]
+    assert len(winners) == 1
+    assert target.make().get("blobs/34/contended") == winners[0]
+
+
+def test_process_race_cas_loses_no_update(target: Target, soak: bool) -> None:
+    _shared(target)
+    n, rounds = (6, 40) if soak else (4, 8)
+    b = target.make()
+    b.compare_and_swap("root", None, b"0")
+    conflicts = _spawn(workers.race_counter, [(target.url, target.options, "root", rounds) for _ in range(n)])
+    assert b.read_versioned("root")[0] == str(n * rounds).encode()
+    assert sum(conflicts) >= 0  # conflicts are expected and retried; only the total matters
+
+
+def test_process_race_commits_loses_no_commit(target: Target, soak: bool) -> None:
+    _shared(target)
+    n, rounds = (4, 15) if soak else (3, 3)
+    Repository.init(target.make())
+    seqs = _spawn(workers.race_commits, [(target.url, target.options, w, rounds) for w in range(n)])
+    all_seqs = sorted(s for worker in seqs for s in worker)
+    assert all_seqs == list(range(1, n * rounds + 1))  # every commit got its own generation
+    repo = Repository.open(target.make())
+    with repo.reader() as snap:
+        assert snap.generation.seq == n * rounds
+        for w in range(n):
+            for i in range(rounds):
+                assert snap.get("race", f"w{w}-{i}") == f"{w}:{i}".encode()
+
+
+# ---- end to end through the CLI ------------------------------------------------------------
+
+
+def test_cli_end_to_end(target: Target, cli: object) -> None:
+    if target.url is None:
+        pytest.skip("the in-memory backend lives in one process; the CLI runs in another")
+    run = cli  # type: ignore[assignment]
+    args = target.cli_args()
+    unsafe = [] if target.conditional else ["--unsafe-single-writer"]
+    if not target.conditional:
+        refused = run(*args, "init", env=target.env)
+        assert refused.code == CapabilityError.exit_code, refused.stderr
+        assert "create-if-absent" in refused.stderr and "--unsafe-single-writer" in refused.stderr
+    r = run(*args, *unsafe, "init", env=target.env)
+    assert r.code == 0, r.stderr
+    r = run(*args, *unsafe, "meta", "put", "ns", "greeting", "hello object store", env=target.env)
+    assert r.code == 0, r.stderr
+    r = run(*args, "meta", "get", "ns", "greeting", env=target.env)
+    assert (r.code, r.stdout) == (0, b"hello object store"), r.stderr
+    r = run(*args, "check", env=target.env)
+    assert r.code == 0, r.stderr + r.out
+    r = run(*args, *unsafe, "gc", "--json", env=target.env)
+    assert r.code == 0 and '"deleted": 0' in r.out, r.stderr + r.out  # default grace: nothing young goes
+    r = run(*args, "meta", "get", "ns", "greeting", env=target.env)
+    assert (r.code, r.stdout) == (0, b"hello object store"), r.stderr
+    r = run(*args, "meta", "get", "ns", "absent", env=target.env)
+    assert r.code != 0
