@@ -139,7 +139,7 @@ class AptosStorage:
             if snap.entry(NS_BACKUPS, backup) is None:
                 raise NotFound(f"unknown backup handle {backup!r}: create it with create-backup first")
             if snap.entry(NS_FILES, handle.key) is not None:
-                raise UsageError(f"file {handle} already exists; files are written once")
+                raise CommitConflict(f"file {handle} already exists; files are written once")
 
         self._on_head(probe)
         return handle
@@ -214,7 +214,6 @@ class AptosStorage:
                                          f"({'live' if ns == NS_METADATA else 'replaced by compaction'}); "
                                          "a metadata name always denotes one content")
                 if ns == NS_METADATA:
-                    txn.use([old.file])
                     txn.abort()
                     return old  # a retry of a save that landed: nothing to do
                 txn.delete(NS_METADATA_BACKUP, name)  # saved again after it was replaced: live again

@@ -15,9 +15,10 @@ import click
 from ..aptos.errors import AptosInconsistent, ImportIncomplete
 from ..aptos.legacy import LegacyImporter
 from ..aptos.metadata import storage_report
-from ..aptos.names import parse_handle
+from ..aptos.names import MAX_METADATA_BYTES, parse_handle
 from ..aptos.parent import ancestry, writer_gone
 from ..aptos.storage import DEFAULT_LIST_PIN_TTL, AptosStorage
+from ..errors import UsageError
 from .common import DURATION, Context, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -37,7 +38,7 @@ def _print_handle_and_close(handle: str) -> None:
 
 
 def _stdin() -> object:
-    return open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115 - fd 0 belongs to the process
+    return open(0, "rb", closefd=False)  # noqa: SIM115 - fd 0 belongs to the process
 
 
 @click.group()
@@ -95,7 +96,9 @@ def save_metadata_line(ctx: Context, file_name: str | None) -> None:
     store = AptosStorage(ctx.open(write=True))
     handle = store.prepare_metadata(file_name)
     _print_handle_and_close(handle)
-    data = _stdin().read()  # type: ignore[attr-defined]
+    data = _stdin().read(MAX_METADATA_BYTES + 1)  # type: ignore[attr-defined]
+    if len(data) > MAX_METADATA_BYTES:
+        raise UsageError(f"metadata {file_name}: more than {MAX_METADATA_BYTES} bytes on standard input")
     assert file_name is not None
     store.save_metadata(file_name, data, lambda: writer_gone(start))
 
