@@ -24,7 +24,7 @@ def test_shipped_config_is_complete():
                                     "list_metadata_files", "backup_metadata_file"}
     assert "CASBACKUP_REPO" in {e["key"] for e in cfg["env_vars"]}
     for op, cmd in cfg["commands"].items():
-        assert "exec ${CASBACKUP_BIN:-casbackup}" in cmd and op.replace("_", "-") in cmd.replace("line", "line")
+        assert "exec ${CASBACKUP_BIN:-casbackup}" in cmd and f"aptos {op.replace('_', '-')}" in cmd
         assert "||" not in cmd  # no swallowed failures
 
 
