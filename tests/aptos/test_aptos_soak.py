@@ -32,7 +32,7 @@ def test_concurrent_soak(tmp_path, soak, cli):
              for role in ROLES}
     errors = {}
     for role, p in procs.items():
-        _, err = p.communicate(timeout=seconds + 300)
+        _, err = p.communicate(timeout=seconds + 360)
         if p.returncode != 0:
             errors[role] = err.decode()[-2000:]
     results = {role: json.loads((tmp_path / f"{role}.json").read_text()) for role in ROLES
