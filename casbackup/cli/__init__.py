@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import CasbackupError
 from .common import Context, die
+from .aptos import register as register_aptos
 from .core import register as register_core
 
 EXIT_INTERNAL = 70
@@ -34,6 +35,7 @@ def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_s
 
 
 register_core(cli)
+register_aptos(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,183 @@
+"""`casbackup aptos ...`: the Aptos backup tool's command-adapter operations, status and import.
+
+Each adapter command speaks the protocol of the tool's `--command-adapter-config`: inputs in
+BACKUP_NAME / BACKUP_HANDLE / FILE_NAME / FILE_HANDLE, the handle on stdout, and for writes:
+print the handle, close stdout, then consume stdin. Any failure is a non-zero exit.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..aptos.errors import AptosInconsistent, ImportIncomplete
+from ..aptos.legacy import LegacyImporter
+from ..aptos.metadata import storage_report
+from ..aptos.names import MAX_METADATA_BYTES, parse_handle
+from ..aptos.parent import ancestry, writer_gone
+from ..aptos.storage import DEFAULT_LIST_PIN_TTL, AptosStorage
+from ..errors import UsageError
+from .common import DURATION, Context, emit_json
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _no_pin() -> bool:
+    return bool(click.get_current_context().find_root().meta.get("aptos_no_pin"))
+
+
+def _print_handle_and_close(handle: str) -> None:
+    """Send the handle, then close stdout for real: the tool reads it to EOF before sending data."""
+    sys.stdout.flush()
+    os.write(1, (handle + "\n").encode())
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _stdin() -> object:
+    return open(0, "rb", closefd=False)  # noqa: SIM115 - fd 0 belongs to the process
+
+
+@click.group()
+@click.option("--no-pin", is_flag=True, envvar="CASBACKUP_APTOS_NO_PIN",
+              help="Reads write nothing at all, not even a pin (for read-only storage). A listing is then "
+                   "not protected from gc: a concurrent compaction plus gc can make a later read fail "
+                   "(loudly). [env CASBACKUP_APTOS_NO_PIN]")
+@click.pass_context
+def aptos(ctx: click.Context, no_pin: bool) -> None:
+    """Storage for the Aptos backup tool (see tools/aptos/casbackup.yaml) and its migration."""
+    ctx.find_root().meta["aptos_no_pin"] = no_pin
+
+
+@aptos.command("create-backup")
+@click.option("--backup-name", envvar="BACKUP_NAME", help="[env BACKUP_NAME]")
+@pass_ctx
+def create_backup(ctx: Context, backup_name: str | None) -> None:
+    """Register a backup and print its handle (BACKUP_NAME, or a longer one if it is taken)."""
+    store = AptosStorage(ctx.open(write=True))
+    click.echo(store.create_backup(backup_name))
+
+
+@aptos.command("create-for-write")
+@click.option("--backup-handle", envvar="BACKUP_HANDLE", help="[env BACKUP_HANDLE]")
+@click.option("--file-name", envvar="FILE_NAME", help="[env FILE_NAME]")
+@pass_ctx
+def create_for_write(ctx: Context, backup_handle: str | None, file_name: str | None) -> None:
+    """Print the file handle, close stdout, store stdin; publish it only once stdin ended and it is stored."""
+    start = ancestry()
+    store = AptosStorage(ctx.open(write=True))
+    handle = store.prepare_write(backup_handle, file_name)
+    _print_handle_and_close(str(handle))
+    store.write_file(handle, _stdin(), lambda: writer_gone(start))  # type: ignore[arg-type]
+
+
+@aptos.command("open-for-read")
+@click.option("--file-handle", envvar="FILE_HANDLE", help="[env FILE_HANDLE]")
+@pass_ctx
+def open_for_read(ctx: Context, file_handle: str | None) -> None:
+    """Write the file to stdout, every piece hash-verified before it is written; non-zero if anything is off."""
+    store = AptosStorage(ctx.open())
+    value = store.resolve(parse_handle(file_handle))
+    out = sys.stdout.buffer
+    for piece in store.read_file(value):
+        out.write(piece)
+    out.flush()
+
+
+@aptos.command("save-metadata-line")
+@click.option("--file-name", envvar="FILE_NAME", help="[env FILE_NAME]")
+@pass_ctx
+def save_metadata_line(ctx: Context, file_name: str | None) -> None:
+    """Print the handle, close stdout, read all lines from stdin and commit them in one generation."""
+    start = ancestry()
+    store = AptosStorage(ctx.open(write=True))
+    handle = store.prepare_metadata(file_name)
+    _print_handle_and_close(handle)
+    data = _stdin().read(MAX_METADATA_BYTES + 1)  # type: ignore[attr-defined]
+    if len(data) > MAX_METADATA_BYTES:
+        raise UsageError(f"metadata {file_name}: more than {MAX_METADATA_BYTES} bytes on standard input")
+    assert file_name is not None
+    store.save_metadata(file_name, data, lambda: writer_gone(start))
+
+
+@aptos.command("list-metadata-files")
+@click.option("--pin-ttl", type=DURATION, envvar="CASBACKUP_APTOS_PIN_TTL",
+              default=f"{int(DEFAULT_LIST_PIN_TTL // 3600)}h", show_default=True,
+              help="How long the listed generation stays pinned for the reads that follow. "
+                   "[env CASBACKUP_APTOS_PIN_TTL]")
+@pass_ctx
+def list_metadata_files(ctx: Context, pin_ttl: float) -> None:
+    """One generation's live metadata files, one handle per line; that generation stays pinned."""
+    store = AptosStorage(ctx.open())
+    handles, _pin = store.list_metadata(None if _no_pin() else pin_ttl)
+    out = "".join(h + "\n" for h in handles)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+
+
+@aptos.command("backup-metadata-file")
+@click.option("--file-name", envvar="FILE_NAME", help="[env FILE_NAME] (a basename)")
+@pass_ctx
+def backup_metadata_file(ctx: Context, file_name: str | None) -> None:
+    """Remove a replaced metadata file from the live set (gc reclaims it later, respecting pins)."""
+    store = AptosStorage(ctx.open(write=True))
+    if file_name is not None and "/" in file_name:
+        file_name = file_name.rsplit("/", 1)[1]
+    store.backup_metadata_file(file_name)
+
+
+@aptos.command("status")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@pass_ctx
+def status(ctx: Context, json_out: bool) -> None:
+    """Storage state and transaction / epoch-ending ranges, with gaps, overlaps and conflicts."""
+    store = AptosStorage(ctx.open())
+    with store.view("aptos status", pin=not _no_pin()) as snap:
+        report = storage_report(store.metadata_files(snap))
+        report["generation"] = snap.generation.seq
+    if json_out:
+        emit_json(report)
+    else:
+        st = report["storage_state"]
+        click.echo(f"generation {report['generation']}: {report['metadata_files']} metadata files, "
+                   f"{report['lines']} lines")
+        click.echo(f"latest epoch ending epoch: {st['latest_epoch_ending_epoch']}")
+        click.echo(f"latest transaction version: {st['latest_transaction_version']}")
+        click.echo(f"latest state snapshot: epoch {st['latest_state_snapshot_epoch']} "
+                   f"version {st['latest_state_snapshot_version']}")
+        for label in ("transaction", "epoch_ending"):
+            r = report[label]
+            click.echo(f"{label}: {r['ranges']} ranges {r['first']}..{r['last']}, {r['duplicates']} duplicate lines")
+        for p in report["problems"]:
+            click.echo(f"problem: {p}")
+    if not report["ok"]:
+        raise AptosInconsistent(f"{len(report['problems'])} problems in the Aptos metadata: "
+                                + "; ".join(report["problems"][:3]))
+
+
+@aptos.command("import")
+@click.argument("legacy_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool) -> None:
+    """Migrate a folder in the tool's local layout; bad files are reported and left out."""
+    store = AptosStorage(ctx.open(write=True))
+    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out)).run()
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        click.echo(f"{report.backups} backups; files: {report.files_imported} imported "
+                   f"({report.bytes_imported} bytes), {report.files_present} already present; metadata: "
+                   f"{report.metadata_imported} imported, {report.metadata_present} already present; replaced "
+                   f"metadata: {report.replaced_imported} imported, {report.replaced_present} already present")
+        for r in report.rejected:
+            click.echo(f"not imported: {r['path']}: {r['reason']}")
+    if report.rejected:
+        raise ImportIncomplete(f"{len(report.rejected)} legacy files were not imported (listed above)")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(aptos)
