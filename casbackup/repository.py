@@ -6,7 +6,7 @@ import random
 import secrets
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, TypeVar
 
 from .backends.base import Backend
 from .btree import INLINE_VALUE_MAX, BTree, Entry, Op
@@ -35,6 +35,18 @@ log = logging.getLogger("casbackup")
 
 COMMIT_TIMEOUT = 300.0
 PIN_VALIDATION_ATTEMPTS = 50
+
+T = TypeVar("T")
+Steps = Generator[str, None, T]
+
+
+def run_steps(steps: "Steps[T]") -> T:
+    """Drive a step generator to completion (production path; tests interleave the steps)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
 
 def _validate_name(kind: str, text: str) -> str:
@@ -145,14 +157,25 @@ class Repository:
 
     def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True) -> "Snapshot":
         """Resolve the root once, pin its generation, and validate the pin (spec §8.2)."""
+        return run_steps(self.open_snapshot_steps(purpose, ttl, renew))
+
+    def open_snapshot_steps(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL,
+                            renew: bool = True) -> "Steps[Snapshot]":
+        """open_snapshot as steps: yields after the first root read and after the pin write."""
         for _ in range(PIN_VALIDATION_ATTEMPTS):
             first, _ = self.read_root()
+            yield "root-read"
             lease = new_pin(self.backend, first.generation, first.seq, purpose, ttl, renew=renew, monotonic=self.monotonic)
-            second, _ = self.read_root()
-            unchanged_head = second.generation == first.generation
-            no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
-            if unchanged_head or no_gc_transition:
-                return Snapshot(self, self.load_generation(first.generation), lease)
+            try:
+                yield "pinned"
+                second, _ = self.read_root()
+                unchanged_head = second.generation == first.generation
+                no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
+                if unchanged_head or no_gc_transition:
+                    return Snapshot(self, self.load_generation(first.generation), lease)
+            except BaseException:
+                lease.release()
+                raise
             lease.release()
         raise CommitConflict("could not pin a generation: the root kept changing under gc; try again")
 
@@ -346,12 +369,28 @@ class Transaction:
 
     # -- publishing --
     def commit(self) -> Generation:
+        deadline = self.repo.monotonic() + COMMIT_TIMEOUT
+        steps = self.commit_steps()
+        attempt = 0
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if step.startswith("wait:"):
+                try:
+                    attempt = self._backoff(attempt, deadline, step[len("wait:"):].strip())
+                except BaseException:
+                    steps.close()
+                    raise
+
+    def commit_steps(self) -> "Steps[Generation]":
+        """commit as steps: yields "cas" just before each root swap and "wait: why" when it must
+        back off (the root changed under it, or a sweep is deleting blobs it uses)."""
         if self._done:
             raise UsageError("transaction already finished")
         repo = self.repo
-        deadline = repo.monotonic() + COMMIT_TIMEOUT
         waited_for_sweep: set[str] = set()
-        attempt = 0
         try:
             while True:
                 self.base._guard()
@@ -366,7 +405,7 @@ class Transaction:
                 blocked = touched & sweeping.keys()
                 if blocked:
                     waited_for_sweep |= blocked
-                    attempt = self._backoff(attempt, deadline, "a gc sweep is deleting blobs this commit uses")
+                    yield "wait: a gc sweep is deleting blobs this commit uses"
                     continue
                 if waited_for_sweep:
                     gone = [i for i in sorted(waited_for_sweep) if not repo.store.exists(i)]
@@ -386,10 +425,11 @@ class Transaction:
                                              self.message)
                 new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
                                 root.retain_floor, repo.backend.now())
+                yield "cas"
                 if _swap_root(repo.backend, etag, new_root, read_back=repo.read_root):
                     self.result = gen
                     return gen
-                attempt = self._backoff(attempt, deadline, "the root kept changing under concurrent commits")
+                yield "wait: the root kept changing under concurrent commits"
         finally:
             self._done = True
             self.base.close()
