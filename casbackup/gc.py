@@ -11,12 +11,13 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .errors import BlobCorrupt, EtagMismatch, UsageError
+from .errors import BlobCorrupt, EtagMismatch, KeyMissing, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .pins import PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Root, new_write_id
 from .repository import Repository, Steps, run_steps
+from .store import blob_key
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
@@ -189,6 +190,9 @@ class Collector:
         for n, blob_id in enumerate(doomed):
             if n % 64 == 0:
                 self._check_lease()
+            if self._recreated(blob_id):
+                self.report.rescued += 1
+                continue
             self.store.delete(blob_id)
             self.report.deleted += 1
             self.report.deleted_bytes += sizes.get(blob_id, 0)
@@ -205,6 +209,15 @@ class Collector:
                 return
             except EtagMismatch:
                 continue
+
+    def _recreated(self, blob_id: str) -> bool:
+        """True if the blob was stored again within the grace period (deleted by an earlier,
+        interrupted sweep and uploaded anew by a writer): it is young, so it is not deleted."""
+        try:
+            info = self.backend.stat(blob_key(blob_id))
+        except KeyMissing:
+            return False
+        return info.mtime > self.backend.now() - self.grace
 
     # ---- housekeeping ------------------------------------------------------------------
 
