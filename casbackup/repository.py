@@ -172,7 +172,7 @@ class Repository:
                 unchanged_head = second.generation == first.generation
                 no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
                 if unchanged_head or no_gc_transition:
-                    return Snapshot(self, self.load_generation(first.generation), lease)
+                    return Snapshot(self, self.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
             except BaseException:
                 lease.release()
                 raise
@@ -235,10 +235,12 @@ class _AttachedLease:
 class Snapshot:
     """A pinned, read-only view of one generation; every read checks the lease first."""
 
-    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease) -> None:
+    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease,
+                 gc_epoch: int | None = None) -> None:
         self.repo = repo
         self.generation = generation
         self.lease = lease
+        self.gc_epoch = gc_epoch  # the root's gc_epoch when it was resolved, before the pin
 
     @property
     def pin_id(self) -> str:
@@ -318,6 +320,9 @@ class Transaction:
         self.repo = repo
         self.message = message
         self.base = repo.open_snapshot("commit", ttl)
+        # GC epoch before anything was touched: if it moved by commit time, a sweep may have
+        # deleted a blob this transaction found present (dedup), so presence is checked again.
+        self._gc_epoch = self.base.gc_epoch
         self.ops: dict[tuple[str, str], Op] = {}
         self.expect_absent: set[tuple[str, str]] = set()
         self.touched: set[Ref] = set()
@@ -413,6 +418,15 @@ class Transaction:
                         raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
                                              "run the command again (it re-uploads what is missing)")
                     waited_for_sweep = set()
+                if root.gc_epoch != self._gc_epoch:
+                    # The fossil race: a blob touched earlier (uploaded, or found present and not
+                    # uploaded) may have been swept since. Any sweep that starts after this root
+                    # read changes the root, so the swap below fails and we come back here.
+                    gone = [r.id for r in sorted(self.touched) if not repo.store.exists(r.id)]
+                    if gone:
+                        raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
+                                             "run the command again (it re-uploads what is missing)")
+                    self._gc_epoch = root.gc_epoch
                 condemned_id = root.condemned
                 if root.condemned is not None:
                     condemned = load_gcstate(repo.store, root.condemned)
