@@ -6,6 +6,8 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,50 @@ def test_fsync_file_and_directory_before_the_root_swap(tmp_path: Path, monkeypat
     assert any(k == "fsync" and w == src for k, w in events[:swap]), "root temp file not fsynced before rename"
     assert any(k == "fsync" and w == str(Path(dst).parent) for k, w in events[swap + 1 :]), \
         "root directory not fsynced after rename"
+
+
+def test_listing_survives_concurrent_deletes(tmp_path: Path) -> None:
+    """Pins are released and blobs swept while others list: a key that vanishes mid-listing
+    is simply not listed (it used to fail the whole listing with BackendError)."""
+    import threading
+
+    b = LocalBackend(tmp_path / "r", create=True)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            b.create(f"pins/p{i % 50}", b"x")
+            b.delete(f"pins/p{(i + 25) % 50}")
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            for info in b.list("pins/"):
+                assert info.key.startswith("pins/p")
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_listing_a_prefix_does_not_walk_other_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = LocalBackend(tmp_path / "r", create=True)
+    b.create("blobs/ab/x", b"1")
+    b.create("pins/p1", b"1")
+    walked: list[str] = []
+    real = os.scandir
+
+    def scandir(path: Any) -> Any:
+        walked.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [i.key for i in b.list("pins/")] == ["pins/p1"]
+    assert not any("blobs" in w for w in walked)
+    assert [i.key for i in b.list("blobs/ab/")] == ["blobs/ab/x"]
+    assert [i.key for i in b.list("nothing/here/")] == []
+    with pytest.raises(UsageError):
+        list(b.list("../"))
