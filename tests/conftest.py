@@ -73,9 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                         HealthCheck.filter_too_much])
-    settings.register_profile("casb-ci", max_examples=12, stateful_step_count=40, **common)
-    settings.register_profile("casb-dev", max_examples=30, stateful_step_count=50, **common)
-    settings.register_profile("casb-soak", max_examples=400, stateful_step_count=100, **common)
+    settings.register_profile("casb-ci", max_examples=100, stateful_step_count=100, **common)
+    settings.register_profile("casb-dev", max_examples=100, stateful_step_count=100, **common)
+    settings.register_profile("casb-soak", max_examples=1000, stateful_step_count=150, **common)
     if config.getoption("--soak", default=False):
         settings.load_profile("casb-soak")
     elif IN_CI:
