@@ -276,10 +276,11 @@ class Snapshot:
         self._guard()
         start = (namespace or "", prefix if namespace is not None else "")
         try:
-            for e in self.repo.tree.iterate(self.generation.tree, start, self.generation.id):
+            for n, e in enumerate(self.repo.tree.iterate(self.generation.tree, start, self.generation.id)):
                 if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
                     break
-                self._guard()
+                if not n & 1023:  # every page fetch is guarded too: a missing blob checks the lease
+                    self._guard()
                 yield e
         except BlobMissing as exc:
             raise self._on_missing(exc) from None

@@ -54,6 +54,9 @@ def test_btree_matches_a_dict(batches: list[list[tuple[str, str, bytes | None]]]
             e = tree.get(root, ns, key)
             assert e is not None and e.value == value
         assert tree.get(root, "zz", "missing") is None
+        for start in [("", "")] + [(ns, key) for ns, key, _ in batch[:5]] + [("b", "e"), ("zz", "")]:
+            got = [(e.namespace, e.key) for e in tree.iterate(root, start)]
+            assert got == sorted(k for k in model if k >= start)
         history.append((root, dict(model)))
         del before
     # Older roots are unchanged (copy-on-write): every version still reads as it was.
@@ -63,10 +66,14 @@ def test_btree_matches_a_dict(batches: list[list[tuple[str, str, bytes | None]]]
 
 def test_iterate_from_a_start_key() -> None:
     tree = BTree(BlobStore(MemoryBackend()))
-    root, _, _ = tree.apply(None, [Op("ns", f"{i:05d}", entry("ns", f"{i:05d}", b"v" * 200)) for i in range(3000)])
-    got = [e.key for e in tree.iterate(root, ("ns", "02500"))]
-    assert got == [f"{i:05d}" for i in range(2500, 3000)]
-    assert tree.load(root).level >= 1  # big enough to have internal pages
+    n = 60_000
+    root, _, _ = tree.apply(None, [Op("ns", f"{i:05d}", entry("ns", f"{i:05d}", b"v" * 200)) for i in range(n)])
+    assert tree.load(root).level >= 2  # big enough to have two levels of internal pages
+    for first in (0, 1, 2500, 31_337, n - 1):
+        got = [e.key for e in tree.iterate(root, ("ns", f"{first:05d}"))]
+        assert got == [f"{i:05d}" for i in range(first, n)]
+    assert [e.key for e in tree.iterate(root, ("ns", "02500x"))][0] == "02501"
+    assert list(tree.iterate(root, ("nt", ""))) == []
 
 
 def test_one_put_into_a_large_tree_writes_few_small_pages() -> None:
