@@ -78,15 +78,25 @@ class BTree:
 
     # ---- reading -----------------------------------------------------------------------
 
-    def load(self, ref: Ref, generation: str | None = None) -> Page:
-        refs, body = self.store.get_structured(ref, generation)
+    def load(self, ref: Ref, generation: str | None = None, cache: bool = True) -> Page:
+        refs, body = self.store.get_structured(ref, generation, cache=cache)
         name = ref.id
         if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], list)):
             raise BlobCorrupt(name, "malformed page", generation)
         level, items = body
         try:
             if level == 0:
-                entries = [_entry_from_wire(raw, name) for raw in items]
+                entries = []
+                append = entries.append
+                for raw in items:
+                    # inline fast path for the common entry: inline value, no refs
+                    if type(raw) is list and len(raw) == 5:
+                        ns, key, value, vref, erefs = raw
+                        if (type(value) is bytes and vref is None and type(erefs) is list and not erefs
+                                and type(ns) is str and type(key) is str):
+                            append(_new_entry(Entry, ns, key, value, None, ()))
+                            continue
+                    append(_entry_from_wire(raw, name))
                 keys = [(e[0], e[1]) for e in entries]
                 children: list[tuple[tuple[str, str], Ref]] = []
             elif 0 < level < 64:
@@ -155,7 +165,8 @@ class BTree:
                 parent, i = top
                 if i < len(parent.children):
                     top[1] = i + 1
-                    page = self.load(parent.children[i][1], generation)
+                    # leaves of a scan are used once: keep them out of the decode cache
+                    page = self.load(parent.children[i][1], generation, cache=parent.level > 1)
                     break
                 stack.pop()
 
