@@ -88,8 +88,10 @@ def test_seed_a_concurrent_reader_sees_all_or_nothing(tmp_path: Path) -> None:
     writer.start()
     seen = set()
     try:
-        deadline = time.monotonic() + (4 if os.environ.get("CI") else 6)
-        while time.monotonic() < deadline:
+        # Read for a few seconds, and on until the writer has published at least twice while
+        # we were reading (fsync-bound: slow on a loaded machine), within a generous limit.
+        started = time.monotonic()
+        while time.monotonic() < started + 3 or (len(seen) < 3 and time.monotonic() < started + 90):
             with Repository.open(LocalBackend(path)).reader("seed a") as snap:
                 seen.add(check_all_or_nothing(snap))
         os.kill(writer.pid, signal.SIGKILL)  # and a writer killed mid-commit publishes nothing
@@ -99,7 +101,7 @@ def test_seed_a_concurrent_reader_sees_all_or_nothing(tmp_path: Path) -> None:
     finally:
         stop.write_text("")
         writer.join(10)
-    assert len(seen) >= 2, f"the writer never published while we read ({seen})"
+    assert len(seen) >= 3, f"the writer did not publish while we read ({seen})"
 
 
 # ---- (b) compaction under a long restore ------------------------------------------------
