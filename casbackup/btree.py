@@ -5,6 +5,7 @@ other page with its parent: one new entry among 10^6 writes a handful of small p
 """
 from __future__ import annotations
 
+import operator
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
@@ -46,21 +47,23 @@ def _entry_to_wire(e: Entry) -> list[Any]:
     return [e.namespace, e.key, e.value, e.value_ref.to_bytes() if e.value_ref else None, [r.to_bytes() for r in e.refs]]
 
 
+_new_entry = Entry.__new__
+
+
 def _entry_from_wire(raw: Any, name: str) -> Entry:
-    try:
-        ns, key, value, vref, refs = raw
-    except (TypeError, ValueError):
-        raise BlobCorrupt(name, "malformed entry") from None
+    # Hot path of every listing (10^6 entries per generation): exact type checks, no helpers.
+    if type(raw) is not list or len(raw) != 5:
+        raise BlobCorrupt(name, "malformed entry")
+    ns, key, value, vref, refs = raw
     if type(ns) is not str or type(key) is not str or type(refs) is not list:
         raise BlobCorrupt(name, "malformed entry fields")
-    if vref is None and not refs and type(value) is bytes:
-        return Entry(ns, key, value, None, ())  # the common case, kept fast for big listings
-    if value is not None and type(value) is not bytes:
-        raise BlobCorrupt(name, "malformed entry value")
-    if (value is None) == (vref is None):
+    if value is None:
+        if vref is None:
+            raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
+        vref = Ref.from_bytes(vref, name)
+    elif vref is not None or type(value) is not bytes:
         raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
-    return Entry(ns, key, value, Ref.from_bytes(vref, name) if vref is not None else None,
-                 tuple(Ref.from_bytes(r, name) for r in refs))
+    return _new_entry(Entry, ns, key, value, vref, tuple([Ref.from_bytes(r, name) for r in refs]) if refs else ())
 
 
 class Page(NamedTuple):
@@ -75,15 +78,25 @@ class BTree:
 
     # ---- reading -----------------------------------------------------------------------
 
-    def load(self, ref: Ref, generation: str | None = None) -> Page:
-        refs, body = self.store.get_structured(ref, generation)
+    def load(self, ref: Ref, generation: str | None = None, cache: bool = True) -> Page:
+        refs, body = self.store.get_structured(ref, generation, cache=cache)
         name = ref.id
         if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], list)):
             raise BlobCorrupt(name, "malformed page", generation)
         level, items = body
         try:
             if level == 0:
-                entries = [_entry_from_wire(raw, name) for raw in items]
+                entries = []
+                append = entries.append
+                for raw in items:
+                    # inline fast path for the common entry: inline value, no refs
+                    if type(raw) is list and len(raw) == 5:
+                        ns, key, value, vref, erefs = raw
+                        if (type(value) is bytes and vref is None and type(erefs) is list and not erefs
+                                and type(ns) is str and type(key) is str):
+                            append(_new_entry(Entry, ns, key, value, None, ()))
+                            continue
+                    append(_entry_from_wire(raw, name))
                 keys = [(e[0], e[1]) for e in entries]
                 children: list[tuple[tuple[str, str], Ref]] = []
             elif 0 < level < 64:
@@ -101,7 +114,7 @@ class BTree:
                 raise BlobCorrupt(name, f"page level {level} out of range")
         except BlobCorrupt as exc:
             raise BlobCorrupt(name, exc.reason, generation) from None
-        if any(a >= b for a, b in zip(keys, keys[1:])):
+        if not all(map(operator.lt, keys, keys[1:])):
             raise BlobCorrupt(name, "page keys are not strictly sorted", generation)
         return Page(level, entries, children)
 
@@ -128,16 +141,34 @@ class BTree:
         yield from self._iterate(root, start, generation)
 
     def _iterate(self, ref: Ref, start: tuple[str, str], generation: str | None) -> Iterator[Entry]:
-        page = self.load(ref, generation)
-        if page.level == 0:
-            if not page.entries or (page.entries[0][0], page.entries[0][1]) >= start:
-                yield from page.entries
+        # One generator for the whole walk (not one per level per entry): depth first over
+        # pages with an explicit stack of [page, next child]. Only the leftmost path needs
+        # `start`: every later page holds keys above it.
+        stack: list[list[Any]] = []
+        page: Page | None = self.load(ref, generation)
+        first = True
+        while page is not None:
+            if page.level == 0:
+                if first:
+                    first = False
+                    for e in page.entries:
+                        if (e[0], e[1]) >= start:
+                            yield e
+                else:
+                    yield from page.entries
             else:
-                yield from (e for e in page.entries if (e[0], e[1]) >= start)
-            return
-        first = max(bisect_right([c[0] for c in page.children], start) - 1, 0)
-        for _, child in page.children[first:]:
-            yield from self._iterate(child, start, generation)
+                i = max(bisect_right([c[0] for c in page.children], start) - 1, 0) if first else 0
+                stack.append([page, i])
+            page = None
+            while stack:
+                top = stack[-1]
+                parent, i = top
+                if i < len(parent.children):
+                    top[1] = i + 1
+                    # leaves of a scan are used once: keep them out of the decode cache
+                    page = self.load(parent.children[i][1], generation, cache=parent.level > 1)
+                    break
+                stack.pop()
 
     # ---- writing -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ Everything that reads stored bytes goes through here, so every limit lives in on
 """
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
@@ -184,6 +185,11 @@ def packb(obj: Any) -> bytes:
 
 
 def unpackb(data: bytes, name: str) -> Any:
+    # Decoding builds many small, acyclic containers; pausing the cyclic collector meanwhile
+    # (as msgpack's documentation suggests) roughly halves the time to list a large generation.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         return msgpack.unpackb(
             data,
@@ -199,6 +205,9 @@ def unpackb(data: bytes, name: str) -> Any:
     except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, UnicodeDecodeError, TypeError) as exc:
         kind = "too deeply nested" if isinstance(exc, msgpack.exceptions.StackError) else str(exc) or type(exc).__name__
         raise BlobCorrupt(name, f"msgpack: {kind}") from None
+    finally:
+        if paused:
+            gc.enable()
 
 
 @dataclass(frozen=True, order=True)

@@ -11,12 +11,13 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .errors import BlobCorrupt, EtagMismatch, UsageError
+from .errors import BlobCorrupt, EtagMismatch, KeyMissing, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .pins import PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Root, new_write_id
-from .repository import Repository
+from .repository import Repository, Steps, run_steps
+from .store import blob_key
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
@@ -74,22 +75,28 @@ class Collector:
             self.lease.check()
 
     def run(self) -> GcReport:
+        return run_steps(self.steps())
+
+    def steps(self) -> "Steps[GcReport]":
+        """run() as steps: yields after taking the lease, before every root swap and after every
+        delete, so tests can interleave writers and readers between any two of them."""
         started = time.monotonic()
         if not self.dry_run:
-            self.lease = acquire_gc_lease(self.backend)
+            self.lease = acquire_gc_lease(self.backend, monotonic=self.repo.monotonic)
         try:
+            yield "lease"
             root, _ = self.repo.read_root()
             if root.sweeping is not None and not self.dry_run:
                 self.progress("finishing a sweep an earlier gc left unfinished")
-                self._sweep_announced(load_gcstate(self.store, root.sweeping))
+                yield from self._sweep_announced(load_gcstate(self.store, root.sweeping))
                 self.report.finished_abandoned_sweep = True
-            condemned = self._mark()
+            condemned = yield from self._mark()
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
             if self.dry_run:
                 self.report.would_delete = len(eligible)
             elif eligible:
-                self._sweep(eligible)
+                yield from self._sweep(eligible)
             if not self.dry_run:
                 self._cleanup()
         finally:
@@ -100,7 +107,7 @@ class Collector:
 
     # ---- mark --------------------------------------------------------------------------
 
-    def _mark(self) -> dict[str, float]:
+    def _mark(self) -> "Steps[dict[str, float]]":
         self.progress("marking reachable blobs")
         reach = Reachability(self.repo)
         root, etag = self.repo.read_root()
@@ -131,6 +138,7 @@ class Collector:
             self._check_lease()
             new_root = replace(root, condemned=write_gcstate(self.store, "condemned", candidates),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
+            yield "mark-cas"
             try:
                 self.backend.compare_and_swap("root", etag, new_root.encode())
                 break
@@ -143,7 +151,7 @@ class Collector:
 
     # ---- sweep -------------------------------------------------------------------------
 
-    def _sweep(self, eligible: dict[str, float]) -> None:
+    def _sweep(self, eligible: dict[str, float]) -> "Steps[None]":
         """Announce the sweep set in the root (removing it from condemned), then delete."""
         root, etag = self.repo.read_root()
         while True:
@@ -158,16 +166,18 @@ class Collector:
             new_root = replace(root, condemned=write_gcstate(self.store, "condemned", rest),
                                sweeping=write_gcstate(self.store, "sweeping", chosen),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
+            yield "announce-cas"
             try:
                 self.backend.compare_and_swap("root", etag, new_root.encode())
                 break
             except EtagMismatch:
                 root, etag = self.repo.read_root()
-        self._sweep_announced(chosen)
+        yield from self._sweep_announced(chosen)
 
-    def _sweep_announced(self, sweeping: dict[str, float]) -> None:
+    def _sweep_announced(self, sweeping: dict[str, float]) -> "Steps[None]":
         # Re-read the root and the pins *after* the announcement: anything that now covers a
         # blob in the set (a new pin, a new commit) takes it out of the set.
+        yield "announced"
         root, _ = self.repo.read_root()
         pins: list[PinState] = list_pins(self.backend)
         reach = Reachability(self.repo)
@@ -176,23 +186,38 @@ class Collector:
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress(f"deleting {len(doomed)} blobs")
         sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
+        yield "planned"
         for n, blob_id in enumerate(doomed):
             if n % 64 == 0:
                 self._check_lease()
+            if self._recreated(blob_id):
+                self.report.rescued += 1
+                continue
             self.store.delete(blob_id)
             self.report.deleted += 1
             self.report.deleted_bytes += sizes.get(blob_id, 0)
             self.report.deleted_ids.append(blob_id)
+            yield "deleted"
         floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
             new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
                                retain_floor=max(root.retain_floor, floor), time=self.backend.now())
+            yield "clear-cas"
             try:
                 self.backend.compare_and_swap("root", etag, new_root.encode())
                 return
             except EtagMismatch:
                 continue
+
+    def _recreated(self, blob_id: str) -> bool:
+        """True if the blob was stored again within the grace period (deleted by an earlier,
+        interrupted sweep and uploaded anew by a writer): it is young, so it is not deleted."""
+        try:
+            info = self.backend.stat(blob_key(blob_id))
+        except KeyMissing:
+            return False
+        return info.mtime > self.backend.now() - self.grace
 
     # ---- housekeeping ------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class Lease:
             if self.released:
                 return
             started = self._monotonic()
+            if started > self._deadline:
+                # Too late: GC may already have treated the lease as expired and acted on it, so
+                # extending it now would hide that. The holder must start again.
+                self._renew_enabled = False
+                raise LeaseExpired(f"lease {self.key} lapsed before it could be renewed; start again")
             now = self.backend.now()
             self._etag = self.backend.compare_and_swap(self.key, self._etag, self._make(self._created or now, now + self.ttl))
             self._deadline = started + self.ttl - _margin(self.ttl)
@@ -74,8 +79,8 @@ class Lease:
         while not self._stop.wait(interval):
             try:
                 self.renew()
-            except EtagMismatch:
-                return  # someone took the lease over: check() will fail once the deadline passes
+            except (EtagMismatch, LeaseExpired):
+                return  # lapsed, or someone took the lease over: check() fails from now on
             except Exception:  # noqa: BLE001 - transient storage errors: retry next interval
                 continue
 

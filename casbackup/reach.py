@@ -30,6 +30,10 @@ class Reachability:
             except BlobMissing:
                 if gens and gens[-1].seq - 1 < root.retain_floor:
                     break  # below the floor: already collected, as promised
+                if len(gens) >= keep_last and oldest_pin is not None:
+                    # Walking down towards a pin on a generation that was already collected: the
+                    # pin was written too late and its reader's validation refuses it.
+                    break
                 raise
             gens.append(gen)
             enough = len(gens) >= keep_last
@@ -38,7 +42,9 @@ class Reachability:
             gen_id = gen.parent
         return gens
 
-    def walk(self, roots: Iterable[Ref], generation: str | None = None) -> None:
+    def walk(self, roots: Iterable[Ref], generation: str | None = None, tolerate_missing: bool = False) -> None:
+        """Mark everything reachable from `roots`. With tolerate_missing, a missing blob is
+        skipped (its subtree cannot be walked) instead of stopping the walk."""
         stack = [r for r in roots if r.id not in self.seen]
         while stack:
             ref = stack.pop()
@@ -49,7 +55,12 @@ class Reachability:
                 self._on_blob(ref)
             if ref.type in RAW_TYPES:
                 continue
-            refs, _ = self.repo.store.get_structured(ref, generation)
+            try:
+                refs, _ = self.repo.store.get_structured(ref, generation)
+            except BlobMissing:
+                if not tolerate_missing:
+                    raise
+                continue
             stack.extend(r for r in refs if r.id not in self.seen)
 
     def walk_root(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int) -> list[Generation]:
@@ -59,6 +70,9 @@ class Reachability:
             self.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
         for pin in pins:
             if pin.live(now) and pin.record is not None:
-                self.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation)
+                # A pin can name a generation collected before the pin was written (a reader
+                # that lost the race; its validation refuses the pin): that must not stop GC.
+                self.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
+                          tolerate_missing=True)
         self.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
         return gens

@@ -6,7 +6,7 @@ import random
 import secrets
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, TypeVar
 
 from .backends.base import Backend
 from .btree import INLINE_VALUE_MAX, BTree, Entry, Op
@@ -35,6 +35,18 @@ log = logging.getLogger("casbackup")
 
 COMMIT_TIMEOUT = 300.0
 PIN_VALIDATION_ATTEMPTS = 50
+
+T = TypeVar("T")
+Steps = Generator[str, None, T]
+
+
+def run_steps(steps: "Steps[T]") -> T:
+    """Drive a step generator to completion (production path; tests interleave the steps)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
 
 def _validate_name(kind: str, text: str) -> str:
@@ -145,14 +157,25 @@ class Repository:
 
     def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True) -> "Snapshot":
         """Resolve the root once, pin its generation, and validate the pin (spec §8.2)."""
+        return run_steps(self.open_snapshot_steps(purpose, ttl, renew))
+
+    def open_snapshot_steps(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL,
+                            renew: bool = True) -> "Steps[Snapshot]":
+        """open_snapshot as steps: yields after the first root read and after the pin write."""
         for _ in range(PIN_VALIDATION_ATTEMPTS):
             first, _ = self.read_root()
+            yield "root-read"
             lease = new_pin(self.backend, first.generation, first.seq, purpose, ttl, renew=renew, monotonic=self.monotonic)
-            second, _ = self.read_root()
-            unchanged_head = second.generation == first.generation
-            no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
-            if unchanged_head or no_gc_transition:
-                return Snapshot(self, self.load_generation(first.generation), lease)
+            try:
+                yield "pinned"
+                second, _ = self.read_root()
+                unchanged_head = second.generation == first.generation
+                no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
+                if unchanged_head or no_gc_transition:
+                    return Snapshot(self, self.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
+            except BaseException:
+                lease.release()
+                raise
             lease.release()
         raise CommitConflict("could not pin a generation: the root kept changing under gc; try again")
 
@@ -212,10 +235,12 @@ class _AttachedLease:
 class Snapshot:
     """A pinned, read-only view of one generation; every read checks the lease first."""
 
-    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease) -> None:
+    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease,
+                 gc_epoch: int | None = None) -> None:
         self.repo = repo
         self.generation = generation
         self.lease = lease
+        self.gc_epoch = gc_epoch  # the root's gc_epoch when it was resolved, before the pin
 
     @property
     def pin_id(self) -> str:
@@ -254,7 +279,7 @@ class Snapshot:
             for n, e in enumerate(self.repo.tree.iterate(self.generation.tree, start, self.generation.id)):
                 if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
                     break
-                if n & 1023 == 1023:
+                if not n & 1023:  # every page fetch is guarded too: a missing blob checks the lease
                     self._guard()
                 yield e
         except BlobMissing as exc:
@@ -296,6 +321,9 @@ class Transaction:
         self.repo = repo
         self.message = message
         self.base = repo.open_snapshot("commit", ttl)
+        # GC epoch before anything was touched: if it moved by commit time, a sweep may have
+        # deleted a blob this transaction found present (dedup), so presence is checked again.
+        self._gc_epoch = self.base.gc_epoch
         self.ops: dict[tuple[str, str], Op] = {}
         self.expect_absent: set[tuple[str, str]] = set()
         self.touched: set[Ref] = set()
@@ -347,12 +375,28 @@ class Transaction:
 
     # -- publishing --
     def commit(self) -> Generation:
+        deadline = self.repo.monotonic() + COMMIT_TIMEOUT
+        steps = self.commit_steps()
+        attempt = 0
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if step.startswith("wait:"):
+                try:
+                    attempt = self._backoff(attempt, deadline, step[len("wait:"):].strip())
+                except BaseException:
+                    steps.close()
+                    raise
+
+    def commit_steps(self) -> "Steps[Generation]":
+        """commit as steps: yields "cas" just before each root swap and "wait: why" when it must
+        back off (the root changed under it, or a sweep is deleting blobs it uses)."""
         if self._done:
             raise UsageError("transaction already finished")
         repo = self.repo
-        deadline = repo.monotonic() + COMMIT_TIMEOUT
         waited_for_sweep: set[str] = set()
-        attempt = 0
         try:
             while True:
                 self.base._guard()
@@ -367,7 +411,7 @@ class Transaction:
                 blocked = touched & sweeping.keys()
                 if blocked:
                     waited_for_sweep |= blocked
-                    attempt = self._backoff(attempt, deadline, "a gc sweep is deleting blobs this commit uses")
+                    yield "wait: a gc sweep is deleting blobs this commit uses"
                     continue
                 if waited_for_sweep:
                     gone = [i for i in sorted(waited_for_sweep) if not repo.store.exists(i)]
@@ -375,6 +419,15 @@ class Transaction:
                         raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
                                              "run the command again (it re-uploads what is missing)")
                     waited_for_sweep = set()
+                if root.gc_epoch != self._gc_epoch:
+                    # The fossil race: a blob touched earlier (uploaded, or found present and not
+                    # uploaded) may have been swept since. Any sweep that starts after this root
+                    # read changes the root, so the swap below fails and we come back here.
+                    gone = [r.id for r in sorted(self.touched) if not repo.store.exists(r.id)]
+                    if gone:
+                        raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
+                                             "run the command again (it re-uploads what is missing)")
+                    self._gc_epoch = root.gc_epoch
                 condemned_id = root.condemned
                 if root.condemned is not None:
                     condemned = load_gcstate(repo.store, root.condemned)
@@ -387,10 +440,11 @@ class Transaction:
                                              self.message)
                 new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
                                 root.retain_floor, repo.backend.now())
+                yield "cas"
                 if _swap_root(repo.backend, etag, new_root, read_back=repo.read_root):
                     self.result = gen
                     return gen
-                attempt = self._backoff(attempt, deadline, "the root kept changing under concurrent commits")
+                yield "wait: the root kept changing under concurrent commits"
         finally:
             self._done = True
             self.base.close()

@@ -76,7 +76,9 @@ class BlobStore:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
         return payload
 
-    def get_structured(self, ref: Ref, generation: str | None = None) -> tuple[list[Ref], Any]:
+    def get_structured(self, ref: Ref, generation: str | None = None, cache: bool = True) -> tuple[list[Ref], Any]:
+        """Verified, decoded structured blob. cache=False neither fills nor evicts the decode
+        cache (a full scan would otherwise push out everything useful)."""
         if ref.type in RAW_TYPES:
             raise BlobCorrupt(ref.id, f"{ref.type.name} blobs have no structure", generation)
         with self._cache_lock:
@@ -89,10 +91,11 @@ class BlobStore:
             decoded = unpack_structured(payload, ref.id)
         except BlobCorrupt as exc:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
-        with self._cache_lock:
-            self._cache[ref.id] = decoded
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        if cache:
+            with self._cache_lock:
+                self._cache[ref.id] = decoded
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return decoded
 
     def clear_cache(self) -> None:

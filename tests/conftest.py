@@ -65,3 +65,20 @@ def mem_repo() -> Repository:
 @pytest.fixture
 def local_repo(tmp_path: Path) -> Repository:
     return Repository.init(LocalBackend(tmp_path / "repo", create=True))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis profiles: small under CI=true, bigger with --soak."""
+    from hypothesis import HealthCheck, settings
+
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                        HealthCheck.filter_too_much])
+    settings.register_profile("casb-ci", max_examples=100, stateful_step_count=100, **common)
+    settings.register_profile("casb-dev", max_examples=100, stateful_step_count=100, **common)
+    settings.register_profile("casb-soak", max_examples=1000, stateful_step_count=150, **common)
+    if config.getoption("--soak", default=False):
+        settings.load_profile("casb-soak")
+    elif IN_CI:
+        settings.load_profile("casb-ci")
+    else:
+        settings.load_profile("casb-dev")

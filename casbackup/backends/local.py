@@ -138,12 +138,11 @@ class LocalBackend:
         return _etag(data)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        folder = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
-        base = self.root / folder if folder else self.root
-        if not base.is_dir():
-            return
+        # Walk only the directory the prefix names (listing pins/ must not walk every blob).
+        directory = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        start = self.root / validate_key(directory.rstrip("/")) if directory else self.root
         try:
-            entries = sorted(self._walk(base, folder))
+            entries = sorted(self._walk(start, directory))
         except OSError as exc:
             raise BackendError(f"listing {prefix!r}: {exc.strerror}") from exc
         for rel, st in entries:
@@ -151,15 +150,22 @@ class LocalBackend:
                 yield ObjectInfo(rel, st.st_size, st.st_mtime)
 
     def _walk(self, directory: Path, rel: str) -> Iterator[tuple[str, os.stat_result]]:
-        with os.scandir(directory) as it:
+        try:
+            it = os.scandir(directory)
+        except FileNotFoundError:
+            return  # absent (nothing stored under it yet) or removed while we walked
+        with it:
             for entry in it:
                 if entry.name.startswith("."):
                     continue
                 name = f"{rel}{entry.name}"
-                if entry.is_dir(follow_symlinks=False):
-                    yield from self._walk(Path(entry.path), name + "/")
-                elif entry.is_file(follow_symlinks=False):
-                    yield name, entry.stat(follow_symlinks=False)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        yield from self._walk(Path(entry.path), name + "/")
+                    elif entry.is_file(follow_symlinks=False):
+                        yield name, entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted concurrently (a released pin, a swept blob): not listed
 
     def delete(self, key: str) -> None:
         path = self._path(key)

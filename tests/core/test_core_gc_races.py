@@ -1,0 +1,203 @@
+"""Deterministic interleavings of writers, readers and GC, driven step by step.
+
+Each test replays one race the protocol must win (spec §8-§9): dedup against a condemned or
+sweeping blob (the "fossil" race), a commit blocked by a sweep, a reader validating its pin
+while GC moves, and a sweep interrupted and finished by the next GC.
+"""
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import pytest
+
+from casb_testutil import FakeClock
+from casbackup.backends import MemoryBackend
+from casbackup.check import check
+from casbackup.codec import BlobType, Ref, blob_id
+from casbackup.errors import CommitConflict
+from casbackup.gc import Collector
+from casbackup.gcstate import load_gcstate
+from casbackup.repository import Repository
+
+GRACE = 100.0
+X = b"the chunk everybody dedups against " * 50
+XREF = Ref(BlobType.CHUNK, blob_id(BlobType.CHUNK, X))
+
+
+def until(steps: Generator[str, None, Any], name: str) -> None:
+    """Advance a step generator until it has yielded `name`."""
+    for step in steps:
+        if step == name:
+            return
+    raise AssertionError(f"steps finished before {name!r}")
+
+
+def finish(steps: Generator[str, None, Any]) -> Any:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.fixture
+def world() -> tuple[FakeClock, Repository]:
+    clock = FakeClock(1_000_000.0)
+    backend = MemoryBackend(clock=clock)
+    first = Repository.init(backend)
+    return clock, Repository(backend, first.config, writable=True, monotonic=clock)
+
+
+def orphan_x_and_condemn(clock: FakeClock, repo: Repository) -> None:
+    """Commit X, drop it, let a GC condemn it, and let the grace period pass."""
+    with repo.transaction() as txn:
+        txn.put("data", "x", b"x", refs=[txn.put_blob(BlobType.CHUNK, X).ref])
+    repo.commit(deletes=[("data", "x")])
+    clock.advance(GRACE + 1)
+    Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    root, _ = repo.read_root()
+    assert XREF.id in load_gcstate(repo.store, root.condemned)
+    clock.advance(GRACE + 1)
+
+
+def gc(repo: Repository) -> Generator[str, None, Any]:
+    return Collector(repo, grace=GRACE, keep_last=1, force=True).steps()
+
+
+def head_is_readable(repo: Repository) -> None:
+    repo.store.clear_cache()
+    report = check(repo, read_data=True)
+    assert report.ok, (report.dangling, report.corrupt)
+
+
+def test_dedup_of_condemned_blob_rescues_it(world: tuple[FakeClock, Repository]) -> None:
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    sweep = gc(repo)
+    until(sweep, "mark-cas")  # about to re-mark: X is still condemned, not yet announced
+    with repo.transaction() as txn:
+        res = txn.put_blob(BlobType.CHUNK, X)
+        assert res.created is False  # dedup: the condemned blob is reused, not uploaded
+        txn.put("data", "again", b"x", refs=[res.ref])
+    report = finish(sweep)
+    assert XREF.id not in report.deleted_ids
+    assert repo.store.exists(XREF.id)
+    head_is_readable(repo)
+
+
+def test_use_of_condemned_blob_rescues_it(world: tuple[FakeClock, Repository]) -> None:
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    with repo.transaction() as txn:
+        txn.use([XREF])
+        txn.put("data", "again", b"x", refs=[XREF])
+    root, _ = repo.read_root()
+    assert XREF.id not in load_gcstate(repo.store, root.condemned), "the commit did not rescue X"
+    report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    assert XREF.id not in report.deleted_ids
+    head_is_readable(repo)
+
+
+def test_commit_waits_for_a_sweep_of_its_blob_then_conflicts(world: tuple[FakeClock, Repository]) -> None:
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    txn = repo.transaction()
+    txn.put("data", "again", b"x", refs=[txn.put_blob(BlobType.CHUNK, X).ref])
+    sweep = gc(repo)
+    until(sweep, "announced")  # X is in the root's sweeping set now
+    commit = txn.commit_steps()
+    assert next(commit).startswith("wait:")  # blocked while the sweep runs
+    finish(sweep)
+    with pytest.raises(CommitConflict, match=XREF.id):
+        finish(commit)
+    head_is_readable(repo)
+
+
+def test_dedup_during_sweep_committed_after_it_ended(world: tuple[FakeClock, Repository]) -> None:
+    """The fossil race: a writer finds X present (create returns False) while a sweep that will
+    delete X is running, and commits only after the sweep has ended. The commit must not
+    publish a reference to the deleted blob."""
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    sweep = gc(repo)
+    until(sweep, "planned")  # announced, root and pins re-read: X will be deleted
+    txn = repo.transaction()
+    res = txn.put_blob(BlobType.CHUNK, X)
+    assert res.created is False
+    txn.put("data", "again", b"x", refs=[res.ref])
+    report = finish(sweep)
+    assert XREF.id in report.deleted_ids
+    with pytest.raises(CommitConflict, match=XREF.id):
+        txn.commit()
+    head_is_readable(repo)
+
+
+def test_dedup_before_mark_committed_after_sweep(world: tuple[FakeClock, Repository]) -> None:
+    """Same race, wider: the writer dedups before GC even re-marks, and commits after the sweep."""
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    txn = repo.transaction()
+    res = txn.put_blob(BlobType.CHUNK, X)
+    assert res.created is False
+    txn.put("data", "again", b"x", refs=[res.ref])
+    report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    if XREF.id in report.deleted_ids:
+        with pytest.raises(CommitConflict):
+            txn.commit()
+    else:
+        txn.commit()
+    head_is_readable(repo)
+
+
+def test_reader_refuses_pin_when_gc_collected_its_generation(world: tuple[FakeClock, Repository]) -> None:
+    clock, repo = world
+    repo.commit(puts=[("data", "a", b"1" * 10000)])
+    old_head = repo.read_root()[0].generation
+    opener = repo.open_snapshot_steps("race", 300.0, renew=False)
+    assert next(opener) == "root-read"  # the reader resolved the root, but has not pinned yet
+    repo.commit(puts=[("data", "a", b"2" * 10000)])
+    clock.advance(GRACE + 1)
+    Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    clock.advance(GRACE + 1)
+    report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    assert old_head in report.deleted_ids
+    snap = finish(opener)  # pin written for a collected generation: validation must retry
+    assert snap.generation.id != old_head
+    assert snap.get("data", "a") == b"2" * 10000
+    snap.close()
+
+
+def test_pin_written_during_sweep_protects_its_generation(world: tuple[FakeClock, Repository]) -> None:
+    """A reader that pins the head between the announcement and the delete keeps it."""
+    clock, repo = world
+    repo.commit(puts=[("data", "a", b"1" * 10000)])
+    repo.commit(puts=[("data", "b", b"2" * 10000)])
+    clock.advance(GRACE + 1)
+    Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    clock.advance(GRACE + 1)
+    sweep = gc(repo)
+    until(sweep, "announce-cas")
+    with repo.reader("during sweep") as snap:
+        finish(sweep)
+        assert snap.get("data", "a") == b"1" * 10000
+        assert snap.get("data", "b") == b"2" * 10000
+
+
+def test_interrupted_sweep_is_finished_but_spares_a_reuploaded_blob(world: tuple[FakeClock, Repository]) -> None:
+    clock, repo = world
+    orphan_x_and_condemn(clock, repo)
+    sweep = gc(repo)
+    until(sweep, "deleted")  # first blob gone; then the GC "crashes"
+    remaining = set(load_gcstate(repo.store, repo.read_root()[0].sweeping))
+    sweep.close()
+    if repo.store.exists(XREF.id):  # make sure X is among the deleted, then re-upload it
+        repo.store.delete(XREF.id)
+    assert repo.store.put(BlobType.CHUNK, X).created  # a writer stores X again, fresh
+    clock.advance(1)
+    report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    assert report.finished_abandoned_sweep
+    assert repo.read_root()[0].sweeping is None
+    assert repo.store.exists(XREF.id), "a blob stored 1s ago was deleted (grace violated)"
+    for blob in remaining - {XREF.id}:
+        assert not repo.store.exists(blob)
+    head_is_readable(repo)
