@@ -7,6 +7,8 @@ from pathlib import Path
 
 from casbackup.backends import LocalBackend
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
 
 class FakeClock:
     """One clock for the storage (backend.now, mtimes) and the holders' monotonic deadlines."""

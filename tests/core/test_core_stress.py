@@ -33,7 +33,7 @@ from casbackup.codec import BlobType, Ref
 from casbackup.errors import BlobMissing, CommitConflict, GcBusy, LeaseExpired
 from casbackup.repository import Repository, Snapshot
 
-from conftest import IN_CI
+from casb_testutil import IN_CI
 
 CTX = mp.get_context("fork")
 PARTS = 4
