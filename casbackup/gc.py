@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .errors import BlobCorrupt, EtagMismatch, KeyMissing, UsageError
+from .errors import BlobCorrupt, KeyMissing, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .pins import PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
@@ -139,13 +139,11 @@ class Collector:
             new_root = replace(root, condemned=write_gcstate(self.store, "condemned", candidates),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
             yield "mark-cas"
-            try:
-                self.backend.compare_and_swap("root", etag, new_root.encode())
+            if self.repo.swap_root(etag, new_root, creates_generation=False):
                 break
-            except EtagMismatch:
-                root, etag = self.repo.read_root()
-                reach.walk_root(root, list_pins(self.backend), self.backend.now(), self.keep_last)
-                candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
+            root, etag = self.repo.read_root()
+            reach.walk_root(root, list_pins(self.backend), self.backend.now(), self.keep_last)
+            candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
         self.report.condemned = len(candidates)
         return candidates
 
@@ -167,11 +165,9 @@ class Collector:
                                sweeping=write_gcstate(self.store, "sweeping", chosen),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
             yield "announce-cas"
-            try:
-                self.backend.compare_and_swap("root", etag, new_root.encode())
+            if self.repo.swap_root(etag, new_root, creates_generation=False):
                 break
-            except EtagMismatch:
-                root, etag = self.repo.read_root()
+            root, etag = self.repo.read_root()
         yield from self._sweep_announced(chosen)
 
     def _sweep_announced(self, sweeping: dict[str, float]) -> "Steps[None]":
@@ -204,11 +200,8 @@ class Collector:
             new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
                                retain_floor=max(root.retain_floor, floor), time=self.backend.now())
             yield "clear-cas"
-            try:
-                self.backend.compare_and_swap("root", etag, new_root.encode())
+            if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
-            except EtagMismatch:
-                continue
 
     def _recreated(self, blob_id: str) -> bool:
         """True if the blob was stored again within the grace period (deleted by an earlier,

@@ -13,7 +13,6 @@ from .btree import INLINE_VALUE_MAX, BTree, Entry, Op
 from .codec import BlobType, Ref
 from .errors import (
     BackendError,
-    BlobCorrupt,
     BlobMissing,
     CapabilityError,
     CommitConflict,
@@ -35,6 +34,7 @@ log = logging.getLogger("casbackup")
 
 COMMIT_TIMEOUT = 300.0
 PIN_VALIDATION_ATTEMPTS = 50
+ROOT_REASK_LIMIT = 8
 
 T = TypeVar("T")
 Steps = Generator[str, None, T]
@@ -144,6 +144,41 @@ class Repository:
             if gen.seq <= root.retain_floor and gen.parent and not self.store.exists(gen.parent):
                 return
             gen_id = gen.parent
+
+    def swap_root(self, etag: str, new_root: Root, creates_generation: bool) -> bool:
+        """One compare-and-swap of the root. True if it is published, False on a real conflict.
+
+        A lost reply, or a mismatch that may answer our own earlier attempt, is resolved by
+        reading back (spec §7.3): our write-id, our generation on the head's chain, or (for
+        GC, the only writer of gc_epoch while it holds the GC lease) an epoch at least ours.
+        """
+        for _ in range(ROOT_REASK_LIMIT):
+            try:
+                self.backend.compare_and_swap(ROOT_KEY, etag, new_root.encode())
+                return True
+            except EtagMismatch:
+                return self._landed(self.read_root()[0], new_root, creates_generation)
+            except OutcomeUnknown:
+                current, current_etag = self.read_root()
+                if self._landed(current, new_root, creates_generation):
+                    return True
+                if current_etag != etag:
+                    return False
+                # Not applied (yet): asking again is safe, the same condition still guards it.
+        raise BackendError("could not learn whether the root update was applied (replies kept getting lost); "
+                           "check the storage and run the command again")
+
+    def _landed(self, current: Root, ours: Root, creates_generation: bool) -> bool:
+        if current.write_id == ours.write_id:
+            return True
+        if not creates_generation:
+            return current.gc_epoch >= ours.gc_epoch
+        gen_id: str | None = current.generation
+        seq = current.seq
+        while gen_id is not None and seq > ours.seq:  # a rival may have committed on top of ours
+            gen_id = self.load_generation(gen_id).parent
+            seq -= 1
+        return seq == ours.seq and gen_id == ours.generation
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -441,7 +476,7 @@ class Transaction:
                 new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
                                 root.retain_floor, repo.backend.now())
                 yield "cas"
-                if _swap_root(repo.backend, etag, new_root, read_back=repo.read_root):
+                if repo.swap_root(etag, new_root, creates_generation=True):
                     self.result = gen
                     return gen
                 yield "wait: the root kept changing under concurrent commits"
@@ -468,22 +503,6 @@ class Transaction:
             self.commit()
         else:
             self.abort()
-
-
-def _swap_root(backend: Backend, etag: str, new_root: Root, read_back: Callable[[], tuple[Root, str]]) -> bool:
-    """One CAS of the root. A lost reply is resolved by reading back our write-id (spec §7.3)."""
-    try:
-        backend.compare_and_swap(ROOT_KEY, etag, new_root.encode())
-        return True
-    except EtagMismatch:
-        return read_back()[0].write_id == new_root.write_id  # a retried request that did land
-    except OutcomeUnknown:
-        current, current_etag = read_back()
-        if current.write_id == new_root.write_id:
-            return True
-        if current_etag == etag:  # not applied (yet): asking again is safe, the condition still guards it
-            return _swap_root(backend, etag, new_root, read_back)
-        return False
 
 
 def self_test(backend: Backend, unsafe_single_writer: bool = False) -> None:
