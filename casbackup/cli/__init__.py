@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import CasbackupError
 from .common import Context, die
 from .core import register as register_core
+from .files import register as register_files
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -34,6 +35,7 @@ def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_s
 
 
 register_core(cli)
+register_files(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,56 @@
+"""Read file trees through a pinned Snapshot: nodes, chunk lists, path lookup, walking."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..codec import BlobType, Ref
+from ..errors import NotFound
+from .tree import Chunk, Node, decode_file, decode_tree
+
+
+class TreeReader:
+    def __init__(self, snap: Any) -> None:
+        self.snap = snap
+
+    def nodes(self, tree_id: str) -> list[Node]:
+        refs, body = self.snap.read_structured(Ref(BlobType.TREE, tree_id))
+        return decode_tree(tree_id, refs, body)
+
+    def chunks(self, node: Node) -> list[Chunk]:
+        if node.file:
+            refs, body = self.snap.read_structured(Ref(BlobType.FILE, node.file))
+            return decode_file(node.file, refs, body)
+        return list(node.chunks or ())
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        from ..errors import BlobCorrupt
+        data = self.snap.read_blob(chunk.ref)
+        if len(data) != chunk.size:
+            raise BlobCorrupt(chunk.id, f"chunk is {len(data)} bytes, the tree says {chunk.size}",
+                              self.snap.generation.id)
+        return data
+
+    def lookup(self, root: str, path: str) -> Node:
+        """The node at a '/'-separated path inside a snapshot ('' or '/' is the root)."""
+        node = Node(b"", "dir", tree=root, mode=0o755)
+        for part in [p for p in path.split("/") if p and p != "."]:
+            if not node.is_dir:
+                raise NotFound(f"{path!r}: {part!r} is inside a non-directory")
+            want = part.encode("utf-8", "surrogateescape")
+            found = [n for n in self.nodes(node.tree or "") if n.name == want]
+            if not found:
+                raise NotFound(f"no such path in snapshot: {path}")
+            node = found[0]
+        return node
+
+    def walk(self, node: Node, path: str) -> Iterator[tuple[str, Node]]:
+        """(path, node) depth first, parents before children, names sorted."""
+        yield path, node
+        if node.is_dir and node.tree:
+            for child in self.nodes(node.tree):
+                yield from self.walk(child, join(path, child.name))
+
+
+def join(path: str, name: bytes) -> str:
+    s = name.decode("utf-8", "surrogateescape")
+    return f"{path.rstrip('/')}/{s}" if path else s
