@@ -144,8 +144,8 @@ def cat(ctx: Context, snapshot: str, path: str) -> None:
         node = reader.lookup(info.tree, path)
         if node.kind != "file":
             raise UsageError(f"{path} is a {node.kind}, not a file")
-        for c in reader.chunks(node):
-            out.write(reader.read_chunk(c))
+        for data in reader.content(node):
+            out.write(data)
     out.flush()
 
 

@@ -8,6 +8,7 @@ ctime and inode as in the parent snapshot) are not read at all.
 from __future__ import annotations
 
 import fnmatch
+import io
 import getpass
 import os
 import socket
@@ -25,7 +26,7 @@ from .chunker import Chunker
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import INLINE_CHUNKS, Chunk, Node, file_body, mode_kind, tree_body
+from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, Chunk, Node, file_body, mode_kind, tree_body
 
 MAX_RECORDED_ERRORS = 1000
 
@@ -143,11 +144,13 @@ class Backup:
         cfg = repo.config
         self.repo, self.txn, self.opts, self.summary = repo, txn, opts, summary
         self.chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max)
-        workers = opts.workers or max(2, os.cpu_count() or 2)
+        # more threads than cores: blob writes wait on fsync (~2 ms each here) with the GIL released
+        workers = opts.workers or max(4, 2 * (os.cpu_count() or 2))
         budget = opts.budget or max(64 * 1024 * 1024, 4 * workers * cfg.chunk_max)
         self.uploader = Uploader(repo, summary, workers, budget)
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
         self.progress = Progress("backup", opts.progress)
+        self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
 
     # ---- helpers ----
     def excluded(self, path: str, name: str) -> bool:
@@ -171,6 +174,8 @@ class Backup:
                 self.summary.blobs_added += 1
 
     def finish_file(self, node: Node, futures: list[Future[Chunk]]) -> None:
+        if node.data is not None:
+            return
         chunks = [f.result() for f in futures]
         self.txn.use(c.ref for c in chunks)
         if len(chunks) > INLINE_CHUNKS:
@@ -235,13 +240,18 @@ class Backup:
         if (parent is not None and parent.kind == "file" and parent.size == st.st_size
                 and parent.mtime_ns == st.st_mtime_ns and parent.ctime_ns == st.st_ctime_ns
                 and parent.ino == st.st_ino):
-            node.chunks, node.file = parent.chunks, parent.file
+            node.chunks, node.file, node.data = parent.chunks, parent.file, parent.data
+            if node.data is not None:
+                self.inline_left -= node.size
             self.txn.use(node.refs())
             self.summary.files_unmodified += 1
             self.summary.total_bytes += node.size
             self.progress.add(files=1, nbytes=node.size)
             return node
-        futures = self.read_file(path, st, node)
+        if st.st_size <= INLINE_DATA_MAX and st.st_size <= self.inline_left:
+            futures = self.read_small(path, st, node)
+        else:
+            futures = self.read_file(path, st, node)
         if futures is None:
             return None
         pending.append((node, futures))
@@ -252,6 +262,44 @@ class Backup:
         self.summary.total_bytes += node.size
         self.progress.add(files=1)
         return node
+
+    def read_small(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
+        """Read a small file whole; it is stored inline in its directory's TREE (if it stayed small)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self.summary.error(path, exc.strerror or str(exc))
+            return None
+        try:
+            st1 = os.fstat(fd)
+            if not statmod.S_ISREG(st1.st_mode) or st1.st_ino != st.st_ino:
+                self.summary.error(path, "replaced by something else during the backup; skipped")
+                return None
+            parts, total = [], 0
+            while True:
+                block = os.read(fd, INLINE_DATA_MAX + 1 - total if total <= INLINE_DATA_MAX else 1 << 20)
+                if not block:
+                    break
+                parts.append(block)
+                total += len(block)
+            st2 = os.fstat(fd)
+        except OSError as exc:
+            self.summary.error(path, f"read failed: {exc.strerror or exc}")
+            return None
+        finally:
+            os.close(fd)
+        data = b"".join(parts)
+        self.summary.bytes_read += len(data)
+        self.progress.add(nbytes=len(data))
+        node.size = len(data)
+        if st2.st_mtime_ns != st.st_mtime_ns or len(data) != st.st_size:
+            self.summary.error(path, "changed while it was read; the snapshot holds what was read "
+                                     "(the next backup reads it again)")
+        if len(data) <= INLINE_DATA_MAX and len(data) <= self.inline_left:
+            node.data = data
+            self.inline_left -= len(data)
+            return []
+        return [self.uploader.submit(bytes(c)) for c in self.chunker.split(io.BytesIO(data))]
 
     def read_file(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
         try:
@@ -289,6 +337,7 @@ class Backup:
             self.summary.error(path, f"cannot list directory: {exc.strerror or exc}")
             names = []
         olds = self.parent_nodes(parent.tree if parent is not None and parent.is_dir else None)
+        self.inline_left = INLINE_TREE_BUDGET
         pending: list[tuple[Node, list[Future[Chunk]]]] = []
         subdirs: list[tuple[Node, str, Node | None]] = []
         nodes: list[Node] = []
@@ -310,6 +359,7 @@ class Backup:
         """A path given on the command line (its own stat, never followed)."""
         pending: list[tuple[Node, list[Future[Chunk]]]] = []
         subdirs: list[tuple[Node, str, Node | None]] = []
+        self.inline_left = INLINE_TREE_BUDGET
         n = self.entry(path, name, parent, pending, subdirs)
         for sub, sub_path, sub_parent in subdirs:
             self.directory(sub_path, sub, sub_parent)

@@ -15,6 +15,8 @@ def _same_content(a: Node, b: Node, reader: TreeReader) -> bool:
     if a.kind == "file":
         if a.size != b.size:
             return False
+        if a.data is not None or b.data is not None:
+            return b"".join(reader.content(a)) == b"".join(reader.content(b))
         if a.file and b.file:
             return a.file == b.file
         return [c.id for c in reader.chunks(a)] == [c.id for c in reader.chunks(b)]

@@ -22,6 +22,14 @@ class TreeReader:
             return decode_file(node.file, refs, body)
         return list(node.chunks or ())
 
+    def content(self, node: Node) -> Iterator[bytes]:
+        """A file's bytes in order, every chunk verified."""
+        if node.data is not None:
+            yield node.data
+            return
+        for c in self.chunks(node):
+            yield self.read_chunk(c)
+
     def read_chunk(self, chunk: Chunk) -> bytes:
         from ..errors import BlobCorrupt
         data = self.snap.read_blob(chunk.ref)

@@ -166,8 +166,8 @@ class Restorer:
         self.summary.symlinks += 1
 
     def file(self, handle: DirHandle, node: Node) -> None:
-        chunks = self.reader.chunks(node)
-        if sum(c.size for c in chunks) != node.size:
+        chunks = self.reader.chunks(node) if node.data is None else []
+        if node.data is None and sum(c.size for c in chunks) != node.size:
             from ..errors import BlobCorrupt
             raise BlobCorrupt(node.file or "tree", f"chunks of {os.fsdecode(node.name)!r} do not add up to its size")
         tmp = self._tmp()
@@ -177,6 +177,9 @@ class Restorer:
         handle.refs += 1
         self.jobs[id(job)] = job
         if not chunks:
+            if node.data:
+                _write_all(fd, node.data, 0)
+                self.progress.add(nbytes=len(node.data))
             self.finish(job)
             return
         for c in chunks:
@@ -192,11 +195,7 @@ class Restorer:
         if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
             job.offset += len(data)  # a hole: keep sparse files sparse (ftruncate sets the size)
         else:
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(job.fd, view, job.offset)
-                job.offset += n
-                view = view[n:]
+            job.offset = _write_all(job.fd, data, job.offset)
         self.progress.add(nbytes=len(data))
         job.remaining -= 1
         if job.remaining == 0:
@@ -240,6 +239,15 @@ class Restorer:
             _unlink(job.tmp, job.dir.fd)
         self.queue.clear()
         self.jobs.clear()
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> int:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        offset += n
+        view = view[n:]
+    return offset
 
 
 def _unlink(name: bytes, dir_fd: int) -> None:

@@ -16,6 +16,11 @@ TREE_VERSION = 1
 # Files with more chunks than this keep their chunk list in a FILE blob, so one huge file
 # does not make its directory's TREE blob huge (and a rename does not copy the list).
 INLINE_CHUNKS = 32
+# Small files keep their bytes inside their directory's TREE blob. On local disk every blob
+# costs a file plus two fsyncs (~2.3 ms measured here), and on S3 a PUT: 50,000 small files as
+# separate blobs would take minutes. Inlined, an unchanged directory still dedups as one TREE.
+INLINE_DATA_MAX = 16 * 1024
+INLINE_TREE_BUDGET = 4 * 1024 * 1024  # inline bytes per TREE; later small files get chunks
 KINDS = ("file", "dir", "symlink")
 MAX_NAME = 4096
 MAX_TARGET = 65536
@@ -57,11 +62,14 @@ class Node:
     file: str | None = None       # FILE blob id (large files)
     tree: str | None = None       # TREE blob id (directories)
     target: bytes | None = None   # symlink target, stored verbatim and never followed
+    data: bytes | None = None     # inline content of a small file
 
     def refs(self) -> list[Ref]:
         if self.kind == "dir" and self.tree:
             return [Ref(BlobType.TREE, self.tree)]
         if self.kind == "file":
+            if self.data is not None:
+                return []
             if self.file:
                 return [Ref(BlobType.FILE, self.file)]
             return [c.ref for c in self.chunks or ()]
@@ -72,7 +80,9 @@ class Node:
                              "uid": self.uid, "gid": self.gid}
         if self.kind == "file":
             d.update(size=self.size, ino=self.ino, ctime_ns=self.ctime_ns)
-            if self.file:
+            if self.data is not None:
+                d["data"] = self.data
+            elif self.file:
                 d["file"] = bytes.fromhex(self.file)
             else:
                 d["chunks"] = [[bytes.fromhex(c.id), c.size] for c in self.chunks or ()]
@@ -152,7 +162,11 @@ def decode_tree(tree_id: str, refs: list[Ref], body: Any) -> list[Node]:
             n.size = _int(e, "size", tree_id, 0, 0, 2**62)
             n.ino = _int(e, "ino", tree_id, 0, 0)
             n.ctime_ns = _int(e, "ctime_ns", tree_id, 0)
-            if "file" in e:
+            if "data" in e:
+                if not isinstance(e["data"], bytes) or len(e["data"]) != n.size or n.size > INLINE_DATA_MAX:
+                    raise BlobCorrupt(tree_id, f"inline data of {name!r} is malformed")
+                n.data = e["data"]
+            elif "file" in e:
                 n.file = _id(e["file"], tree_id)
                 if Ref(BlobType.FILE, n.file) not in refset:
                     raise BlobCorrupt(tree_id, f"FILE blob {n.file} of {name!r} is not among the tree's refs")
