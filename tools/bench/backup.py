@@ -56,7 +56,7 @@ def text_bytes(rng: random.Random, n: int) -> bytes:
         _VOCAB.extend(b"\n" for _ in range(300))
     parts, size = [], 0
     while size < n:
-        piece = b" ".join(rng.choices(_VOCAB, k=200_000))
+        piece = b" ".join(rng.choices(_VOCAB, k=min(200_000, n // 5 + 16)))
         parts.append(piece)
         size += len(piece)
     return b"".join(parts)[:n]
