@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..codec import BlobType, Ref
-from ..errors import NotFound
+from ..codec import BlobType, Ref, unpack_structured
+from ..errors import BlobCorrupt, NotFound
 from .tree import Chunk, Node, decode_file, decode_tree
 
 
@@ -12,14 +12,29 @@ class TreeReader:
     def __init__(self, snap: Any) -> None:
         self.snap = snap
 
+    def _structured(self, ref: Ref) -> tuple[list[Ref], Any]:
+        """Read and decode without the store's decoded-blob cache: TREEs can carry megabytes of
+        inline data, and a walk reads each one once, so caching thousands would only cost memory."""
+        payload = self.snap.read_blob(ref)
+        try:
+            return unpack_structured(payload, ref.id)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(ref.id, exc.reason, self.snap.generation.id) from None
+
     def nodes(self, tree_id: str) -> list[Node]:
-        refs, body = self.snap.read_structured(Ref(BlobType.TREE, tree_id))
-        return decode_tree(tree_id, refs, body)
+        refs, body = self._structured(Ref(BlobType.TREE, tree_id))
+        try:
+            return decode_tree(tree_id, refs, body)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(tree_id, exc.reason, self.snap.generation.id) from None
 
     def chunks(self, node: Node) -> list[Chunk]:
         if node.file:
-            refs, body = self.snap.read_structured(Ref(BlobType.FILE, node.file))
-            return decode_file(node.file, refs, body)
+            refs, body = self._structured(Ref(BlobType.FILE, node.file))
+            try:
+                return decode_file(node.file, refs, body)
+            except BlobCorrupt as exc:
+                raise BlobCorrupt(node.file, exc.reason, self.snap.generation.id) from None
         return list(node.chunks or ())
 
     def content(self, node: Node) -> Iterator[bytes]:
@@ -31,7 +46,6 @@ class TreeReader:
             yield self.read_chunk(c)
 
     def read_chunk(self, chunk: Chunk) -> bytes:
-        from ..errors import BlobCorrupt
         data = self.snap.read_blob(chunk.ref)
         if len(data) != chunk.size:
             raise BlobCorrupt(chunk.id, f"chunk is {len(data)} bytes, the tree says {chunk.size}",
