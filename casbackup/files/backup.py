@@ -411,6 +411,24 @@ class Backup:
         return self.put_tree(nodes)
 
 
+def _scan_total(paths: list[str], excluded: Callable[[str, str], bool], progress: Progress) -> None:
+    """Sum file sizes in the background so the progress line can show an ETA (terminals only)."""
+    total = 0
+    stack = list(paths)
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.lstat(p)
+            if statmod.S_ISDIR(st.st_mode):
+                with os.scandir(p) as it:
+                    stack.extend(e.path for e in it if not excluded(e.path, e.name))
+            elif statmod.S_ISREG(st.st_mode):
+                total += st.st_size
+        except OSError:
+            continue
+    progress.total_bytes = total
+
+
 def find_parent(snap: Any, host: str, paths: list[str]) -> SnapshotInfo | None:
     """The newest snapshot of the same host and paths: the files cache source."""
     best = None
@@ -450,6 +468,8 @@ def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Sum
         job = Backup(repo, txn, opts, summary)
         if parent is not None:
             job.progress.total_bytes = parent.size
+        if opts.progress and opts.stdin is None:
+            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress), daemon=True).start()
         ok = False
         try:
             if opts.stdin is not None:

@@ -62,3 +62,22 @@ def test_resolve_prefix_latest_and_errors() -> None:
             resolve(s, "latest")
         with pytest.raises(UsageError):
             resolve(s, "xyz")
+
+
+def test_progress_line_has_files_bytes_rate_and_eta_and_is_silent_when_disabled() -> None:
+    import time
+
+    from casbackup.files.progress import Progress
+    out = io.StringIO()
+    p = Progress("restore", True, total_bytes=10_000, stream=out, interval=0)
+    p.add(files=1, nbytes=1000)
+    time.sleep(0.01)
+    p.add(files=1, nbytes=1000)
+    p.done()
+    text = out.getvalue()
+    assert "restore: 2 files" in text and "/s" in text and "ETA" in text and "20%" in text
+    quiet = io.StringIO()
+    q = Progress("backup", False, stream=quiet, interval=0)
+    q.add(files=5, nbytes=5)
+    q.done()
+    assert quiet.getvalue() == ""
