@@ -138,3 +138,37 @@ def test_exit_codes(setup, tmp_path: Path, cli) -> None:
     assert r.code == 5 and big.name in r.stderr and "Traceback" not in r.stderr
     r = cli("-r", repo, "cat", "latest", f"{src}/sub/b.bin")
     assert r.code == 5 and big.name in r.stderr
+
+
+def test_sigkill_during_backup_leaves_a_consistent_repo(tmp_path: Path, cli) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"f{i}").write_bytes(os.urandom(4 * 1024 * 1024))
+    repo = str(tmp_path / "repo")
+    assert cli("-r", repo, "init", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K").code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "casbackup", "-r", repo, "backup", str(src)], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    blobs = Path(repo) / "blobs"
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once some chunks are stored
+        if blobs.exists() and sum(1 for p in blobs.rglob("*") if p.is_file()) > 20:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = cli("-r", repo, "check")
+    assert r.code == 0, r.stdout + r.stderr.encode()
+    doc = json.loads(cli("-r", repo, "backup", str(src), "--json").out)
+    assert doc["error_count"] == 0
+    if proc.returncode == -signal.SIGKILL:
+        assert doc["chunks_reused"] > 0  # what the killed run uploaded is reused, not uploaded again
+    out = tmp_path / "out"
+    assert cli("-r", repo, "restore", "latest", "--target", str(out)).code == 0
+    assert (out / str(src).lstrip("/") / "f7").read_bytes() == (src / "f7").read_bytes()
