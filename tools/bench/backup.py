@@ -146,7 +146,8 @@ class Tool:
 class Casbackup(Tool):
     name = "casbackup"
 
-    def __init__(self, work: Path, env: dict[str, str], chunk_avg: str) -> None:
+    def __init__(self, work: Path, env: dict[str, str], chunk_avg: str, name: str = "casbackup") -> None:
+        self.name = name
         super().__init__(work, env)
         self.chunk_avg = chunk_avg
         self.base = [sys.executable, "-m", "casbackup", "-q", "-r", str(self.repo)]
@@ -201,7 +202,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--tools", default="casbackup,restic,borg")
+    ap.add_argument("--tools", default="casbackup,restic,borg",
+                    help="comma-separated; casbackup@512K adds a casbackup run with that average chunk size")
     ap.add_argument("--chunk-avg", default="1M", help="casbackup's average chunk size (init --chunk-avg)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -212,7 +214,7 @@ def main() -> None:
                BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
                BORG_BASE_DIR=str(work / "borg-home"), RESTIC_CACHE_DIR=str(work / "restic-cache"))
     names = args.tools.split(",")
-    missing = [n for n in names if n != "casbackup" and shutil.which(n) is None]
+    missing = [n for n in names if not n.startswith("casbackup") and shutil.which(n) is None]
     if missing:
         sys.exit(f"missing {', '.join(missing)}: apt-get install restic borgbackup")
 
@@ -230,7 +232,10 @@ def main() -> None:
 
     tools: dict[str, Tool] = {}
     for n in names:
-        tools[n] = Casbackup(work, env, args.chunk_avg) if n == "casbackup" else {"restic": Restic, "borg": Borg}[n](work, env)
+        if n.startswith("casbackup"):
+            tools[n] = Casbackup(work, env, n.partition("@")[2] or args.chunk_avg, n.replace("@", "-"))
+        else:
+            tools[n] = {"restic": Restic, "borg": Borg}[n](work, env)
     results: dict[str, dict[str, list[float]]] = {n: {} for n in names}
 
     def rec(tool: str, key: str, value: float) -> None:
@@ -278,15 +283,17 @@ def main() -> None:
         return
     keys = ["first_backup_s", "second_backup_s", "restore_s", "small_files_backup_s", "repo_size",
             "growth_after_1pct", "first_backup_rss", "restore_rss", "small_files_rss"]
-    peers = [n for n in names if n != "casbackup"]
-    header = "| metric | " + " | ".join(names) + "".join(f" | casbackup/{p}" for p in peers) + " |"
+    peers = [n for n in names if not n.startswith("casbackup")]
+    ours = [n for n in names if n.startswith("casbackup")]
+    pairs = [(o, p) for o in ours for p in peers]
+    header = "| metric | " + " | ".join(names) + "".join(f" | {o}/{p}" for o, p in pairs) + " |"
     print(header)
-    print("|" + "---|" * (1 + len(names) + len(peers)))
+    print("|" + "---|" * (1 + len(names) + len(pairs)))
     for k in keys:
         def fmt(v: float) -> str:
             return f"{v / 1e6:.1f} MB" if k.endswith(("size", "rss", "pct")) else f"{v:.2f} s"
         row = [fmt(med[n][k]) for n in names]
-        ratios = [f"{med['casbackup'][k] / med[p][k]:.2f}" if "casbackup" in med and med[p][k] else "-" for p in peers]
+        ratios = [f"{med[o][k] / med[p][k]:.2f}" if med[p][k] else "-" for o, p in pairs]
         print(f"| {k} | " + " | ".join(row) + "".join(f" | {r}" for r in ratios) + " |")
     mb = size / 1e6
     for n in names:
