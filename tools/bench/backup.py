@@ -205,8 +205,13 @@ def main() -> None:
     ap.add_argument("--tools", default="casbackup,restic,borg",
                     help="comma-separated; casbackup@512K adds a casbackup run with that average chunk size")
     ap.add_argument("--chunk-avg", default="1M", help="casbackup's average chunk size (init --chunk-avg)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print medians and raw figures as JSON")
+    ap.add_argument("--report", metavar="FILE", help="print the table from a --json output file and exit")
     args = ap.parse_args()
+    if args.report:
+        doc = json.loads(Path(args.report).read_text())
+        print_table(doc["medians"], doc.get("tools", list(doc["medians"])), doc["size"], doc["small_files"])
+        return
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="casbench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -279,15 +284,19 @@ def main() -> None:
 
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
     if args.json:
-        print(json.dumps({"medians": med, "raw": results, "size": size, "small_files": args.small_files}, indent=2))
+        print(json.dumps({"medians": med, "raw": results, "size": size, "small_files": args.small_files,
+                          "tools": names, "rounds": args.rounds}, indent=2))
         return
+    print_table(med, names, size, args.small_files)
+
+
+def print_table(med: dict[str, dict[str, float]], names: list[str], size: int, small_files: int) -> None:
     keys = ["first_backup_s", "second_backup_s", "restore_s", "small_files_backup_s", "repo_size",
             "growth_after_1pct", "first_backup_rss", "restore_rss", "small_files_rss"]
     peers = [n for n in names if not n.startswith("casbackup")]
     ours = [n for n in names if n.startswith("casbackup")]
     pairs = [(o, p) for o in ours for p in peers]
-    header = "| metric | " + " | ".join(names) + "".join(f" | {o}/{p}" for o, p in pairs) + " |"
-    print(header)
+    print("| metric | " + " | ".join(names) + "".join(f" | {o}/{p}" for o, p in pairs) + " |")
     print("|" + "---|" * (1 + len(names) + len(pairs)))
     for k in keys:
         def fmt(v: float) -> str:
@@ -298,7 +307,7 @@ def main() -> None:
     mb = size / 1e6
     for n in names:
         print(f"# {n}: first backup {mb / med[n]['first_backup_s']:.0f} MB/s, restore {mb / med[n]['restore_s']:.0f} MB/s, "
-              f"small files {args.small_files / med[n]['small_files_backup_s']:.0f} files/s")
+              f"small files {small_files / med[n]['small_files_backup_s']:.0f} files/s")
 
 
 if __name__ == "__main__":
