@@ -26,7 +26,7 @@ from .chunker import Chunker
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, Chunk, Node, file_body, mode_kind, tree_body
+from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind, tree_body
 
 MAX_RECORDED_ERRORS = 1000
 
@@ -331,6 +331,10 @@ class Backup:
     def directory(self, path: str, node: Node, parent: Node | None) -> None:
         """Back up a directory's content into node.tree: files first (their uploads overlap the
         walk of the subdirectories), then subdirectories, then this TREE blob."""
+        if path.count("/") > MAX_DEPTH:
+            self.summary.error(path, f"nested deeper than {MAX_DEPTH} levels; its content is left out")
+            node.tree = self.put_tree([])
+            return
         try:
             names = sorted(os.listdir(os.fsencode(path)))
         except OSError as exc:

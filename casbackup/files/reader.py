@@ -5,7 +5,7 @@ from typing import Any, Iterator
 
 from ..codec import BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, NotFound
-from .tree import Chunk, Node, decode_file, decode_tree
+from .tree import MAX_DEPTH, Chunk, Node, decode_file, decode_tree
 
 
 class TreeReader:
@@ -65,12 +65,15 @@ class TreeReader:
             node = found[0]
         return node
 
-    def walk(self, node: Node, path: str) -> Iterator[tuple[str, Node]]:
+    def walk(self, node: Node, path: str, depth: int = 0) -> Iterator[tuple[str, Node]]:
         """(path, node) depth first, parents before children, names sorted."""
         yield path, node
         if node.is_dir and node.tree:
+            if depth > MAX_DEPTH:
+                raise BlobCorrupt(node.tree, f"directory nesting deeper than {MAX_DEPTH} levels",
+                                  self.snap.generation.id)
             for child in self.nodes(node.tree):
-                yield from self.walk(child, join(path, child.name))
+                yield from self.walk(child, join(path, child.name), depth + 1)
 
 
 def join(path: str, name: bytes) -> str:

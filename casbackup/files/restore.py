@@ -19,12 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import BlobCorrupt, UsageError
 from ..repository import Repository
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import SnapshotInfo, resolve
-from .tree import Chunk, Node
+from .tree import MAX_DEPTH, Chunk, Node
 
 TEMP_PREFIX = b".casbackup-restore-"
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -133,6 +133,9 @@ class Restorer:
         return DirHandle(fd, node, parent, self, path)
 
     def directory(self, handle: DirHandle, tree_id: str, parts: list[bytes]) -> None:
+        if len(parts) > MAX_DEPTH:
+            raise BlobCorrupt(tree_id, f"directory nesting deeper than {MAX_DEPTH} levels",
+                              self.reader.snap.generation.id)
         for node in self.reader.nodes(tree_id):
             p = parts + [node.name]
             if not self.selected(p):
@@ -168,7 +171,6 @@ class Restorer:
     def file(self, handle: DirHandle, node: Node) -> None:
         chunks = self.reader.chunks(node) if node.data is None else []
         if node.data is None and sum(c.size for c in chunks) != node.size:
-            from ..errors import BlobCorrupt
             raise BlobCorrupt(node.file or "tree", f"chunks of {os.fsdecode(node.name)!r} do not add up to its size")
         tmp = self._tmp()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,

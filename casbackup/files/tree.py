@@ -22,6 +22,9 @@ INLINE_CHUNKS = 32
 INLINE_DATA_MAX = 16 * 1024
 INLINE_TREE_BUDGET = 4 * 1024 * 1024  # inline bytes per TREE; later small files get chunks
 KINDS = ("file", "dir", "symlink")
+# Deeper trees are refused on restore and cut (with an error) on backup: the walks recurse, and
+# a hostile snapshot must get a clear error, not a crash. Real paths end at PATH_MAX anyway.
+MAX_DEPTH = 512
 MAX_NAME = 4096
 MAX_TARGET = 65536
 

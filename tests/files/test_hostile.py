@@ -159,3 +159,17 @@ def test_chunk_length_must_match_the_tree(arena) -> None:
     sid = commit_tree(repo, [entry], [c])
     with pytest.raises(BlobCorrupt, match=c.id):
         restore(repo, target, sid)
+
+
+def test_absurdly_deep_tree_is_refused_cleanly(arena) -> None:
+    target, _ = arena
+    repo = make_repo()
+    with repo.transaction("deep") as txn:
+        ref = txn.put_structured(BlobType.TREE, [], {"v": 1, "entries": [f(b"bottom")]}).ref
+        for _ in range(600):
+            ref = txn.put_structured(BlobType.TREE, [ref], {"v": 1, "entries": [d(b"d", ref)]}).ref
+        info = SnapshotInfo("", 1.0, "evil", "evil", ["/x"], [], ref.id)
+        value = info.value()
+        txn.put(NAMESPACE, new_id(value), value, refs=[ref])
+    with pytest.raises(BlobCorrupt, match="deeper than"):
+        restore(repo, target, new_id(value))
