@@ -91,7 +91,8 @@ class FileJob:
 class Restorer:
     def __init__(self, reader: TreeReader, opts: RestoreOptions, summary: RestoreSummary, progress: Progress) -> None:
         self.reader, self.opts, self.summary, self.progress = reader, opts, summary, progress
-        self.pool = ThreadPoolExecutor(max_workers=opts.workers or max(2, os.cpu_count() or 2),
+        # more threads than cores: fetching a chunk waits on the storage with the GIL released
+        self.pool = ThreadPoolExecutor(max_workers=opts.workers or max(4, 2 * (os.cpu_count() or 2)),
                                        thread_name_prefix="restore")
         self.queue: deque[tuple[FileJob, Chunk, Future[bytes]]] = deque()
         self.inflight = 0
