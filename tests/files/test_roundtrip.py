@@ -119,3 +119,43 @@ def test_multiple_paths_and_excludes(tmp_path: Path) -> None:
     ra, rb = restored(tmp_path / "out", a), restored(tmp_path / "out", b)
     assert (ra / "keep.txt").read_text() == str(a) and (rb / "keep.txt").read_text() == str(b)
     assert not (ra / "skip.pyc").exists() and (ra / "cache" / "c").exists() and not (rb / "cache").exists()
+
+
+def test_symlink_given_as_a_path_is_stored_as_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_text("x")
+    os.symlink(real, tmp_path / "alias")
+    repo = make_repo()
+    info, summary = backup(repo, tmp_path / "alias")
+    assert summary.symlinks == 1 and summary.files_new == 0
+    restore(repo, tmp_path / "out")
+    assert os.readlink(restored(tmp_path / "out", tmp_path / "alias")) == str(real)
+
+
+def test_diff_reports_every_kind_of_change(tmp_path: Path) -> None:
+    from casbackup.files.diff import diff_trees
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "same").write_text("same")
+    (src / "edit").write_bytes(os.urandom(50_000))
+    (src / "gone").write_text("bye")
+    (src / "kind").write_text("file first")
+    (src / "chmod").write_text("m")
+    repo = make_repo()
+    a, _ = backup(repo, src)
+    (src / "edit").write_bytes(os.urandom(50_000))
+    (src / "gone").unlink()
+    (src / "kind").unlink()
+    (src / "kind").mkdir()
+    (src / "kind" / "inside").write_text("i")
+    (src / "chmod").chmod(0o600)
+    (src / "added").write_text("new")
+    b, _ = backup(repo, src)
+    with repo.reader() as snap:
+        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
+    base = str(src.absolute())
+    assert ("M", f"{base}/edit") in changes and ("-", f"{base}/gone") in changes
+    assert ("T", f"{base}/kind") in changes and ("+", f"{base}/kind/inside") in changes
+    assert ("U", f"{base}/chmod") in changes and ("+", f"{base}/added") in changes
+    assert not [c for c in changes if c[1].endswith("/same")]
