@@ -29,6 +29,7 @@ from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
 from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind, tree_body
 
 MAX_RECORDED_ERRORS = 1000
+Work = "list[Future[Chunk]] | Future[bytes | None]"  # a file's pending chunk uploads, or its pending small read
 
 
 @dataclass
@@ -46,14 +47,22 @@ class Summary:
     error_count: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     duration: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def error(self, path: str, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_RECORDED_ERRORS:
-            self.errors.append({"path": path, "error": message})
+        with self._lock:
+            self.error_count += 1
+            if len(self.errors) < MAX_RECORDED_ERRORS:
+                self.errors.append({"path": path, "error": message})
+
+    def add(self, **counts: int) -> None:
+        """Bump counters; the walk and the pool threads both report."""
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
 
     def as_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         d["total_files"] = self.files_new + self.files_changed + self.files_unmodified
         d["duration"] = round(self.duration, 3)
         return d
@@ -91,34 +100,38 @@ class Uploader:
         self._lock = threading.Lock()
 
     def submit(self, data: bytes) -> Future[Chunk]:
-        self.budget.acquire(len(data))
+        return self.run(len(data), self._store, data)
+
+    def run(self, cost: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run fn on the pool once `cost` bytes fit in the budget; they are released when it ends."""
+        self.budget.acquire(cost)
+
+        def task() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                self.budget.release(cost)
         try:
-            return self.pool.submit(self._store, data)
+            return self.pool.submit(task)
         except BaseException:
-            self.budget.release(len(data))
+            self.budget.release(cost)
             raise
 
     def _store(self, data: bytes) -> Chunk:
-        try:
-            cid = blob_id(BlobType.CHUNK, data)
-            if cid in self.known:
-                reused = True
-            elif self.repo.store.exists(cid):
-                reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
-            else:
-                res = self.repo.store.put_encoded(encode_blob(BlobType.CHUNK, data, self.repo.store.level))
-                reused = not res.created
-                if res.created:
-                    with self._lock:
-                        self.summary.bytes_added += res.stored_size
-                        self.summary.blobs_added += 1
-            if reused:
-                with self._lock:
-                    self.summary.chunks_reused += 1
-            self.known.add(cid)
-            return Chunk(cid, len(data))
-        finally:
-            self.budget.release(len(data))
+        cid = blob_id(BlobType.CHUNK, data)
+        if cid in self.known:
+            reused = True
+        elif self.repo.store.exists(cid):
+            reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
+        else:
+            res = self.repo.store.put_encoded(encode_blob(BlobType.CHUNK, data, self.repo.store.level))
+            reused = not res.created
+            if res.created:
+                self.summary.add(bytes_added=res.stored_size, blobs_added=1)
+        if reused:
+            self.summary.add(chunks_reused=1)
+        self.known.add(cid)
+        return Chunk(cid, len(data))
 
     def close(self, cancel: bool = False) -> None:
         self.pool.shutdown(wait=True, cancel_futures=cancel)
@@ -151,6 +164,7 @@ class Backup:
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
         self.progress = Progress("backup", opts.progress)
         self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
+        self.tree_futures: dict[int, Future[str]] = {}
 
     # ---- helpers ----
     def excluded(self, path: str, name: str) -> bool:
@@ -161,21 +175,35 @@ class Backup:
             return {}
         return {n.name: n for n in self.parent_reader.nodes(tree_id)}
 
-    def put_tree(self, nodes: list[Node]) -> str:
+    # ---- TREE and FILE blobs ----
+    def put_tree(self, node: Node, nodes: list[Node]) -> None:
+        """Store a directory's TREE on the pool; its ID is collected by resolve() when the parent
+        directory is built (usually long done by then), so the walk never waits on an fsync."""
+        self.resolve(nodes)
         refs, body = tree_body(nodes)
+        cost = 4096 + sum(len(n.data or b"") for n in nodes)
+        self.tree_futures[id(node)] = self.uploader.run(cost, self._store_tree, refs, body)
+
+    def _store_tree(self, refs: list[Ref], body: Any) -> str:
         res = self.txn.put_structured(BlobType.TREE, refs, body)
         self._count(res)
         return res.ref.id
 
+    def resolve(self, nodes: list[Node]) -> None:
+        for n in nodes:
+            if n.is_dir and n.tree is None:
+                n.tree = self.tree_futures.pop(id(n)).result()
+
+    def tree_id(self, node: Node) -> str:
+        self.resolve([node])
+        assert node.tree is not None
+        return node.tree
+
     def _count(self, res: Any) -> None:
         if res.created:
-            with self.uploader._lock:
-                self.summary.bytes_added += res.stored_size
-                self.summary.blobs_added += 1
+            self.summary.add(bytes_added=res.stored_size, blobs_added=1)
 
-    def finish_file(self, node: Node, futures: list[Future[Chunk]]) -> None:
-        if node.data is not None:
-            return
+    def _chunks_done(self, node: Node, futures: list[Future[Chunk]]) -> None:
         chunks = [f.result() for f in futures]
         self.txn.use(c.ref for c in chunks)
         if len(chunks) > INLINE_CHUNKS:
@@ -186,6 +214,23 @@ class Backup:
         else:
             node.chunks = chunks
 
+    def finish_file(self, node: Node, work: Work, changed: bool = False) -> bool:
+        """Complete a file node once its reads and uploads are done; False if it was dropped."""
+        if isinstance(work, Future):  # a small file read on the pool
+            data = work.result()
+            if data is None:
+                return False
+            node.size = len(data)
+            if len(data) <= INLINE_DATA_MAX:
+                node.data = data
+            else:  # it grew past the inline limit after we looked
+                self._chunks_done(node, [self.uploader.submit(bytes(c)) for c in self.chunker.split(io.BytesIO(data))])
+        else:
+            self._chunks_done(node, work)
+        self.summary.add(files_changed=int(changed), files_new=int(not changed), total_bytes=node.size)
+        self.progress.add(files=1)
+        return True
+
     # ---- streams ----
     def read_stream(self, stream: BinaryIO) -> tuple[list[Future[Chunk]], int]:
         futures, total = [], 0
@@ -193,7 +238,7 @@ class Backup:
             total += len(piece)
             futures.append(self.uploader.submit(piece))
             self.progress.add(nbytes=len(piece))
-        self.summary.bytes_read += total
+        self.summary.add(bytes_read=total)
         return futures, total
 
     def stdin_tree(self) -> str:
@@ -206,12 +251,12 @@ class Backup:
         node = Node(name.encode(), "file", mode=0o644, mtime_ns=now, uid=os.getuid(), gid=os.getgid(), size=size,
                     ctime_ns=now)
         self.finish_file(node, futures)
-        self.summary.files_new += 1
-        self.summary.total_bytes += size
-        return self.put_tree([node])
+        root = Node(b"", "dir")
+        self.put_tree(root, [node])
+        return self.tree_id(root)
 
     # ---- the file system ----
-    def entry(self, path: str, name: bytes, parent: Node | None, pending: list[tuple[Node, list[Future[Chunk]]]],
+    def entry(self, path: str, name: bytes, parent: Node | None, pending: list[tuple[Node, Work, bool]],
               subdirs: list[tuple[Node, str, Node | None]]) -> Node | None:
         """Stat one entry and start its work; returns its node, or None when skipped."""
         try:
@@ -231,7 +276,7 @@ class Backup:
             except OSError as exc:
                 self.summary.error(path, exc.strerror or str(exc))
                 return None
-            self.summary.symlinks += 1
+            self.summary.add(symlinks=1)
             return node
         if kind == "dir":
             subdirs.append((node, path, parent if parent is not None and parent.is_dir else None))
@@ -244,27 +289,22 @@ class Backup:
             if node.data is not None:
                 self.inline_left -= node.size
             self.txn.use(node.refs())
-            self.summary.files_unmodified += 1
-            self.summary.total_bytes += node.size
+            self.summary.add(files_unmodified=1, total_bytes=node.size)
             self.progress.add(files=1, nbytes=node.size)
             return node
+        changed = parent is not None and parent.kind == "file"
         if st.st_size <= INLINE_DATA_MAX and st.st_size <= self.inline_left:
-            futures = self.read_small(path, st, node)
+            self.inline_left -= st.st_size
+            work: Work | None = self.uploader.run(max(st.st_size, 4096), self.read_small, path, st)
         else:
-            futures = self.read_file(path, st, node)
-        if futures is None:
+            work = self.read_file(path, st, node)
+        if work is None:
             return None
-        pending.append((node, futures))
-        if parent is not None and parent.kind == "file":
-            self.summary.files_changed += 1
-        else:
-            self.summary.files_new += 1
-        self.summary.total_bytes += node.size
-        self.progress.add(files=1)
+        pending.append((node, work, changed))
         return node
 
-    def read_small(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
-        """Read a small file whole; it is stored inline in its directory's TREE (if it stayed small)."""
+    def read_small(self, path: str, st: os.stat_result) -> bytes | None:
+        """Read a small file whole, on the pool (many small reads overlap their disk waits)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -275,13 +315,12 @@ class Backup:
             if not statmod.S_ISREG(st1.st_mode) or st1.st_ino != st.st_ino:
                 self.summary.error(path, "replaced by something else during the backup; skipped")
                 return None
-            parts, total = [], 0
+            parts = []
             while True:
-                block = os.read(fd, INLINE_DATA_MAX + 1 - total if total <= INLINE_DATA_MAX else 1 << 20)
+                block = os.read(fd, max(st.st_size + 1, 65536))
                 if not block:
                     break
                 parts.append(block)
-                total += len(block)
             st2 = os.fstat(fd)
         except OSError as exc:
             self.summary.error(path, f"read failed: {exc.strerror or exc}")
@@ -289,17 +328,12 @@ class Backup:
         finally:
             os.close(fd)
         data = b"".join(parts)
-        self.summary.bytes_read += len(data)
+        self.summary.add(bytes_read=len(data))
         self.progress.add(nbytes=len(data))
-        node.size = len(data)
         if st2.st_mtime_ns != st.st_mtime_ns or len(data) != st.st_size:
             self.summary.error(path, "changed while it was read; the snapshot holds what was read "
                                      "(the next backup reads it again)")
-        if len(data) <= INLINE_DATA_MAX and len(data) <= self.inline_left:
-            node.data = data
-            self.inline_left -= len(data)
-            return []
-        return [self.uploader.submit(bytes(c)) for c in self.chunker.split(io.BytesIO(data))]
+        return data
 
     def read_file(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
         try:
@@ -328,12 +362,16 @@ class Backup:
                                      "(the next backup reads it again)")
         return futures
 
+    def finish_all(self, nodes: list[Node], pending: list[tuple[Node, Work, bool]]) -> list[Node]:
+        dropped = {id(n) for n, work, changed in pending if not self.finish_file(n, work, changed)}
+        return [n for n in nodes if id(n) not in dropped] if dropped else nodes
+
     def directory(self, path: str, node: Node, parent: Node | None) -> None:
-        """Back up a directory's content into node.tree: files first (their uploads overlap the
-        walk of the subdirectories), then subdirectories, then this TREE blob."""
+        """Back up a directory's content: start its files (reads and uploads run on the pool
+        while the walk goes on into the subdirectories), then finish them and store its TREE."""
         if path.count("/") > MAX_DEPTH:
             self.summary.error(path, f"nested deeper than {MAX_DEPTH} levels; its content is left out")
-            node.tree = self.put_tree([])
+            self.put_tree(node, [])
             return
         try:
             names = sorted(os.listdir(os.fsencode(path)))
@@ -342,7 +380,7 @@ class Backup:
             names = []
         olds = self.parent_nodes(parent.tree if parent is not None and parent.is_dir else None)
         self.inline_left = INLINE_TREE_BUDGET
-        pending: list[tuple[Node, list[Future[Chunk]]]] = []
+        pending: list[tuple[Node, Work, bool]] = []
         subdirs: list[tuple[Node, str, Node | None]] = []
         nodes: list[Node] = []
         for name in names:
@@ -354,22 +392,20 @@ class Backup:
                 nodes.append(n)
         for sub, sub_path, sub_parent in subdirs:
             self.directory(sub_path, sub, sub_parent)
-        for n, futures in pending:
-            self.finish_file(n, futures)
-        self.summary.dirs += 1
-        node.tree = self.put_tree(nodes)
+        nodes = self.finish_all(nodes, pending)
+        self.summary.add(dirs=1)
+        self.put_tree(node, nodes)
 
     def top(self, path: str, name: bytes, parent: Node | None) -> Node | None:
         """A path given on the command line (its own stat, never followed)."""
-        pending: list[tuple[Node, list[Future[Chunk]]]] = []
+        pending: list[tuple[Node, Work, bool]] = []
         subdirs: list[tuple[Node, str, Node | None]] = []
         self.inline_left = INLINE_TREE_BUDGET
         n = self.entry(path, name, parent, pending, subdirs)
         for sub, sub_path, sub_parent in subdirs:
             self.directory(sub_path, sub, sub_parent)
-        for f, futures in pending:
-            self.finish_file(f, futures)
-        return n
+        kept = self.finish_all([n] if n is not None else [], pending)
+        return kept[0] if kept else None
 
     def paths_tree(self, paths: list[str], parent_root: str | None) -> str:
         """The root TREE mirrors absolute paths: /a/b/c is stored as a -> b -> c, with the real
@@ -384,14 +420,14 @@ class Backup:
             else:
                 t.clear()
                 t[None] = True
+        root = Node(b"", "dir")
         if trie.get(None):  # "/" itself
-            root = Node(b"", "dir", tree=parent_root)
-            self.directory("/", root, root if parent_root else None)
-            assert root.tree is not None
-            return root.tree
-        return self._trie_tree("/", trie, parent_root)
+            self.directory("/", root, Node(b"", "dir", tree=parent_root) if parent_root else None)
+        else:
+            self._trie_tree(root, "/", trie, parent_root)
+        return self.tree_id(root)
 
-    def _trie_tree(self, path: str, trie: dict[str, Any], parent_tree: str | None) -> str:
+    def _trie_tree(self, node: Node, path: str, trie: dict[str, Any], parent_tree: str | None) -> None:
         olds = self.parent_nodes(parent_tree)
         nodes = []
         for part in sorted(k for k in trie if k is not None):
@@ -410,9 +446,9 @@ class Backup:
                 continue
             n = Node(name, "dir", mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
                      gid=st.st_gid)
-            n.tree = self._trie_tree(child, trie[part], old.tree if old is not None and old.is_dir else None)
+            self._trie_tree(n, child, trie[part], old.tree if old is not None and old.is_dir else None)
             nodes.append(n)
-        return self.put_tree(nodes)
+        self.put_tree(node, nodes)
 
 
 def _scan_total(paths: list[str], excluded: Callable[[str, str], bool], progress: Progress) -> None:

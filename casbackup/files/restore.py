@@ -96,7 +96,6 @@ class Restorer:
                                        thread_name_prefix="restore")
         self.queue: deque[tuple[FileJob, Chunk, Future[bytes]]] = deque()
         self.inflight = 0
-        self.open_jobs: set[int] = set()
         self.jobs: dict[int, FileJob] = {}
         self.owner = opts.owner if opts.owner is not None else os.geteuid() == 0
         self.includes = [[os.fsencode(p) for p in inc.split("/") if p and p != "."] for inc in opts.includes]

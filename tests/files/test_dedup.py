@@ -66,11 +66,11 @@ def test_interrupted_backup_reuses_uploaded_chunks(tmp_path: Path, monkeypatch) 
     real = backup_mod.Backup.finish_file
     calls = {"n": 0}
 
-    def boom(self, node, futures):  # fail late: after most chunks were uploaded
+    def boom(self, node, work, changed=False):  # fail late: after most chunks were uploaded
         calls["n"] += 1
         if calls["n"] == 15:
             raise KeyboardInterrupt
-        return real(self, node, futures)
+        return real(self, node, work, changed)
 
     monkeypatch.setattr(backup_mod.Backup, "finish_file", boom)
     before = len(list(repo.store.list()))
