@@ -1,9 +1,11 @@
 """Commands of the files layer: backup, snapshots, ls, cat, restore, diff, forget, stats."""
 from __future__ import annotations
 
+import glob
 import stat as statmod
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,6 +33,12 @@ def _show_progress(ctx: Context, json_out: bool) -> bool:
     return not (ctx.quiet or json_out) and sys.stderr.isatty()
 
 
+def _own_repository(repo: Any) -> tuple[str, ...]:
+    """A local repository inside a backed-up tree is never backed up into itself."""
+    root = getattr(repo.backend, "root", None)
+    return (glob.escape(str(root)),) if isinstance(root, Path) else ()
+
+
 @click.command()
 @click.argument("paths", nargs=-1)
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
@@ -48,6 +56,7 @@ def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes
     if use_stdin and paths:
         raise UsageError("give either PATHs or --stdin, not both")
     repo = ctx.open(write=True)
+    excludes = excludes + _own_repository(repo)
     opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=list(excludes),
                          stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name, host=host,
                          force=force, progress=_show_progress(ctx, json_out),

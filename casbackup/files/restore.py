@@ -147,7 +147,7 @@ class Restorer:
                 finally:
                     child.release()
             elif node.kind == "file":
-                self.file(handle, node)
+                self.file(handle, node, tree_id)
             else:
                 self.symlink(handle, node)
 
@@ -168,10 +168,11 @@ class Restorer:
             raise
         self.summary.symlinks += 1
 
-    def file(self, handle: DirHandle, node: Node) -> None:
+    def file(self, handle: DirHandle, node: Node, tree_id: str) -> None:
         chunks = self.reader.chunks(node) if node.data is None else []
         if node.data is None and sum(c.size for c in chunks) != node.size:
-            raise BlobCorrupt(node.file or "tree", f"chunks of {os.fsdecode(node.name)!r} do not add up to its size")
+            raise BlobCorrupt(node.file or tree_id, f"chunks of {os.fsdecode(node.name)!r} do not add up to its size",
+                              self.reader.snap.generation.id)
         tmp = self._tmp()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=handle.fd)

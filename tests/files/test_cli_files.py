@@ -172,3 +172,14 @@ def test_sigkill_during_backup_leaves_a_consistent_repo(tmp_path: Path, cli) -> 
     out = tmp_path / "out"
     assert cli("-r", repo, "restore", "latest", "--target", str(out)).code == 0
     assert (out / str(src).lstrip("/") / "f7").read_bytes() == (src / "f7").read_bytes()
+
+
+def test_a_local_repository_inside_the_source_is_not_backed_up(tmp_path: Path, cli) -> None:
+    src = tmp_path / "home [1]"  # glob characters in the path must not break the exclusion
+    src.mkdir()
+    (src / "doc.txt").write_text("d")
+    repo = str(src / "backups")
+    assert cli("-r", repo, "init").code == 0
+    assert cli("-r", repo, "backup", str(src)).code == 0
+    paths = cli("-r", repo, "-q", "ls", "latest").out.splitlines()
+    assert f"{src}/doc.txt" in paths and not [p for p in paths if "backups" in p]
