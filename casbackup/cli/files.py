@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..errors import NotFound, UsageError
+from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import diff_trees
 from ..files.forget import Policy, apply_policy

@@ -8,8 +8,8 @@ ctime and inode as in the parent snapshot) are not read at all.
 from __future__ import annotations
 
 import fnmatch
-import io
 import getpass
+import io
 import os
 import socket
 import stat as statmod
@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 from ..codec import BlobType, Ref, blob_id, encode_blob
 from ..errors import UsageError
@@ -26,10 +26,12 @@ from .chunker import Chunker
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind, tree_body
+from .tree import (INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind,
+                   tree_body)
 
 MAX_RECORDED_ERRORS = 1000
-Work = "list[Future[Chunk]] | Future[bytes | None]"  # a file's pending chunk uploads, or its pending small read
+# A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
+Work = Union[list[Future[Chunk]], Future[Optional[bytes]]]
 
 
 @dataclass

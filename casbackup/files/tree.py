@@ -6,7 +6,7 @@ knowing this format. Decoding validates names and types, and that each named blo
 from __future__ import annotations
 
 import stat as statmod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..codec import ID_LEN, BlobType, Ref

@@ -1,7 +1,6 @@
 """Dedup and the files cache: an identical backup adds ~nothing; a 1% change adds ~1%."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 

@@ -11,7 +11,6 @@ import pytest
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobCorrupt, BlobMissing, UsageError
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
-from casbackup.store import blob_key
 from files_helpers import backup, make_repo, restore
 
 
