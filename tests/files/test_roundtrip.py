@@ -55,7 +55,7 @@ def make_awkward_tree(root: Path, big: int) -> None:
 
 
 @pytest.fixture
-def awkward(tmp_path: Path, soak: bool) -> Path:
+def awkward(tmp_path: Path) -> Path:
     root = tmp_path / "src"
     make_awkward_tree(root, 100 * 1024 * 1024)
     yield root
