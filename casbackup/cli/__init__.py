@@ -11,6 +11,7 @@ from ..errors import CasbackupError
 from .common import Context, die
 from .aptos import register as register_aptos
 from .core import register as register_core
+from .files import register as register_files
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_s
 
 
 register_core(cli)
+register_files(cli)
 register_aptos(cli)
 
 

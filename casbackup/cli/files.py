@@ -1,0 +1,279 @@
+"""Commands of the files layer: backup, snapshots, ls, cat, restore, diff, forget, stats."""
+from __future__ import annotations
+
+import glob
+import stat as statmod
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from ..files.backup import BackupOptions, run_backup
+from ..files.diff import diff_trees
+from ..files.forget import Policy, apply_policy
+from ..files.progress import human
+from ..files.reader import TreeReader
+from ..files.restore import RestoreOptions, restore_snapshot
+from ..files.snapshots import NAMESPACE, list_snapshots, resolve
+from .common import Context, emit_json
+
+pass_ctx = click.make_pass_decorator(Context)
+
+EXIT_PARTIAL = 3  # as restic: the snapshot was committed, but some files could not be read
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _show_progress(ctx: Context, json_out: bool) -> bool:
+    return not (ctx.quiet or json_out) and sys.stderr.isatty()
+
+
+def _own_repository(repo: Any) -> tuple[str, ...]:
+    """A local repository inside a backed-up tree is never backed up into itself."""
+    root = getattr(repo.backend, "root", None)
+    return (glob.escape(str(root)),) if isinstance(root, Path) else ()
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+@click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Skip entries whose name or absolute path matches this glob (repeatable).")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input as one file.")
+@click.option("--stdin-name", default="stdin", show_default=True, help="File name for --stdin.")
+@click.option("--host", default=None, help="Host name to record (default: this machine's).")
+@click.option("--force", is_flag=True, help="Read every file, ignoring the files cache.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
+@pass_ctx
+def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...], use_stdin: bool,
+           stdin_name: str, host: str | None, force: bool, json_out: bool) -> None:
+    """Back up PATHs (or standard input) into a new snapshot and print its ID."""
+    if use_stdin and paths:
+        raise UsageError("give either PATHs or --stdin, not both")
+    repo = ctx.open(write=True)
+    excludes = excludes + _own_repository(repo)
+    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=list(excludes),
+                         stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name, host=host,
+                         force=force, progress=_show_progress(ctx, json_out),
+                         message=f"backup {' '.join(paths) if paths else '--stdin ' + stdin_name}"[:500])
+    info, summary = run_backup(repo, opts)
+    s = summary.as_dict()
+    if json_out:
+        emit_json({"id": info.id, "short_id": info.id[:8], "time": info.time, "host": info.host, "paths": info.paths,
+                   "tags": info.tags, "parent": info.parent, **s})
+    else:
+        click.echo(info.id)
+        if not ctx.quiet:
+            click.echo(f"casbackup: {s['total_files']} files ({s['files_new']} new, {s['files_changed']} changed, "
+                       f"{s['files_unmodified']} unmodified), {s['dirs']} dirs, {human(s['total_bytes'])}; "
+                       f"read {human(s['bytes_read'])}, added {human(s['bytes_added'])} in {s['duration']:.1f}s",
+                       err=True)
+        for e in summary.errors[:50]:
+            click.echo(f"casbackup: warning: {e['path']}: {e['error']}", err=True)
+    if summary.error_count:
+        if not json_out:
+            click.echo(f"casbackup: warning: {summary.error_count} file(s) could not be backed up; "
+                       "the snapshot holds the rest", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+@click.command()
+@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable: any of them).")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def snapshots(ctx: Context, tags: tuple[str, ...], json_out: bool) -> None:
+    """List snapshots: ID, time, host, tags, paths and size."""
+    repo = ctx.open()
+    with repo.reader("snapshots") as snap:
+        rows = [s for s in list_snapshots(snap) if not tags or set(tags) & set(s.tags)]
+    if json_out:
+        emit_json([s.to_json() for s in rows])
+        return
+    for s in rows:
+        click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
+                   f"{' '.join(s.paths)}")
+
+
+def _node_json(path: str, n: Any) -> dict[str, Any]:
+    d = {"path": path, "type": n.kind, "mode": n.mode, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid}
+    if n.kind == "file":
+        d["size"] = n.size
+    if n.kind == "symlink":
+        d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+    return d
+
+
+@click.command("ls")
+@click.argument("snapshot")
+@click.argument("path", required=False, default="/")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
+    """List the entries of SNAPSHOT under PATH (default: everything)."""
+    repo = ctx.open()
+    with repo.reader("ls") as snap:
+        info = resolve(snap, snapshot)
+        reader = TreeReader(snap)
+        start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+        node = reader.lookup(info.tree, start)
+        rows = ((p or "/", n) for p, n in reader.walk(node, start))
+        if json_out:
+            emit_json([_node_json(p, n) for p, n in rows if not (p == "/" and n.name == b"")])
+            return
+        for p, n in rows:
+            if p == "/" and n.name == b"":
+                continue
+            shown = p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            if ctx.quiet:
+                click.echo(shown)
+            else:
+                kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
+                                         "symlink": statmod.S_IFLNK}[n.kind] | n.mode)
+                extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
+                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {_ts(n.mtime_ns / 1e9)} {shown!s}{extra}"
+                           .replace("\n", "\\n"))
+
+
+@click.command()
+@click.argument("snapshot")
+@click.argument("path")
+@pass_ctx
+def cat(ctx: Context, snapshot: str, path: str) -> None:
+    """Write the content of the file at PATH in SNAPSHOT to standard output."""
+    repo = ctx.open()
+    out = sys.stdout.buffer
+    with repo.reader("cat") as snap:
+        info = resolve(snap, snapshot)
+        reader = TreeReader(snap)
+        node = reader.lookup(info.tree, path)
+        if node.kind != "file":
+            raise UsageError(f"{path} is a {node.kind}, not a file")
+        for data in reader.content(node):
+            out.write(data)
+    out.flush()
+
+
+@click.command()
+@click.argument("snapshot")
+@click.option("--target", "-t", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option("--include", "includes", multiple=True, metavar="PATH",
+              help="Only restore this path of the snapshot (repeatable).")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
+@pass_ctx
+def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool) -> None:
+    """Restore SNAPSHOT into --target, verifying every chunk; pinned against gc for the whole run."""
+    repo = ctx.open()
+    opts = RestoreOptions(target=target, includes=list(includes), progress=_show_progress(ctx, json_out))
+    with repo.reader("restore") as snap:
+        info = resolve(snap, snapshot)
+        summary = restore_snapshot(snap, info, opts)
+    s = summary.as_dict()
+    if json_out:
+        emit_json({"id": info.id, "target": target, **s})
+    elif not ctx.quiet:
+        click.echo(f"restored snapshot {info.id[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "
+                   f"{human(s['bytes'])} in {s['duration']:.1f}s to {target}")
+
+
+@click.command()
+@click.argument("snapshot1")
+@click.argument("snapshot2")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON array of {change, path}.")
+@pass_ctx
+def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool) -> None:
+    """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata)."""
+    repo = ctx.open()
+    with repo.reader("diff") as snap:
+        a, b = resolve(snap, snapshot1), resolve(snap, snapshot2)
+        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
+    if json_out:
+        emit_json([{"change": c, "path": p} for c, p in changes])
+        return
+    for c, p in changes:
+        click.echo(f"{c}  {p}".replace("\n", "\\n"))
+
+
+@click.command()
+@click.argument("snapshot_ids", nargs=-1)
+@click.option("--keep-last", type=click.IntRange(0), default=0, help="Keep the N newest snapshots.")
+@click.option("--keep-daily", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N days.")
+@click.option("--keep-weekly", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N weeks.")
+@click.option("--keep-monthly", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N months.")
+@click.option("--tag", "tags", multiple=True, help="With a policy: only consider snapshots with this tag.")
+@click.option("--dry-run", "-n", is_flag=True, help="Only show what would be removed.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@pass_ctx
+def forget(ctx: Context, snapshot_ids: tuple[str, ...], keep_last: int, keep_daily: int, keep_weekly: int,
+           keep_monthly: int, tags: tuple[str, ...], dry_run: bool, json_out: bool) -> None:
+    """Remove snapshots from the live set (by ID/prefix/latest, or by a keep policy) in a new generation.
+
+    Space comes back through 'casbackup gc', which never deletes what a pinned reader uses."""
+    policy = Policy(keep_last, keep_daily, keep_weekly, keep_monthly)
+    if snapshot_ids and not policy.empty():
+        raise UsageError("give snapshot IDs or a --keep-* policy, not both")
+    if not snapshot_ids and policy.empty():
+        raise UsageError("nothing to forget: give snapshot IDs or a --keep-* policy")
+    repo = ctx.open(write=not dry_run)
+
+    def choose(snap: Any) -> tuple[list[Any], list[Any]]:
+        if snapshot_ids:
+            chosen = {s.id: s for s in (resolve(snap, i) for i in snapshot_ids)}
+            return [], list(chosen.values())
+        every = [s for s in list_snapshots(snap) if not tags or set(tags) & set(s.tags)]
+        return apply_policy(every, policy)
+
+    if dry_run:
+        with repo.reader("forget --dry-run") as snap:
+            keep, remove = choose(snap)
+        gen = None
+    else:
+        with repo.transaction("forget") as txn:
+            keep, remove = choose(txn.base)
+            for s in remove:
+                txn.delete(NAMESPACE, s.id)
+        gen = txn.result
+    if json_out:
+        emit_json({"dry_run": dry_run, "removed": [s.id for s in remove], "kept": [s.id for s in keep],
+                   "generation": gen.seq if gen else None})
+        return
+    for s in remove:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {_ts(s.time)}  {' '.join(s.paths)}")
+    if not remove and not ctx.quiet:
+        click.echo("nothing to remove", err=True)
+    if gen is not None and remove and not ctx.quiet:
+        click.echo(f"committed generation {gen.seq}; run 'casbackup gc' to reclaim space", err=True)
+
+
+@click.command()
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@pass_ctx
+def stats(ctx: Context, json_out: bool) -> None:
+    """Logical size (sum over snapshots), stored size, dedup ratio and blob count."""
+    repo = ctx.open()
+    with repo.reader("stats") as snap:
+        every = list_snapshots(snap)
+    logical = sum(s.size for s in every)
+    stored = blobs = 0
+    for _, info in repo.store.list():
+        stored += info.size
+        blobs += 1
+    doc = {"snapshots": len(every), "logical_size": logical, "stored_size": stored, "blobs": blobs,
+           "dedup_ratio": round(logical / stored, 3) if stored else None}
+    if json_out:
+        emit_json(doc)
+        return
+    click.echo(f"snapshots:     {len(every)}")
+    click.echo(f"logical size:  {human(logical)} ({logical} bytes)")
+    click.echo(f"stored size:   {human(stored)} ({stored} bytes)")
+    click.echo(f"blobs:         {blobs}")
+    click.echo(f"dedup ratio:   {doc['dedup_ratio']}")
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats):
+        cli.add_command(cmd)

@@ -1,0 +1,533 @@
+"""Back up paths or a stream into one snapshot entry (spec/files.md §4-§5).
+
+Pipeline: the calling thread walks, reads and cuts chunks (pyfastcdc releases the GIL); a pool
+hashes, compresses and uploads them (blake3 and zstd release it too). A byte budget caps what
+is in flight, so memory stays flat whatever the input size. Unchanged files (same size, mtime,
+ctime and inode as in the parent snapshot) are not read at all.
+"""
+from __future__ import annotations
+
+import fnmatch
+import getpass
+import io
+import os
+import socket
+import stat as statmod
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Optional, Union
+
+from ..codec import BlobType, Ref, blob_id, encode_blob
+from ..errors import UsageError
+from ..repository import Repository, Transaction
+from .chunker import Chunker
+from .progress import Progress
+from .reader import TreeReader
+from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
+from .tree import (INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind,
+                   tree_body)
+
+MAX_RECORDED_ERRORS = 1000
+# A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
+Work = Union[list[Future[Chunk]], Future[Optional[bytes]]]
+
+
+@dataclass
+class Summary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    total_bytes: int = 0
+    bytes_read: int = 0
+    bytes_added: int = 0
+    blobs_added: int = 0
+    chunks_reused: int = 0
+    error_count: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    duration: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def error(self, path: str, message: str) -> None:
+        with self._lock:
+            self.error_count += 1
+            if len(self.errors) < MAX_RECORDED_ERRORS:
+                self.errors.append({"path": path, "error": message})
+
+    def add(self, **counts: int) -> None:
+        """Bump counters; the walk and the pool threads both report."""
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        d["total_files"] = self.files_new + self.files_changed + self.files_unmodified
+        d["duration"] = round(self.duration, 3)
+        return d
+
+
+class Budget:
+    """Bytes in flight between the reader and the upload pool; blocks the reader when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.used > 0 and self.used + n > self.limit:
+                self._cond.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class Uploader:
+    """Hash, dedup, compress and store chunks on a thread pool."""
+
+    def __init__(self, repo: Repository, summary: Summary, workers: int, budget: int) -> None:
+        self.repo = repo
+        self.summary = summary
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        self.budget = Budget(budget)
+        self.known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, data: bytes) -> Future[Chunk]:
+        return self.run(len(data), self._store, data)
+
+    def run(self, cost: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run fn on the pool once `cost` bytes fit in the budget; they are released when it ends."""
+        self.budget.acquire(cost)
+
+        def task() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                self.budget.release(cost)
+        try:
+            return self.pool.submit(task)
+        except BaseException:
+            self.budget.release(cost)
+            raise
+
+    def _store(self, data: bytes) -> Chunk:
+        cid = blob_id(BlobType.CHUNK, data)
+        if cid in self.known:
+            reused = True
+        elif self.repo.store.exists(cid):
+            reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
+        else:
+            res = self.repo.store.put_encoded(encode_blob(BlobType.CHUNK, data, self.repo.store.level))
+            reused = not res.created
+            if res.created:
+                self.summary.add(bytes_added=res.stored_size, blobs_added=1)
+        if reused:
+            self.summary.add(chunks_reused=1)
+        self.known.add(cid)
+        return Chunk(cid, len(data))
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+@dataclass
+class BackupOptions:
+    paths: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    stdin: BinaryIO | None = None
+    stdin_name: str = "stdin"
+    host: str | None = None
+    force: bool = False             # ignore the files cache and read everything
+    workers: int | None = None
+    budget: int | None = None
+    progress: bool = False
+    message: str = "backup"
+
+
+class Backup:
+    def __init__(self, repo: Repository, txn: Transaction, opts: BackupOptions, summary: Summary) -> None:
+        cfg = repo.config
+        self.repo, self.txn, self.opts, self.summary = repo, txn, opts, summary
+        self.chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max)
+        # more threads than cores: blob writes wait on fsync (~2 ms each here) with the GIL released
+        workers = opts.workers or max(4, 2 * (os.cpu_count() or 2))
+        budget = opts.budget or max(64 * 1024 * 1024, 4 * workers * cfg.chunk_max)
+        self.uploader = Uploader(repo, summary, workers, budget)
+        self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
+        self.progress = Progress("backup", opts.progress)
+        self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
+        self.tree_futures: dict[int, Future[str]] = {}
+
+    # ---- helpers ----
+    def excluded(self, path: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path, p) for p in self.opts.excludes)
+
+    def parent_nodes(self, tree_id: str | None) -> dict[bytes, Node]:
+        if tree_id is None or self.opts.force:
+            return {}
+        return {n.name: n for n in self.parent_reader.nodes(tree_id)}
+
+    # ---- TREE and FILE blobs ----
+    def put_tree(self, node: Node, nodes: list[Node]) -> None:
+        """Store a directory's TREE on the pool; its ID is collected by resolve() when the parent
+        directory is built (usually long done by then), so the walk never waits on an fsync."""
+        self.resolve(nodes)
+        refs, body = tree_body(nodes)
+        cost = 4096 + sum(len(n.data or b"") for n in nodes)
+        self.tree_futures[id(node)] = self.uploader.run(cost, self._store_tree, refs, body)
+
+    def _store_tree(self, refs: list[Ref], body: Any) -> str:
+        res = self.txn.put_structured(BlobType.TREE, refs, body)
+        self._count(res)
+        return res.ref.id
+
+    def resolve(self, nodes: list[Node]) -> None:
+        for n in nodes:
+            if n.is_dir and n.tree is None:
+                n.tree = self.tree_futures.pop(id(n)).result()
+
+    def tree_id(self, node: Node) -> str:
+        self.resolve([node])
+        assert node.tree is not None
+        return node.tree
+
+    def _count(self, res: Any) -> None:
+        if res.created:
+            self.summary.add(bytes_added=res.stored_size, blobs_added=1)
+
+    def _chunks_done(self, node: Node, futures: list[Future[Chunk]]) -> None:
+        chunks = [f.result() for f in futures]
+        self.txn.use(c.ref for c in chunks)
+        if len(chunks) > INLINE_CHUNKS:
+            refs, body = file_body(chunks)
+            res = self.txn.put_structured(BlobType.FILE, refs, body)
+            self._count(res)
+            node.file, node.chunks = res.ref.id, None
+        else:
+            node.chunks = chunks
+
+    def finish_file(self, node: Node, work: Work, changed: bool = False) -> bool:
+        """Complete a file node once its reads and uploads are done; False if it was dropped."""
+        if isinstance(work, Future):  # a small file read on the pool
+            data = work.result()
+            if data is None:
+                return False
+            node.size = len(data)
+            if len(data) <= INLINE_DATA_MAX:
+                node.data = data
+            else:  # it grew past the inline limit after we looked
+                self._chunks_done(node, [self.uploader.submit(bytes(c)) for c in self.chunker.split(io.BytesIO(data))])
+        else:
+            self._chunks_done(node, work)
+        self.summary.add(files_changed=int(changed), files_new=int(not changed), total_bytes=node.size)
+        self.progress.add(files=1)
+        return True
+
+    # ---- streams ----
+    def read_stream(self, stream: BinaryIO) -> tuple[list[Future[Chunk]], int]:
+        futures, total = [], 0
+        for piece in self.chunker.split(stream):
+            total += len(piece)
+            futures.append(self.uploader.submit(piece))
+            self.progress.add(nbytes=len(piece))
+        self.summary.add(bytes_read=total)
+        return futures, total
+
+    def stdin_tree(self) -> str:
+        name = self.opts.stdin_name
+        if not name or "/" in name or name in (".", "..") or "\x00" in name:
+            raise UsageError(f"invalid --stdin-name {name!r}: it must be a plain file name")
+        assert self.opts.stdin is not None
+        futures, size = self.read_stream(self.opts.stdin)
+        now = time.time_ns()
+        node = Node(name.encode(), "file", mode=0o644, mtime_ns=now, uid=os.getuid(), gid=os.getgid(), size=size,
+                    ctime_ns=now)
+        self.finish_file(node, futures)
+        root = Node(b"", "dir")
+        self.put_tree(root, [node])
+        return self.tree_id(root)
+
+    # ---- the file system ----
+    def entry(self, path: str, name: bytes, parent: Node | None, pending: list[tuple[Node, Work, bool]],
+              subdirs: list[tuple[Node, str, Node | None]]) -> Node | None:
+        """Stat one entry and start its work; returns its node, or None when skipped."""
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            self.summary.error(path, exc.strerror or str(exc))
+            return None
+        kind = mode_kind(st.st_mode)
+        if kind is None:
+            self.summary.error(path, "skipped: not a regular file, directory or symlink")
+            return None
+        node = Node(name, kind, mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
+                    gid=st.st_gid)
+        if kind == "symlink":
+            try:
+                node.target = os.readlink(os.fsencode(path))
+            except OSError as exc:
+                self.summary.error(path, exc.strerror or str(exc))
+                return None
+            self.summary.add(symlinks=1)
+            return node
+        if kind == "dir":
+            subdirs.append((node, path, parent if parent is not None and parent.is_dir else None))
+            return node
+        node.size, node.ino, node.ctime_ns = st.st_size, st.st_ino, st.st_ctime_ns
+        if (parent is not None and parent.kind == "file" and parent.size == st.st_size
+                and parent.mtime_ns == st.st_mtime_ns and parent.ctime_ns == st.st_ctime_ns
+                and parent.ino == st.st_ino):
+            node.chunks, node.file, node.data = parent.chunks, parent.file, parent.data
+            if node.data is not None:
+                self.inline_left -= node.size
+            self.txn.use(node.refs())
+            self.summary.add(files_unmodified=1, total_bytes=node.size)
+            self.progress.add(files=1, nbytes=node.size)
+            return node
+        changed = parent is not None and parent.kind == "file"
+        if st.st_size <= INLINE_DATA_MAX and st.st_size <= self.inline_left:
+            self.inline_left -= st.st_size
+            work: Work | None = self.uploader.run(max(st.st_size, 4096), self.read_small, path, st)
+        else:
+            work = self.read_file(path, st, node)
+        if work is None:
+            return None
+        pending.append((node, work, changed))
+        return node
+
+    def read_small(self, path: str, st: os.stat_result) -> bytes | None:
+        """Read a small file whole, on the pool (many small reads overlap their disk waits)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self.summary.error(path, exc.strerror or str(exc))
+            return None
+        try:
+            st1 = os.fstat(fd)
+            if not statmod.S_ISREG(st1.st_mode) or st1.st_ino != st.st_ino:
+                self.summary.error(path, "replaced by something else during the backup; skipped")
+                return None
+            parts = []
+            while True:
+                block = os.read(fd, max(st.st_size + 1, 65536))
+                if not block:
+                    break
+                parts.append(block)
+            st2 = os.fstat(fd)
+        except OSError as exc:
+            self.summary.error(path, f"read failed: {exc.strerror or exc}")
+            return None
+        finally:
+            os.close(fd)
+        data = b"".join(parts)
+        self.summary.add(bytes_read=len(data))
+        self.progress.add(nbytes=len(data))
+        if st2.st_mtime_ns != st.st_mtime_ns or len(data) != st.st_size:
+            self.summary.error(path, "changed while it was read; the snapshot holds what was read "
+                                     "(the next backup reads it again)")
+        return data
+
+    def read_file(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self.summary.error(path, exc.strerror or str(exc))
+            return None
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st1 = os.fstat(fd)
+            if not statmod.S_ISREG(st1.st_mode) or st1.st_ino != st.st_ino:
+                self.summary.error(path, "replaced by something else during the backup; skipped")
+                return None
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except (OSError, AttributeError):
+                pass
+            try:
+                futures, size = self.read_stream(f)  # type: ignore[arg-type]
+            except OSError as exc:
+                self.summary.error(path, f"read failed: {exc.strerror or exc}")
+                return None
+            st2 = os.fstat(fd)
+        node.size = size
+        if st2.st_mtime_ns != st.st_mtime_ns or st2.st_size != st.st_size or size != st.st_size:
+            self.summary.error(path, "changed while it was read; the snapshot holds what was read "
+                                     "(the next backup reads it again)")
+        return futures
+
+    def finish_all(self, nodes: list[Node], pending: list[tuple[Node, Work, bool]]) -> list[Node]:
+        dropped = {id(n) for n, work, changed in pending if not self.finish_file(n, work, changed)}
+        return [n for n in nodes if id(n) not in dropped] if dropped else nodes
+
+    def directory(self, path: str, node: Node, parent: Node | None) -> None:
+        """Back up a directory's content: start its files (reads and uploads run on the pool
+        while the walk goes on into the subdirectories), then finish them and store its TREE."""
+        if path.count("/") > MAX_DEPTH:
+            self.summary.error(path, f"nested deeper than {MAX_DEPTH} levels; its content is left out")
+            self.put_tree(node, [])
+            return
+        try:
+            names = sorted(os.listdir(os.fsencode(path)))
+        except OSError as exc:
+            self.summary.error(path, f"cannot list directory: {exc.strerror or exc}")
+            names = []
+        olds = self.parent_nodes(parent.tree if parent is not None and parent.is_dir else None)
+        self.inline_left = INLINE_TREE_BUDGET
+        pending: list[tuple[Node, Work, bool]] = []
+        subdirs: list[tuple[Node, str, Node | None]] = []
+        nodes: list[Node] = []
+        for name in names:
+            child = os.path.join(path, os.fsdecode(name))
+            if self.excluded(child, os.fsdecode(name)):
+                continue
+            n = self.entry(child, name, olds.get(name), pending, subdirs)
+            if n is not None:
+                nodes.append(n)
+        for sub, sub_path, sub_parent in subdirs:
+            self.directory(sub_path, sub, sub_parent)
+        nodes = self.finish_all(nodes, pending)
+        self.summary.add(dirs=1)
+        self.put_tree(node, nodes)
+
+    def top(self, path: str, name: bytes, parent: Node | None) -> Node | None:
+        """A path given on the command line (its own stat, never followed)."""
+        pending: list[tuple[Node, Work, bool]] = []
+        subdirs: list[tuple[Node, str, Node | None]] = []
+        self.inline_left = INLINE_TREE_BUDGET
+        n = self.entry(path, name, parent, pending, subdirs)
+        for sub, sub_path, sub_parent in subdirs:
+            self.directory(sub_path, sub, sub_parent)
+        kept = self.finish_all([n] if n is not None else [], pending)
+        return kept[0] if kept else None
+
+    def paths_tree(self, paths: list[str], parent_root: str | None) -> str:
+        """The root TREE mirrors absolute paths: /a/b/c is stored as a -> b -> c, with the real
+        metadata of the intermediate directories, so several paths never collide."""
+        trie: dict[str, Any] = {}
+        for p in paths:
+            t = trie
+            for part in [x for x in p.split("/") if x]:
+                if t.get(None):
+                    break  # an ancestor is backed up whole already
+                t = t.setdefault(part, {})
+            else:
+                t.clear()
+                t[None] = True
+        root = Node(b"", "dir")
+        if trie.get(None):  # "/" itself
+            self.directory("/", root, Node(b"", "dir", tree=parent_root) if parent_root else None)
+        else:
+            self._trie_tree(root, "/", trie, parent_root)
+        return self.tree_id(root)
+
+    def _trie_tree(self, node: Node, path: str, trie: dict[str, Any], parent_tree: str | None) -> None:
+        olds = self.parent_nodes(parent_tree)
+        nodes = []
+        for part in sorted(k for k in trie if k is not None):
+            child = os.path.join(path, part)
+            name = os.fsencode(part)
+            old = olds.get(name)
+            if trie[part].get(None):
+                n = self.top(child, name, old)
+                if n is not None:
+                    nodes.append(n)
+                continue
+            try:
+                st = os.lstat(child)
+            except OSError as exc:
+                self.summary.error(child, exc.strerror or str(exc))
+                continue
+            n = Node(name, "dir", mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
+                     gid=st.st_gid)
+            self._trie_tree(n, child, trie[part], old.tree if old is not None and old.is_dir else None)
+            nodes.append(n)
+        self.put_tree(node, nodes)
+
+
+def _scan_total(paths: list[str], excluded: Callable[[str, str], bool], progress: Progress) -> None:
+    """Sum file sizes in the background so the progress line can show an ETA (terminals only)."""
+    total = 0
+    stack = list(paths)
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.lstat(p)
+            if statmod.S_ISDIR(st.st_mode):
+                with os.scandir(p) as it:
+                    stack.extend(e.path for e in it if not excluded(e.path, e.name))
+            elif statmod.S_ISREG(st.st_mode):
+                total += st.st_size
+        except OSError:
+            continue
+    progress.total_bytes = total
+
+
+def find_parent(snap: Any, host: str, paths: list[str]) -> SnapshotInfo | None:
+    """The newest snapshot of the same host and paths: the files cache source."""
+    best = None
+    for s in list_snapshots(snap):
+        if s.host == host and sorted(s.paths) == sorted(paths):
+            best = s
+    return best
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container is fine
+        return str(os.getuid())
+
+
+def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Summary]:
+    """Back up and commit one snapshot. Any exception aborts: uploaded chunks become orphans that
+    a re-run reuses (create-if-absent finds them) and gc reclaims after its grace period."""
+    started = time.monotonic()
+    host = opts.host or socket.gethostname()
+    if opts.stdin is not None:
+        paths = [opts.stdin_name]
+    else:
+        if not opts.paths:
+            raise UsageError("nothing to back up: give one or more paths, or --stdin")
+        paths = []
+        for p in opts.paths:
+            ap = os.path.normpath(os.path.abspath(p))
+            if not os.path.lexists(ap):
+                raise UsageError(f"no such file or directory: {p}")
+            if ap not in paths:
+                paths.append(ap)
+    summary = Summary()
+    with repo.transaction(opts.message) as txn:
+        parent = None if opts.stdin is not None else find_parent(txn.base, host, paths)
+        job = Backup(repo, txn, opts, summary)
+        if parent is not None:
+            job.progress.total_bytes = parent.size
+        if opts.progress and opts.stdin is None:
+            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress), daemon=True).start()
+        ok = False
+        try:
+            if opts.stdin is not None:
+                tree = job.stdin_tree()
+            else:
+                tree = job.paths_tree(paths, parent.tree if parent else None)
+            ok = True
+        finally:
+            job.uploader.close(cancel=not ok)
+            job.progress.done()
+        summary.duration = time.monotonic() - started
+        info = SnapshotInfo("", time.time(), host, _user(), paths, sorted(set(opts.tags)), tree,
+                            parent.id if parent else None, summary.as_dict())
+        value = info.value()
+        info.id = new_id(value)
+        txn.put(NAMESPACE, info.id, value, refs=[Ref(BlobType.TREE, tree)], if_absent=True)
+    summary.duration = time.monotonic() - started
+    info.summary = summary.as_dict()
+    return info, summary
