@@ -22,7 +22,7 @@ from .common import Context, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
 
-EXIT_PARTIAL = 3  # as restic: the snapshot was committed, but some files could not be read
+EXIT_PARTIAL = 16  # the snapshot was committed, but some files could not be read (restic uses 3; ours is "not found")
 
 
 def _ts(t: float) -> str:

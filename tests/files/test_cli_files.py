@@ -110,7 +110,7 @@ def test_exit_codes(setup, tmp_path: Path, cli) -> None:
     repo, src = setup
     os.mkfifo(src / "fifo")
     r = cli("-r", repo, "backup", str(src), "--json")
-    assert r.code == 3  # committed, but something was skipped (restic's convention)
+    assert r.code == 16  # committed, but something was skipped
     doc = json.loads(r.out)
     assert doc["error_count"] == 1 and doc["errors"][0]["path"] == f"{src}/fifo"
     assert len(j(cli("-r", repo, "snapshots", "--json"))) == 1
