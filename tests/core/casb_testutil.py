@@ -7,7 +7,7 @@ from pathlib import Path
 
 from casbackup.backends import LocalBackend
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from cbtesting import IN_CI  # noqa: E402,F401
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from cbtesting import cli_env
 
 
 def _peak_rss_of_backup(tmp_path: Path, size: int, name: str) -> int:
