@@ -146,7 +146,7 @@ def test_sigkill_during_backup_leaves_a_consistent_repo(tmp_path: Path, cli) -> 
     import sys
     import time
 
-    from conftest import cli_env
+    from cbtesting import cli_env
     src = tmp_path / "src"
     src.mkdir()
     for i in range(8):
