@@ -86,7 +86,7 @@ class BTree:
         level, items = body
         try:
             if level == 0:
-                entries = []
+                entries: list[Entry] = []
                 append = entries.append
                 for raw in items:
                     # inline fast path for the common entry: inline value, no refs
@@ -240,7 +240,7 @@ class BTree:
         total = sum(sizes)
         pieces = max(1, -(-total // LEAF_TARGET_BYTES))
         target = total / pieces
-        out = []
+        out: list[tuple[tuple[str, str], Ref]] = []
         start, acc = 0, 0
         for i, size in enumerate(sizes):
             acc += size

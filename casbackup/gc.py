@@ -13,7 +13,7 @@ from typing import Callable
 
 from .errors import BlobCorrupt, KeyMissing, UsageError
 from .gcstate import load_gcstate, write_gcstate
-from .pins import PinState, acquire_gc_lease, list_pins, release_gc_lease
+from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Root, new_write_id
 from .repository import Repository, Steps, run_steps
@@ -68,7 +68,7 @@ class Collector:
         self.dry_run = dry_run
         self.progress = progress or (lambda _msg: None)
         self.report = GcReport(dry_run, grace, keep_last)
-        self.lease = None
+        self.lease: Lease | None = None
 
     def _check_lease(self) -> None:
         if self.lease is not None:

@@ -1,6 +1,7 @@
 """Open, read (pinned) and commit (compare-and-swap with rebase) — spec/FORMAT.md §7-§8."""
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import secrets
@@ -327,7 +328,7 @@ class Snapshot:
         except BlobMissing as exc:
             raise self._on_missing(exc) from None
 
-    def read_structured(self, ref: Ref) -> tuple[list[Ref], Any]:
+    def read_structured(self, ref: Ref) -> tuple[builtins.list[Ref], Any]:
         self._guard()
         try:
             return self.repo.store.get_structured(ref, self.generation.id)

@@ -4,6 +4,7 @@ obstore's local store is not used: it never fsyncs and has no update-by-etag.
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import os
@@ -191,7 +192,7 @@ class LocalBackend:
     def close(self) -> None:
         pass
 
-    def stale_temp_files(self, older_than: float) -> list[Path]:
+    def stale_temp_files(self, older_than: float) -> builtins.list[Path]:
         """Temp files a crashed writer left behind (older than `older_than` seconds)."""
         cutoff = time.time() - older_than
         found = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -120,7 +121,7 @@ def meta_list(ctx: Context, namespace: str | None, json_out: bool) -> None:
 def log_cmd(ctx: Context, json_out: bool) -> None:
     """Generations, newest first."""
     repo = ctx.open()
-    rows = [{"seq": g.seq, "id": g.id, "parent": g.parent, "time": _ts(g.time), "entries": g.entries,
+    rows: list[dict[str, Any]] = [{"seq": g.seq, "id": g.id, "parent": g.parent, "time": _ts(g.time), "entries": g.entries,
              "message": g.message} for g in repo.log()]
     if json_out:
         emit_json(rows)
@@ -136,14 +137,14 @@ def pins_cmd(ctx: Context, json_out: bool) -> None:
     """Reader pins (leases) and whether each is live."""
     repo = ctx.open()
     now = repo.backend.now()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in list_pins(repo.backend):
         state = "unreadable" if p.record is None else ("live" if p.live(now) else "expired")
-        row: dict[str, object] = {"key": p.key, "state": state}
+        row: dict[str, Any] = {"key": p.key, "state": state}
         if p.record is not None:
-            r = p.record
-            row.update(pin_id=r.pin_id, generation=r.generation, seq=r.seq, host=r.host, pid=r.pid,
-                       purpose=r.purpose, created=_ts(r.created), expires=_ts(r.expires))
+            rec = p.record
+            row.update(pin_id=rec.pin_id, generation=rec.generation, seq=rec.seq, host=rec.host, pid=rec.pid,
+                       purpose=rec.purpose, created=_ts(rec.created), expires=_ts(rec.expires))
         else:
             row["error"] = p.error
         rows.append(row)

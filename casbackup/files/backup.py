@@ -412,7 +412,7 @@ class Backup:
     def paths_tree(self, paths: list[str], parent_root: str | None) -> str:
         """The root TREE mirrors absolute paths: /a/b/c is stored as a -> b -> c, with the real
         metadata of the intermediate directories, so several paths never collide."""
-        trie: dict[str, Any] = {}
+        trie: dict[str | None, Any] = {}
         for p in paths:
             t = trie
             for part in [x for x in p.split("/") if x]:
@@ -429,7 +429,7 @@ class Backup:
             self._trie_tree(root, "/", trie, parent_root)
         return self.tree_id(root)
 
-    def _trie_tree(self, node: Node, path: str, trie: dict[str, Any], parent_tree: str | None) -> None:
+    def _trie_tree(self, node: Node, path: str, trie: dict[str | None, Any], parent_tree: str | None) -> None:
         olds = self.parent_nodes(parent_tree)
         nodes = []
         for part in sorted(k for k in trie if k is not None):
