@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="casbackup", standalone_mode=False)
     except click.exceptions.Abort:
         die("interrupted", EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "casbackup"
+        die(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        die(exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except CasbackupError as exc:

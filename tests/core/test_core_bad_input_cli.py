@@ -211,3 +211,13 @@ def test_check_library_finds_dangling_and_corrupt(repo_dir: Path) -> None:
     blob_path(repo_dir, value).unlink()
     report = check(repo, read_data=True)
     assert [p.blob for p in report.dangling] == [value] and not report.ok
+
+
+def test_usage_errors_are_one_line(tmp_path, cli):
+    repo = str(tmp_path / "r")
+    assert cli("-r", repo, "init").code == 0
+    for args in (("gc", "--grace", "5x"), ("bogus",), ("meta", "put", "only-namespace")):
+        r = cli("-r", repo, *args)
+        assert r.code == 2, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("casbackup: error: ") and "--help" in lines[0], r.stderr
