@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .backends.base import Backend
-from .errors import BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, UsageError
+from .errors import (BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, OutcomeUnknown,
+                     UsageError)
 from .records import GC_LEASE_KEY, PIN_PREFIX, LeaseRecord, PinRecord
 
 MAX_LEASE = 7 * 86400.0
@@ -54,11 +55,29 @@ class Lease:
         now = self.backend.now()
         if self._created is None:
             self._created = now
-        self._etag = self.backend.compare_and_swap(self.key, expected_etag, self._make(self._created, now + self.ttl))
+        self._etag = self._swap(expected_etag, self._make(self._created, now + self.ttl))
         self._deadline = started + self.ttl - _margin(self.ttl)
         if self._renew_enabled and self._thread is None:
             self._thread = threading.Thread(target=self._renew_loop, name=f"lease:{self.key}", daemon=True)
             self._thread.start()
+
+    def _swap(self, expected_etag: str | None, data: bytes) -> str:
+        """CAS the record; a lost reply is resolved by reading back our own bytes (they are
+        unique: they carry this write's expiry time)."""
+        for _ in range(5):
+            try:
+                return self.backend.compare_and_swap(self.key, expected_etag, data)
+            except OutcomeUnknown:
+                try:
+                    current, etag = self.backend.read_versioned(self.key)
+                except KeyMissing:
+                    current, etag = None, None
+                if current == data and etag is not None:
+                    return etag
+                if etag != expected_etag:
+                    raise EtagMismatch(f"lease {self.key} changed while our write's reply was lost") from None
+                # Unchanged: our write did not apply (yet); the same condition guards a retry.
+        raise BackendError(f"could not learn whether the write of lease {self.key} applied (replies kept getting lost)")
 
     def renew(self) -> None:
         with self._lock:
@@ -71,7 +90,7 @@ class Lease:
                 self._renew_enabled = False
                 raise LeaseExpired(f"lease {self.key} lapsed before it could be renewed; start again")
             now = self.backend.now()
-            self._etag = self.backend.compare_and_swap(self.key, self._etag, self._make(self._created or now, now + self.ttl))
+            self._etag = self._swap(self._etag, self._make(self._created or now, now + self.ttl))
             self._deadline = started + self.ttl - _margin(self.ttl)
 
     def _renew_loop(self) -> None:

@@ -126,3 +126,25 @@ class MemoryBackendView:
     def __getattr__(self, name: str) -> object:
         attr = getattr(MemoryBackend, name)
         return attr.__get__(self._inner) if callable(attr) else getattr(self._inner, name)
+
+
+def is_pin(key: str) -> bool:
+    return key.startswith("pins/")
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
+def test_pin_write_and_renewal_with_lost_reply_keep_one_live_pin(backend: LostReplyBackend, applied: bool) -> None:
+    repo = Repository.open(backend, write=True)
+    repo.commit(puts=[("ns", "k", b"v")])
+    backend.plan.append((is_pin, applied, None))
+    with repo.reader("lost-reply reader") as snap:
+        assert backend.injected == 1
+        assert snap.get("ns", "k") == b"v"
+        pins = list(backend.list("pins/"))
+        assert len(pins) == 1  # no orphan pin from the ambiguous first write
+        backend.plan.append((is_pin, applied, None))
+        snap.lease.renew()  # type: ignore[union-attr]
+        assert backend.injected == 2
+        snap.lease.check()
+        assert snap.get("ns", "k") == b"v"
+    assert list(backend.list("pins/")) == []
