@@ -23,7 +23,7 @@ DEFAULT_REQUESTS = 8
 DEFAULT_BYTES = 64 * 1024 * 1024
 
 
-class _ByteBudget:
+class ByteBudget:
     """A counting limit on bytes; one item larger than the whole budget still passes alone."""
 
     def __init__(self, limit: int) -> None:
@@ -47,7 +47,7 @@ def _ordered(items: Iterable[T], size: Callable[[T], int], work: Callable[[T], R
              max_bytes: int) -> Iterator[R]:
     if requests < 1 or max_bytes < 1:
         raise UsageError("requests and bytes in flight must be positive")
-    budget = _ByteBudget(max_bytes)
+    budget = ByteBudget(max_bytes)
     pending: deque[Future[R]] = deque()
 
     def run(item: T, n: int) -> R:

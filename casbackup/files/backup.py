@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Callable, Optional, Union
 from ..codec import BlobType, Ref, blob_id, encode_blob
 from ..errors import UsageError
 from ..repository import Repository, Transaction
+from ..transfer import ByteBudget
 from .chunker import Chunker
 from .progress import Progress
 from .reader import TreeReader
@@ -70,26 +71,6 @@ class Summary:
         return d
 
 
-class Budget:
-    """Bytes in flight between the reader and the upload pool; blocks the reader when full."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int) -> None:
-        with self._cond:
-            while self.used > 0 and self.used + n > self.limit:
-                self._cond.wait()
-            self.used += n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
-
-
 class Uploader:
     """Hash, dedup, compress and store chunks on a thread pool."""
 
@@ -97,7 +78,7 @@ class Uploader:
         self.repo = repo
         self.summary = summary
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
-        self.budget = Budget(budget)
+        self.budget = ByteBudget(budget)
         self.known: set[str] = set()
         self._lock = threading.Lock()
 
