@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from casb_testutil import FakeClock
-from casbackup.backends import MemoryBackend
 from casbackup.check import check
 from casbackup.codec import BlobType
 from casbackup.errors import GcBusy, UsageError
@@ -15,14 +14,6 @@ from casbackup.pins import acquire_gc_lease
 from casbackup.repository import Repository
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def world() -> tuple[FakeClock, Repository]:
-    clock = FakeClock(1_000_000.0)
-    backend = MemoryBackend(clock=clock)
-    first = Repository.init(backend)
-    return clock, Repository(backend, first.config, writable=True, monotonic=clock)
 
 
 def gc(repo: Repository, **kw: object) -> object:

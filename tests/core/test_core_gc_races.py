@@ -11,7 +11,6 @@ from typing import Any, Generator
 import pytest
 
 from casb_testutil import FakeClock
-from casbackup.backends import MemoryBackend
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import CommitConflict
@@ -38,14 +37,6 @@ def finish(steps: Generator[str, None, Any]) -> Any:
             next(steps)
         except StopIteration as stop:
             return stop.value
-
-
-@pytest.fixture
-def world() -> tuple[FakeClock, Repository]:
-    clock = FakeClock(1_000_000.0)
-    backend = MemoryBackend(clock=clock)
-    first = Repository.init(backend)
-    return clock, Repository(backend, first.config, writable=True, monotonic=clock)
 
 
 def orphan_x_and_condemn(clock: FakeClock, repo: Repository) -> None:

@@ -6,20 +6,11 @@ import time
 import pytest
 
 from casb_testutil import FakeClock
-from casbackup.backends import MemoryBackend
 from casbackup.errors import GcBusy, LeaseExpired, UsageError
 from casbackup.gc import Collector
 from casbackup.pins import MAX_LEASE, acquire_gc_lease, list_pins, new_pin, release_gc_lease
 from casbackup.records import GC_LEASE_KEY, PinRecord
 from casbackup.repository import Repository
-
-
-@pytest.fixture
-def world() -> tuple[FakeClock, Repository]:
-    clock = FakeClock(1_000_000.0)
-    backend = MemoryBackend(clock=clock)
-    first = Repository.init(backend)
-    return clock, Repository(backend, first.config, writable=True, monotonic=clock)
 
 
 def test_background_renewal_keeps_a_lease_alive(mem_repo: Repository) -> None:
