@@ -24,6 +24,9 @@ ID_LEN = 32
 
 # Decode limits: hostile input must fail fast with bounded memory.
 MAX_PAYLOAD = 64 * 1024 * 1024
+# Structured (msgpack) payloads decode into Python objects that can take ~20-70x their size, so
+# they get a lower limit than raw data; writers split anything larger (spec §4.5).
+MAX_STRUCTURED_PAYLOAD = 4 * 1024 * 1024
 MAX_STR = 1 * 1024 * 1024
 MAX_ARRAY = 4 * 1024 * 1024
 MAX_MAP = 1024 * 1024
