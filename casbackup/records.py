@@ -63,7 +63,7 @@ def _from_fields(cls: type, raw: dict[str, Any], name: str) -> Any:
             if f.default is not MISSING:
                 continue
             raise RecordCorrupt(name, f"record lacks field {f.name!r}")
-        ok, value = _typed(str(f.type), raw[f.name], f.name in cls.SIGNED)
+        ok, value = _typed(str(f.type), raw[f.name], f.name in getattr(cls, "SIGNED", ()))
         if not ok:
             raise RecordCorrupt(name, f"field {f.name!r} is not a valid {f.type}: {_short(raw[f.name])}")
         kwargs[f.name] = value
