@@ -14,13 +14,18 @@ import blake3
 import msgpack
 import zstandard
 
-from .errors import BlobCorrupt, UnsupportedFormat
+from .errors import BlobCorrupt, LimitExceeded, RecordCorrupt, UnsupportedFormat
 
 MAGIC = b"CASB"
 FORMAT_VERSION = 1
 HEADER_LEN = 8
 ID_DOMAIN = b"casbackup/v1/blob\x00"
 ID_LEN = 32
+# Every stored object ends in BLAKE3-128(CHECKSUM_DOMAIN || header || body): the blob ID covers
+# only the plaintext, and some compressed-byte flips (e.g. zstd's window descriptor) decompress
+# to the same plaintext; records have no ID at all. The checksum covers every stored byte.
+CHECKSUM_DOMAIN = b"casbackup/v1/envelope\x00"
+CHECKSUM_LEN = 16
 
 # Decode limits: hostile input must fail fast with bounded memory.
 MAX_PAYLOAD = 64 * 1024 * 1024
@@ -30,6 +35,12 @@ MAX_STRUCTURED_PAYLOAD = 4 * 1024 * 1024
 MAX_STR = 1 * 1024 * 1024
 MAX_ARRAY = 4 * 1024 * 1024
 MAX_MAP = 1024 * 1024
+# Records (config, root, pins, gc lease) are small maps.
+MAX_RECORD = 1024 * 1024
+# Decoded containers (arrays + maps) per payload. One payload byte can be one empty container
+# (~70-80 bytes of Python memory), so payloads longer than this many bytes are decoded with
+# counting hooks; shorter ones are bounded by their length and decode without hooks (hot path).
+MAX_CONTAINERS = 512 * 1024
 
 
 class BlobType(IntEnum):
@@ -54,6 +65,30 @@ class RecordType(IntEnum):
     ROOT = 0x11
     PIN = 0x12
     LEASE = 0x13
+
+
+RECORD_TYPES = frozenset(int(t) for t in RecordType)
+
+
+def payload_limit(kind: int | None) -> int:
+    """The largest plaintext payload a reader accepts for a type byte (spec §4.5); None:
+    a structured payload of any type."""
+    if kind in RAW_TYPES:
+        return MAX_PAYLOAD
+    if kind in RECORD_TYPES:
+        return MAX_RECORD
+    return MAX_STRUCTURED_PAYLOAD
+
+
+def _kind_name(kind: int | None) -> str:
+    if kind is None:
+        return "structured"
+    for enum in (BlobType, RecordType):
+        try:
+            return enum(kind).name
+        except ValueError:
+            continue
+    return f"type {kind}"
 
 
 class Compression(IntEnum):
@@ -97,8 +132,22 @@ def is_blob_id(text: str) -> bool:
     return len(text) == 2 * ID_LEN and all(c in "0123456789abcdef" for c in text)
 
 
+def checksum(header_and_body: bytes | memoryview) -> bytes:
+    """The 16-byte trailer of a stored object: BLAKE3-128 over domain || header || body."""
+    h = blake3.blake3(CHECKSUM_DOMAIN)
+    h.update(header_and_body)
+    return h.digest(CHECKSUM_LEN)
+
+
+def seal(header_and_body: bytes) -> bytes:
+    """Append the envelope checksum. Public so tests can hand-craft hostile objects (bad
+    frames, bombs, wrong types) that still reach the check they mean to exercise."""
+    return header_and_body + checksum(header_and_body)
+
+
 def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
-    """Header || payload, zstd-compressed when `level` is given and it actually saves space."""
+    """Header || payload || checksum, zstd-compressed when `level` is given and it saves space.
+    Low level: no limit is enforced here (encode_blob / encode_record do that)."""
     compression = Compression.NONE
     body = payload
     if level is not None and len(payload) >= 64:
@@ -106,24 +155,44 @@ def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
         if len(packed) < len(payload):
             compression, body = Compression.ZSTD, packed
     header = MAGIC + bytes([FORMAT_VERSION, kind, compression, Cipher.NONE])
-    return header + body
+    return seal(header + body)
 
 
-def open_envelope(stored: bytes, name: str, max_payload: int = MAX_PAYLOAD) -> tuple[int, bytes]:
-    """Check the header and decompress with the frame's declared size checked first."""
-    if len(stored) < HEADER_LEN:
-        raise BlobCorrupt(name, f"truncated: {len(stored)} bytes is shorter than the header")
+def _verify_checksum(stored: bytes, name: str) -> None:
+    """Checked before anything in the header is believed. A mismatch with an unknown version
+    byte is an unsupported format (another version may lay out or protect its bytes
+    differently), unless the object verifies with the version byte put back to ours: then
+    that byte itself was damaged."""
+    view = memoryview(stored)
+    if checksum(view[:-CHECKSUM_LEN]) == stored[-CHECKSUM_LEN:]:
+        return
+    version = stored[4]
+    if version != FORMAT_VERSION:
+        restored = stored[:4] + bytes([FORMAT_VERSION]) + stored[5:-CHECKSUM_LEN]
+        if checksum(restored) != stored[-CHECKSUM_LEN:]:
+            raise UnsupportedFormat(f"{name}: envelope format version {version} is not supported "
+                                    f"(this build reads {FORMAT_VERSION})")
+    raise BlobCorrupt(name, "checksum mismatch")
+
+
+def open_envelope(stored: bytes, name: str, max_payload: int | None = None) -> tuple[int, bytes]:
+    """Verify the checksum, check the header, and decompress with the frame's declared size
+    checked first against the limit of the object's type (or `max_payload`)."""
+    if len(stored) < HEADER_LEN + CHECKSUM_LEN:
+        raise BlobCorrupt(name, f"truncated: {len(stored)} bytes is shorter than the header and checksum")
     if stored[:4] != MAGIC:
         raise BlobCorrupt(name, "bad magic bytes")
+    _verify_checksum(stored, name)
     version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]
     if version != FORMAT_VERSION:
         raise UnsupportedFormat(f"{name}: envelope format version {version} is not supported (this build reads {FORMAT_VERSION})")
     if cipher != Cipher.NONE:
         raise UnsupportedFormat(f"{name}: cipher {cipher} is not supported by this build")
-    body = stored[HEADER_LEN:]
+    limit = payload_limit(kind) if max_payload is None else max_payload
+    body = stored[HEADER_LEN:-CHECKSUM_LEN]
     if compression == Compression.NONE:
-        if len(body) > max_payload:
-            raise BlobCorrupt(name, f"payload of {len(body)} bytes exceeds the limit of {max_payload}")
+        if len(body) > limit:
+            raise BlobCorrupt(name, f"payload of {len(body)} bytes exceeds the limit of {limit}")
         return kind, body
     if compression != Compression.ZSTD:
         raise BlobCorrupt(name, f"unknown compression {compression}")
@@ -133,8 +202,8 @@ def open_envelope(stored: bytes, name: str, max_payload: int = MAX_PAYLOAD) -> t
         raise BlobCorrupt(name, f"bad zstd frame header: {exc}") from None
     if declared < 0:
         raise BlobCorrupt(name, "zstd frame does not declare its content size")
-    if declared > max_payload:
-        raise BlobCorrupt(name, f"zstd frame declares {declared} bytes, over the limit of {max_payload}")
+    if declared > limit:
+        raise BlobCorrupt(name, f"zstd frame declares {declared} bytes, over the limit of {limit}")
     try:
         out = _decompressor().decompress(body, max_output_size=declared)
     except zstandard.ZstdError as exc:
@@ -152,7 +221,20 @@ class EncodedBlob:
     plain_size: int
 
 
+def check_payload_size(kind: int | None, size: int) -> None:
+    """Writers refuse what readers would refuse: LimitExceeded names the limit."""
+    limit = payload_limit(kind)
+    if size > limit:
+        what = "raw-payload limit (MAX_PAYLOAD)" if kind in RAW_TYPES else (
+            "record limit (MAX_RECORD)" if kind in RECORD_TYPES else "structured-payload limit (MAX_STRUCTURED_PAYLOAD)")
+        raise LimitExceeded(f"{_kind_name(kind)} payload of {size} bytes exceeds the {what} of {limit} bytes; "
+                            "the writer must split it")
+
+
 def encode_blob(blob_type: BlobType, payload: bytes, level: int | None = 3) -> EncodedBlob:
+    """Encode a blob; LimitExceeded if its payload is over the reader's limit for its type.
+    (Structured content limits are enforced where it is packed: pack_structured.)"""
+    check_payload_size(blob_type, len(payload))
     return EncodedBlob(blob_id(blob_type, payload), blob_type, envelope(blob_type, payload, level), len(payload))
 
 
@@ -187,7 +269,32 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(_canonical(obj), use_bin_type=True)
 
 
+class _TooManyContainers(Exception):
+    pass
+
+
+def _counting_hook() -> Any:
+    """A list_hook/object_hook that aborts the decode after MAX_CONTAINERS containers."""
+    left = MAX_CONTAINERS
+
+    def hook(obj: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers
+        return obj
+
+    return hook
+
+
 def unpackb(data: bytes, name: str) -> Any:
+    """Decode one msgpack value within every limit of spec §4.5; BlobCorrupt otherwise."""
+    extra: dict[str, Any] = {}
+    if len(data) > MAX_CONTAINERS:
+        # Only a payload this long can hold more containers than the cap; the hooks cost
+        # a Python call per container, so the (small) pages of the listing path skip them.
+        hook = _counting_hook()
+        extra = {"list_hook": hook, "object_hook": hook}
     # Decoding builds many small, acyclic containers; pausing the cyclic collector meanwhile
     # (as msgpack's documentation suggests) roughly halves the time to list a large generation.
     paused = gc.isenabled()
@@ -204,13 +311,34 @@ def unpackb(data: bytes, name: str) -> Any:
             max_array_len=MAX_ARRAY,
             max_map_len=MAX_MAP,
             max_ext_len=0,
+            **extra,
         )
+    except _TooManyContainers:
+        raise BlobCorrupt(name, f"msgpack: more than {MAX_CONTAINERS} arrays and maps") from None
     except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, UnicodeDecodeError, TypeError) as exc:
         kind = "too deeply nested" if isinstance(exc, msgpack.exceptions.StackError) else str(exc) or type(exc).__name__
         raise BlobCorrupt(name, f"msgpack: {kind}") from None
     finally:
         if paused:
             gc.enable()
+
+
+def _pack_checked(obj: Any, kind: int | None) -> bytes:
+    """Canonical bytes that a reader accepts, or LimitExceeded: the size limit of `kind`, and
+    for payloads long enough to break one, the msgpack limits (checked by decoding them back
+    with the reader's own decoder, so the two sides cannot disagree)."""
+    try:
+        data = packb(obj)
+    except (RecursionError, ValueError) as exc:
+        raise LimitExceeded(f"{_kind_name(kind)} payload cannot be encoded within the decode limits: {exc}") from None
+    check_payload_size(kind, len(data))
+    if len(data) > MAX_CONTAINERS:
+        try:
+            unpackb(data, _kind_name(kind))
+        except BlobCorrupt as exc:
+            raise LimitExceeded(f"{_kind_name(kind)} payload exceeds a decode limit ({exc.reason}); "
+                                "the writer must split it") from None
+    return data
 
 
 @dataclass(frozen=True, order=True)
@@ -233,12 +361,15 @@ class Ref:
             raise BlobCorrupt(name, f"reference to unknown blob type {raw[0]}") from None
 
 
-def pack_structured(refs: list[Ref], body: Any) -> bytes:
-    """Payload of a structured blob: [sorted unique refs as 33-byte bins, body]. GC walks refs only."""
-    return packb([[r.to_bytes() for r in sorted(set(refs))], body])
+def pack_structured(refs: list[Ref], body: Any, blob_type: BlobType | None = None) -> bytes:
+    """Payload of a structured blob: [sorted unique refs as 33-byte bins, body]. GC walks refs only.
+    LimitExceeded if a reader would refuse it (size, container count, string length, nesting)."""
+    return _pack_checked([[r.to_bytes() for r in sorted(set(refs))], body], blob_type)
 
 
 def unpack_structured(payload: bytes, name: str) -> tuple[list[Ref], Any]:
+    if len(payload) > MAX_STRUCTURED_PAYLOAD:
+        raise BlobCorrupt(name, f"structured payload of {len(payload)} bytes exceeds the limit of {MAX_STRUCTURED_PAYLOAD}")
     obj = unpackb(payload, name)
     if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], list)):
         raise BlobCorrupt(name, "structured payload is not [refs, body]")
@@ -246,14 +377,19 @@ def unpack_structured(payload: bytes, name: str) -> tuple[list[Ref], Any]:
 
 
 def encode_record(kind: RecordType, fields: dict[str, Any]) -> bytes:
-    return envelope(kind, packb(fields), None)
+    """A record envelope (never compressed); LimitExceeded if a reader would refuse it."""
+    return envelope(kind, _pack_checked(fields, kind), None)
 
 
 def decode_record(stored: bytes, kind: RecordType, name: str) -> dict[str, Any]:
-    found, payload = open_envelope(stored, name, max_payload=MAX_STR)
-    if found != kind:
-        raise BlobCorrupt(name, f"expected a {kind.name} record, found type {found}")
-    obj = unpackb(payload, name)
+    """The record's map; RecordCorrupt naming the key (e.g. "root is corrupt: checksum mismatch")."""
+    try:
+        found, payload = open_envelope(stored, name)
+        if found != kind:
+            raise BlobCorrupt(name, f"expected a {kind.name} record, found {_kind_name(found)}")
+        obj = unpackb(payload, name)
+    except BlobCorrupt as exc:
+        raise RecordCorrupt(name, exc.reason) from None
     if not isinstance(obj, dict):
-        raise BlobCorrupt(name, "record is not a map")
+        raise RecordCorrupt(name, "record is not a map")
     return obj

@@ -46,6 +46,22 @@ class BlobCorrupt(CasbackupError):
         super().__init__(f"blob {blob_id} is corrupt{where}: {reason}")
 
 
+class RecordCorrupt(BlobCorrupt):
+    """A fixed-key record (config, root, a pin, the gc lease) fails its checksum, its envelope,
+    a decode limit or its field rules; named by its key, not a blob ID."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        CasbackupError.__init__(self, f"{key} is corrupt: {reason}")
+        self.blob_id = key
+        self.generation = None
+        self.reason = reason
+
+
+class LimitExceeded(UsageError):
+    """A writer was asked to store something a reader's decode limits would refuse (spec §4.5):
+    refused before anything is written, so nothing unreadable is ever stored."""
+
+
 class CommitConflict(CasbackupError):
     """A commit could not be published after bounded retries, or its precondition failed."""
 

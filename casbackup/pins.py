@@ -1,7 +1,9 @@
 """Leases: reader pins under pins/ and the single GC lease, renewed in the background.
 
 Expiry times are on the storage's clock (backend.now()); the holder's own deadline is kept on
-its monotonic clock from *before* the write, so clock skew can only make it stop early.
+its monotonic clock from *before* the write, so clock skew can only make it stop early. A
+record's own times are untrusted: others' leases are clamped to their storage mtime plus
+MAX_LEASE, so no record can keep anything alive (or block gc) for longer.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Callable
 
 from .backends.base import Backend
 from .errors import (BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, OutcomeUnknown,
-                     UsageError)
+                     UnsupportedFormat, UsageError)
 from .records import GC_LEASE_KEY, PIN_PREFIX, LeaseRecord, PinRecord
 
 MAX_LEASE = 7 * 86400.0
@@ -91,6 +93,12 @@ class Lease:
                 raise LeaseExpired(f"lease {self.key} lapsed before it could be renewed; start again")
             now = self.backend.now()
             self._etag = self._swap(self._etag, self._make(self._created or now, now + self.ttl))
+            if self._monotonic() > self._deadline:
+                # The write landed after the old deadline (the holder or the storage stalled):
+                # GC may have treated the lease as lapsed in between, so the new record must not
+                # revive it. The deadline stays in the past, so check() fails from now on.
+                self._renew_enabled = False
+                raise LeaseExpired(f"lease {self.key} lapsed while its renewal was being written; start again")
             self._deadline = started + self.ttl - _margin(self.ttl)
 
     def _renew_loop(self) -> None:
@@ -149,30 +157,48 @@ def new_pin(backend: Backend, generation: str, seq: int, purpose: str, ttl: floa
     return lease
 
 
+def clamped_expiry(expires: float, mtime: float) -> float:
+    """A lease's expiry as the storage clock allows it: never more than MAX_LEASE after the
+    record was last written (its storage mtime). The record's `created` and `expires` are
+    written by the holder, so they are as untrusted as the rest of the record."""
+    return min(expires, mtime + MAX_LEASE)
+
+
 @dataclass(frozen=True)
 class PinState:
     key: str
-    record: PinRecord | None  # None: unreadable
+    record: PinRecord | None  # None: unreadable (undecodable, or a field is invalid)
     mtime: float
     error: str | None = None
 
-    def live(self, now: float) -> bool:
-        """Unreadable pins count as live until MAX_LEASE after they were written (fail safe)."""
+    @property
+    def expires(self) -> float:
+        """When the pin stops counting, on the storage clock. Unreadable pins count until
+        MAX_LEASE after they were written (fail safe); readable ones until their `expires`,
+        clamped to the same bound."""
         if self.record is None:
-            return now < self.mtime + MAX_LEASE
-        return now < self.record.expires
+            return self.mtime + MAX_LEASE
+        return clamped_expiry(self.record.expires, self.mtime)
+
+    def live(self, now: float) -> bool:
+        return now < self.expires
+
+
+def read_pin(backend: Backend, key: str, mtime: float) -> PinState:
+    """One pin as GC and listings see it; KeyMissing if it is gone. Never raises for bad bytes."""
+    try:
+        return PinState(key, PinRecord.decode(backend.get(key), key), mtime)
+    except (BlobCorrupt, UnsupportedFormat) as exc:
+        return PinState(key, None, mtime, str(exc))
 
 
 def list_pins(backend: Backend) -> list[PinState]:
     out = []
     for info in backend.list(PIN_PREFIX):
         try:
-            record = PinRecord.decode(backend.get(info.key), info.key)
-            out.append(PinState(info.key, record, info.mtime))
+            out.append(read_pin(backend, info.key, info.mtime))
         except KeyMissing:
             continue  # released between list and get
-        except BlobCorrupt as exc:
-            out.append(PinState(info.key, None, info.mtime, str(exc)))
     return out
 
 
@@ -192,11 +218,20 @@ def acquire_gc_lease(backend: Backend, ttl: float = DEFAULT_GC_TTL, monotonic: C
     if current is not None:
         try:
             record: LeaseRecord | None = LeaseRecord.decode(current, GC_LEASE_KEY)
-        except BlobCorrupt:
-            record = None
-        if record is not None and record.expires > backend.now():
-            raise GcBusy(f"another gc holds the lease ({record.host} pid {record.pid}) until "
-                         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(record.expires))} UTC; "
+        except (BlobCorrupt, UnsupportedFormat):
+            record = None  # unreadable: nobody can prove they hold it, so it is taken over
+        expires = 0.0
+        if record is not None and record.expires > 0:
+            try:
+                # stat after the read: this mtime is at or after the write we read, so the
+                # clamp never cuts a genuine lease short.
+                expires = clamped_expiry(record.expires, backend.stat(GC_LEASE_KEY).mtime)
+            except KeyMissing:
+                expires = 0.0  # released meanwhile; the CAS below decides
+        if record is not None and expires > backend.now():
+            host = "".join(c if c.isprintable() else "?" for c in record.host[:64])
+            raise GcBusy(f"another gc holds the lease ({host} pid {record.pid}) until "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(expires))} UTC; "
                          "it is taken over automatically once it expires")
     try:
         lease.write(etag)

@@ -5,8 +5,8 @@ import secrets
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from .codec import BlobType, RecordType, Ref, decode_record, encode_record
-from .errors import BlobCorrupt, UnsupportedFormat
+from .codec import MAX_PAYLOAD, BlobType, RecordType, Ref, decode_record, encode_record, is_blob_id
+from .errors import BlobCorrupt, RecordCorrupt, UnsupportedFormat, UsageError
 
 CONFIG_KEY = "config"
 ROOT_KEY = "root"
@@ -20,27 +20,88 @@ def new_write_id() -> str:
     return secrets.token_hex(16)
 
 
+# Times are storage-clock seconds: finite, not negative, before the year 10000.
+MAX_TIME = 253402300799.0
+MAX_INT = 2**63 - 1
+
+
+def _is_hex(text: Any, length: int | None = None) -> bool:
+    return (isinstance(text, str) and 0 < len(text) <= 128 and (length is None or len(text) == length)
+            and all(c in "0123456789abcdef" for c in text))
+
+
+def _is_key_part(text: Any) -> bool:
+    """A single key component (spec §3), so a record field can never name a path elsewhere."""
+    return (isinstance(text, str) and 0 < len(text) <= 128 and text[0] not in "."
+            and all(c.isascii() and (c.isalnum() or c in "._-") for c in text))
+
+
+def _typed(kind: str, value: Any, signed: bool = False) -> tuple[bool, Any]:
+    """(ok, normalised value) for the annotation of a record field. Integers are 64-bit and,
+    unless `signed`, not negative (counts, sequence numbers, pids, sizes)."""
+    if kind == "str":
+        return isinstance(value, str), value
+    if kind == "str | None":
+        return value is None or isinstance(value, str), value
+    if kind == "int":
+        low = -MAX_INT - 1 if signed else 0
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_INT, value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False, value
+        value = float(value)
+        return 0.0 <= value <= MAX_TIME, value  # NaN fails both comparisons
+    return True, value
+
+
 def _from_fields(cls: type, raw: dict[str, Any], name: str) -> Any:
-    """Build a record dataclass, refusing missing or mistyped fields (unknown extra fields are kept out)."""
+    """Build a record dataclass, refusing missing, mistyped or out-of-range fields (unknown extra
+    fields are kept out). Every field of a record is untrusted: a bad one makes it corrupt."""
     kwargs = {}
     for f in fields(cls):
         if f.name not in raw:
             if f.default is not MISSING:
                 continue
-            raise BlobCorrupt(name, f"record lacks field {f.name!r}")
-        kwargs[f.name] = raw[f.name]
+            raise RecordCorrupt(name, f"record lacks field {f.name!r}")
+        ok, value = _typed(str(f.type), raw[f.name], f.name in getattr(cls, "SIGNED", ()))
+        if not ok:
+            raise RecordCorrupt(name, f"field {f.name!r} is not a valid {f.type}: {_short(raw[f.name])}")
+        kwargs[f.name] = value
     try:
-        return cls(**kwargs)
+        record = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise BlobCorrupt(name, f"bad record: {exc}") from None
+        raise RecordCorrupt(name, f"bad record: {exc}") from None
+    problem = record.problem()
+    if problem:
+        raise RecordCorrupt(name, problem)
+    return record
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Record:
     """Encode/decode shared by the fixed-key records: one canonical msgpack map in an envelope."""
 
     KIND: ClassVar[RecordType]
+    SIGNED: ClassVar[frozenset[str]] = frozenset()  # integer fields that may be negative
+
+    def problem(self) -> str | None:
+        """What makes this record invalid beyond its field types, or None (spec §5)."""
+        return None
 
     def encode(self) -> bytes:
+        """Refuses to write a record readers would call corrupt (UsageError naming the field)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            ok, _ = _typed(str(f.type), getattr(self, f.name), f.name in self.SIGNED)
+            if not ok:
+                raise UsageError(f"refusing to write a {self.KIND.name} record: field {f.name!r} is not a valid "
+                                 f"{f.type}: {_short(getattr(self, f.name))}")
+        problem = self.problem()
+        if problem:
+            raise UsageError(f"refusing to write a {self.KIND.name} record: {problem}")
         return encode_record(self.KIND, asdict(self))  # type: ignore[call-overload]
 
     @classmethod
@@ -60,6 +121,17 @@ class Config(_Record):
     chunk_avg: int = 1024 * 1024
     chunk_max: int = 4 * 1024 * 1024
     KIND: ClassVar[RecordType] = RecordType.CONFIG
+    SIGNED: ClassVar[frozenset[str]] = frozenset({"compression_level"})  # zstd has negative levels
+
+    def problem(self) -> str | None:
+        if not _is_hex(self.repo_id):
+            return "repo_id is not hex"
+        if not -(1 << 17) <= self.compression_level <= 22:
+            return f"compression_level {self.compression_level} is out of range"
+        if not 64 <= self.chunk_min <= self.chunk_avg <= self.chunk_max <= MAX_PAYLOAD:
+            return (f"chunk sizes {self.chunk_min}/{self.chunk_avg}/{self.chunk_max} are not "
+                    f"64 <= min <= avg <= max <= {MAX_PAYLOAD}")
+        return None
 
     @classmethod
     def decode(cls, stored: bytes, name: str = CONFIG_KEY) -> "Config":
@@ -87,6 +159,17 @@ class Root(_Record):
     time: float = 0.0
     KIND: ClassVar[RecordType] = RecordType.ROOT
 
+    def problem(self) -> str | None:
+        if not is_blob_id(self.generation):
+            return "generation is not a blob ID"
+        for name in ("condemned", "sweeping"):
+            value = getattr(self, name)
+            if value is not None and not is_blob_id(value):
+                return f"{name} is not a blob ID"
+        if not _is_hex(self.write_id):
+            return "write_id is not hex"
+        return None
+
     @classmethod
     def decode(cls, stored: bytes, name: str = ROOT_KEY) -> "Root":
         return _from_fields(cls, decode_record(stored, cls.KIND, name), name)
@@ -108,6 +191,22 @@ class PinRecord(_Record):
     expires: float
     KIND: ClassVar[RecordType] = RecordType.PIN
 
+    def problem(self) -> str | None:
+        if not _is_key_part(self.pin_id):
+            return "pin_id is not a plain key component"
+        if not is_blob_id(self.generation):
+            return "generation is not a blob ID"
+        if self.created > self.expires:
+            return "it expires before it was created"
+        return None
+
+    @classmethod
+    def decode(cls, stored: bytes, name: str) -> "PinRecord":
+        record: PinRecord = _from_fields(cls, decode_record(stored, cls.KIND, name), name)
+        if name.startswith(PIN_PREFIX) and name != f"{PIN_PREFIX}{record.pin_id}":
+            raise RecordCorrupt(name, f"it names pin {record.pin_id!r}, not the one at its key")
+        return record
+
 
 @dataclass(frozen=True)
 class LeaseRecord(_Record):
@@ -116,6 +215,11 @@ class LeaseRecord(_Record):
     pid: int
     expires: float
     KIND: ClassVar[RecordType] = RecordType.LEASE
+
+    def problem(self) -> str | None:
+        if not _is_hex(self.holder):
+            return "holder is not hex"
+        return None
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,28 @@ class PutResult:
     stored_size: int
 
 
+# The decoded-blob cache holds at most this many payload bytes. Payload bytes stand in for
+# memory: a decoded blob takes up to ~80x its payload (one empty container per byte), so 1 MiB
+# bounds the cache at ~80 MiB even on a hostile repository, while holding ~64 leaf pages of
+# 16 KiB plus the internal pages above them. A blob over 1/8 of it is never cached, so one
+# large blob cannot flush everything, and a walk (check, gc) over millions of blobs keeps the
+# cache at its bound rather than growing with their count.
+DEFAULT_CACHE_BYTES = 1024 * 1024
+CACHE_ENTRY_FRACTION = 8
+
+
 class BlobStore:
-    def __init__(self, backend: Backend, level: int | None = 3, cache_entries: int = 256) -> None:
+    def __init__(self, backend: Backend, level: int | None = 3, cache_entries: int = 256,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.backend = backend
         self.level = level
         # Small on purpose: decoded leaf pages are large Python structures, and a big cache
         # makes the cyclic GC rescan them (listing 10^6 entries got ~40% slower at 4096).
-        self._cache: OrderedDict[str, tuple[list[Ref], Any]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[list[Ref], Any], int]] = OrderedDict()
         self._cache_size = cache_entries
+        self._cache_bytes = cache_bytes
+        self._cache_max_entry = cache_bytes // CACHE_ENTRY_FRACTION
+        self._cached_bytes = 0
         self._cache_lock = threading.Lock()
 
     # ---- writes ------------------------------------------------------------------------
@@ -50,7 +64,7 @@ class BlobStore:
         return self.put_encoded(encode_blob(blob_type, payload, self.level))
 
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
-        return self.put(blob_type, pack_structured(refs, body))
+        return self.put(blob_type, pack_structured(refs, body, blob_type))
 
     def put_encoded(self, blob: EncodedBlob) -> PutResult:
         key = blob_key(blob.id)
@@ -85,23 +99,38 @@ class BlobStore:
             hit = self._cache.get(ref.id)
             if hit is not None:
                 self._cache.move_to_end(ref.id)
-                return hit
+                return hit[0]
         payload = self.get(ref, generation)
         try:
             decoded = unpack_structured(payload, ref.id)
         except BlobCorrupt as exc:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
-        if cache:
-            with self._cache_lock:
-                self._cache[ref.id] = decoded
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+        if cache and len(payload) <= self._cache_max_entry:
+            self._remember(ref.id, decoded, len(payload))
         return decoded
+
+    def _remember(self, blob_id: str, decoded: tuple[list[Ref], Any], size: int) -> None:
+        with self._cache_lock:
+            old = self._cache.pop(blob_id, None)
+            if old is not None:
+                self._cached_bytes -= old[1]
+            self._cache[blob_id] = (decoded, size)
+            self._cached_bytes += size
+            while self._cache and (len(self._cache) > self._cache_size or self._cached_bytes > self._cache_bytes):
+                _, (_, evicted) = self._cache.popitem(last=False)
+                self._cached_bytes -= evicted
+
+    @property
+    def cache_stats(self) -> tuple[int, int]:
+        """(entries, payload bytes) held by the decoded-blob cache."""
+        with self._cache_lock:
+            return len(self._cache), self._cached_bytes
 
     def clear_cache(self) -> None:
         """Forget decoded blobs, so the next reads verify the stored bytes again (check)."""
         with self._cache_lock:
             self._cache.clear()
+            self._cached_bytes = 0
 
     def exists(self, blob_id: str) -> bool:
         try:
@@ -119,5 +148,7 @@ class BlobStore:
 
     def delete(self, blob_id: str) -> None:
         with self._cache_lock:
-            self._cache.pop(blob_id, None)
+            old = self._cache.pop(blob_id, None)
+            if old is not None:
+                self._cached_bytes -= old[1]
         self.backend.delete(blob_key(blob_id))

@@ -5,16 +5,31 @@ import json
 import shutil
 from pathlib import Path
 
+import blake3
 import msgpack
 import pytest
 
 from casbackup.backends import LocalBackend
 from casbackup.check import check
-from casbackup.codec import BlobType, blob_id, decode_blob, encode_blob, packb, unpack_structured
+from casbackup.codec import BlobType, RecordType, blob_id, decode_blob, encode_blob, packb, unpack_structured
+from casbackup.records import Config, LeaseRecord, PinRecord, Root
 from casbackup.repository import Repository
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 BLOBS = json.loads((VECTORS / "blobs.json").read_text())
+RECORDS = json.loads((VECTORS / "records.json").read_text())
+RECORD_CLASSES = {RecordType.CONFIG: Config, RecordType.ROOT: Root, RecordType.PIN: PinRecord,
+                  RecordType.LEASE: LeaseRecord}
+
+
+def spec_checksum(header_and_body: bytes) -> bytes:
+    """The envelope trailer exactly as spec/FORMAT.md §4.1 writes it, independent of codec.py."""
+    return blake3.blake3(b"casbackup/v1/envelope\x00" + header_and_body).digest(16)
+
+
+def assert_sealed(stored: bytes) -> None:
+    assert stored[:4] == b"CASB" and stored[4] == 1
+    assert stored[-16:] == spec_checksum(stored[:-16])
 
 
 @pytest.mark.parametrize("vector", BLOBS, ids=[v["name"] for v in BLOBS])
@@ -23,6 +38,7 @@ def test_blob_vector(vector: dict) -> None:
     payload = bytes.fromhex(vector["payload_hex"])
     stored = bytes.fromhex(vector["stored_hex"])
     assert blob_id(blob_type, payload) == vector["id"]
+    assert_sealed(stored)
     assert decode_blob(vector["id"], stored) == (blob_type, payload)
     encoded = encode_blob(blob_type, payload, vector["compression_level"])
     assert encoded.id == vector["id"]
@@ -32,6 +48,20 @@ def test_blob_vector(vector: dict) -> None:
         obj = msgpack.unpackb(payload, raw=False)
         assert packb(obj) == payload  # canonical: re-encoding gives the same bytes
         unpack_structured(payload, vector["id"])
+
+
+@pytest.mark.parametrize("vector", RECORDS, ids=[v["name"] for v in RECORDS])
+def test_record_vector(vector: dict) -> None:
+    stored = bytes.fromhex(vector["stored_hex"])
+    assert_sealed(stored)
+    assert stored[5] == vector["type"] and stored[6] == 0 and stored[7] == 0  # records: never compressed
+    payload = stored[8:-16]
+    assert msgpack.unpackb(payload, raw=False) == vector["fields"]
+    assert packb(vector["fields"]) == payload  # canonical map
+    cls = RECORD_CLASSES[RecordType(vector["type"])]
+    record = cls.decode(stored, vector["key"])
+    assert vars(record) == vector["fields"]
+    assert cls(**vector["fields"]).encode() == stored  # byte for byte
 
 
 def test_type_is_part_of_the_id() -> None:
@@ -65,4 +95,9 @@ def test_golden_repository_reads_and_checks(tmp_path: Path) -> None:
 def test_golden_repository_blobs_all_verify() -> None:
     for path in (VECTORS / "golden-repo" / "blobs").rglob("*"):
         if path.is_file():
+            assert_sealed(path.read_bytes())
             decode_blob(path.name, path.read_bytes())
+    for key, cls in (("config", Config), ("root", Root)):
+        stored = (VECTORS / "golden-repo" / key).read_bytes()
+        assert_sealed(stored)
+        cls.decode(stored, key)

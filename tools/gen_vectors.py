@@ -1,4 +1,4 @@
-"""Regenerate spec/vectors/ (blob vectors and the golden repository).
+"""Regenerate spec/vectors/ (blob and record vectors, and the golden repository).
 
 Run from the project root: python tools/gen_vectors.py
 The golden repository is rebuilt from scratch; commit the result together with any change to
@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.codec import BlobType, Ref, encode_blob, pack_structured, packb  # noqa: E402
+from casbackup.records import (GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY, Config, LeaseRecord, PinRecord,  # noqa: E402
+                               Root)
 from casbackup.repository import Repository  # noqa: E402
 
 VECTORS = ROOT / "spec" / "vectors"
@@ -46,6 +48,31 @@ def blob_vectors() -> list[dict[str, object]]:
             "compression_level": level,
             "stored_hex": enc.stored.hex(),
             "id": enc.id,
+        })
+    return out
+
+
+def record_vectors() -> list[dict[str, object]]:
+    """One stored record of each type with fixed fields: the bytes are canonical (records are
+    never compressed), so another implementation must reproduce them exactly."""
+    gen = "3d" * 32
+    records = [
+        ("config", "config", Config(repo_id="0123456789abcdef0123456789abcdef", created=1700000000.25)),
+        ("root", ROOT_KEY, Root(generation=gen, seq=7, write_id="fedcba9876543210fedcba9876543210", gc_epoch=2,
+                                condemned="0e" * 32, sweeping=None, retain_floor=3, time=1700000100.5)),
+        ("pin", f"{PIN_PREFIX}1700000200-00112233aabbccdd",
+         PinRecord(pin_id="1700000200-00112233aabbccdd", generation=gen, seq=7, host="host1", pid=4242,
+                   purpose="restore", created=1700000200.0, expires=1700000800.0)),
+        ("gc lease", GC_LEASE_KEY, LeaseRecord(holder="a1b2c3d4e5f60718", host="host2", pid=99, expires=1700000900.0)),
+    ]
+    out = []
+    for name, key, record in records:
+        out.append({
+            "name": name,
+            "key": key,
+            "type": int(record.KIND),
+            "fields": {k: v for k, v in vars(record).items()},
+            "stored_hex": record.encode().hex(),
         })
     return out
 
@@ -81,6 +108,7 @@ def golden_repository() -> dict[str, object]:
 def main() -> None:
     VECTORS.mkdir(parents=True, exist_ok=True)
     (VECTORS / "blobs.json").write_text(json.dumps(blob_vectors(), indent=2) + "\n")
+    (VECTORS / "records.json").write_text(json.dumps(record_vectors(), indent=2) + "\n")
     (VECTORS / "msgpack.json").write_text(json.dumps(msgpack_vectors(), indent=2) + "\n")
     (VECTORS / "golden-repo.json").write_text(json.dumps(golden_repository(), indent=2) + "\n")
     print(f"wrote vectors to {VECTORS}")

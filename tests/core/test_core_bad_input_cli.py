@@ -145,7 +145,7 @@ def test_zstd_bomb(repo_dir: Path, cli: Callable[..., Any]) -> None:
     cobj = zstandard.ZstdCompressor(level=1, write_content_size=True).compressobj(size=8 << 30)
     piece = b"\0" * (1 << 20)
     frame = b"".join(cobj.compress(piece) for _ in range(8 << 10)) + cobj.flush()
-    bomb = codec.MAGIC + bytes([codec.FORMAT_VERSION, BlobType.PAGE, Compression.ZSTD, 0]) + frame
+    bomb = codec.seal(codec.MAGIC + bytes([codec.FORMAT_VERSION, BlobType.PAGE, Compression.ZSTD, 0]) + frame)
     assert len(bomb) < 1 << 20  # 8 GiB declared in well under 1 MiB
     blob_path(repo_dir, page).write_bytes(bomb)
     r = cli("-r", str(repo_dir), "meta", "list", timeout=60)
@@ -157,7 +157,8 @@ def test_unknown_format_version(repo_dir: Path, cli: Callable[..., Any]) -> None
     page = tree_root(repo_dir)
     p = blob_path(repo_dir, page)
     data = p.read_bytes()
-    p.write_bytes(data[:4] + b"\x07" + data[5:])
+    # A (future) version 7 object: sealed, or a damaged version byte is plain corruption.
+    p.write_bytes(codec.seal(data[:4] + b"\x07" + data[5:-codec.CHECKSUM_LEN]))
     one_line_error(cli("-r", str(repo_dir), "meta", "list"), 10, "version 7")
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from casbackup import codec
 from casbackup.codec import (
+    CHECKSUM_LEN,
     HEADER_LEN,
     MAGIC,
     BlobType,
@@ -21,6 +22,7 @@ from casbackup.codec import (
     encode_blob,
     pack_structured,
     packb,
+    seal,
     unpack_structured,
     unpackb,
 )
@@ -63,10 +65,12 @@ def test_type_is_part_of_the_id() -> None:
     assert chunk.id != value.id
     with pytest.raises(BlobCorrupt, match="expected a VALUE"):
         decode_blob(chunk.id, chunk.stored, BlobType.VALUE)
-    # Relabelling the type byte in the envelope is caught by the hash.
-    relabelled = chunk.stored[:5] + bytes([BlobType.VALUE]) + chunk.stored[6:]
+    # Relabelling the type byte (and re-sealing the envelope) is caught by the hash.
+    relabelled = seal(chunk.stored[:5] + bytes([BlobType.VALUE]) + chunk.stored[6:-CHECKSUM_LEN])
     with pytest.raises(BlobCorrupt, match="hash mismatch"):
         decode_blob(chunk.id, relabelled)
+    with pytest.raises(BlobCorrupt, match="checksum mismatch"):  # unsealed: the checksum
+        decode_blob(chunk.id, relabelled[:-CHECKSUM_LEN] + chunk.stored[-CHECKSUM_LEN:])
 
 
 @pytest.mark.parametrize("level", [None, 3])
@@ -95,26 +99,37 @@ def test_wrong_id_is_a_hash_mismatch() -> None:
     assert err.value.blob_id == other.id
 
 
+def _patched(stored: bytes, offset: int, byte: bytes) -> bytes:
+    """The object with one header byte changed and its checksum made valid again."""
+    return seal(stored[:offset] + byte + stored[offset + 1:-CHECKSUM_LEN])
+
+
 def test_unknown_version_and_cipher_are_unsupported_format() -> None:
     blob = encode_blob(BlobType.CHUNK, b"abc")
     with pytest.raises(UnsupportedFormat, match="version 2"):
+        decode_blob(blob.id, _patched(blob.stored, 4, b"\x02"))
+    # A future version need not protect its bytes the way version 1 does.
+    with pytest.raises(UnsupportedFormat, match="version 2"):
+        decode_blob(blob.id, blob.stored[:4] + b"\x02" + blob.stored[5:-CHECKSUM_LEN] + b"\0" * CHECKSUM_LEN)
+    # But a version byte damaged in a version-1 object is corruption, not a newer format.
+    with pytest.raises(BlobCorrupt, match="checksum mismatch"):
         decode_blob(blob.id, blob.stored[:4] + b"\x02" + blob.stored[5:])
     with pytest.raises(UnsupportedFormat, match="cipher"):
-        decode_blob(blob.id, blob.stored[:7] + b"\x05" + blob.stored[8:])
+        decode_blob(blob.id, _patched(blob.stored, 7, b"\x05"))
 
 
 def test_unknown_type_and_compression_are_corrupt() -> None:
     blob = encode_blob(BlobType.CHUNK, b"abc", None)
     with pytest.raises(BlobCorrupt, match="unknown blob type"):
-        decode_blob(blob.id, blob.stored[:5] + b"\x7f" + blob.stored[6:])
+        decode_blob(blob.id, _patched(blob.stored, 5, b"\x7f"))
     with pytest.raises(BlobCorrupt, match="unknown compression"):
-        decode_blob(blob.id, blob.stored[:6] + b"\x09" + blob.stored[7:])
+        decode_blob(blob.id, _patched(blob.stored, 6, b"\x09"))
     with pytest.raises(BlobCorrupt, match="magic"):
         decode_blob(blob.id, b"XXXX" + blob.stored[4:])
 
 
 def _zstd_envelope(frame: bytes, blob_type: BlobType = BlobType.CHUNK) -> bytes:
-    return MAGIC + bytes([codec.FORMAT_VERSION, blob_type, Compression.ZSTD, 0]) + frame
+    return seal(MAGIC + bytes([codec.FORMAT_VERSION, blob_type, Compression.ZSTD, 0]) + frame)
 
 
 def _max_rss_mib() -> float:
@@ -223,6 +238,6 @@ def test_structured_payload_shape_is_checked() -> None:
             unpack_structured(bad, "t")
 
 
-def test_header_length_is_exactly_eight() -> None:
+def test_header_is_eight_bytes_and_the_checksum_sixteen() -> None:
     blob = encode_blob(BlobType.CHUNK, b"x", None)
-    assert len(blob.stored) == HEADER_LEN + 1
+    assert len(blob.stored) == HEADER_LEN + 1 + CHECKSUM_LEN
