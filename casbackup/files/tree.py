@@ -129,8 +129,10 @@ def entry_cost(n: Node) -> int:
             + (70 if n.file or n.tree else 0))
 
 
-def split_tree(nodes: list[Node], budget: int = TREE_PART_BUDGET) -> list[list[Node]]:
-    """Sorted entries cut into consecutive groups, each estimated at most `budget` payload bytes."""
+def split_tree(nodes: list[Node], budget: int | None = None) -> list[list[Node]]:
+    """Sorted entries cut into consecutive groups, each estimated at most `budget` payload bytes
+    (default TREE_PART_BUDGET)."""
+    budget = TREE_PART_BUDGET if budget is None else budget
     nodes = sorted(nodes, key=lambda n: n.name)
     groups: list[list[Node]] = [[]]
     used = 0
