@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import glob
+import signal
 import stat as statmod
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -16,13 +19,38 @@ from ..files.diff import diff_trees
 from ..files.forget import Policy, apply_policy
 from ..files.progress import human
 from ..files.reader import TreeReader
-from ..files.restore import RestoreOptions, restore_snapshot
+from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import NAMESPACE, list_snapshots, resolve
-from .common import Context, emit_json
+from .common import Context, die, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
 
 EXIT_PARTIAL = 16  # the snapshot was committed, but some files could not be read (restic uses 3; ours is "not found")
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
+
+
+@contextmanager
+def _signals_cancel(cancel: threading.Event) -> Iterator[dict[str, int]]:
+    """SIGINT and SIGTERM set `cancel` instead of raising: the restore stops at its next safe
+    point and removes its temp files. A second signal of the same kind acts as usual (a hung
+    storage must not make the process unkillable); the next restore removes what that leaves."""
+    seen: dict[str, int] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        seen.setdefault("signal", signum)
+        cancel.set()
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    try:
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (a library caller): leave signals alone
+        yield seen
+        return
+    try:
+        yield seen
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def _ts(t: float) -> str:
@@ -153,7 +181,7 @@ def cat(ctx: Context, snapshot: str, path: str) -> None:
         node = reader.lookup(info.tree, path)
         if node.kind != "file":
             raise UsageError(f"{path} is a {node.kind}, not a file")
-        for data in reader.content(node):
+        for data in reader.content(node, path):
             out.write(data)
     out.flush()
 
@@ -168,10 +196,18 @@ def cat(ctx: Context, snapshot: str, path: str) -> None:
 def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool) -> None:
     """Restore SNAPSHOT into --target, verifying every chunk; pinned against gc for the whole run."""
     repo = ctx.open()
-    opts = RestoreOptions(target=target, includes=list(includes), progress=_show_progress(ctx, json_out))
-    with repo.reader("restore") as snap:
-        info = resolve(snap, snapshot)
-        summary = restore_snapshot(snap, info, opts)
+    cancel = threading.Event()
+    opts = RestoreOptions(target=target, includes=list(includes), progress=_show_progress(ctx, json_out),
+                          cancel=cancel)
+    with _signals_cancel(cancel) as seen:
+        try:
+            with repo.reader("restore") as snap:
+                info = resolve(snap, snapshot)
+                summary = restore_snapshot(snap, info, opts)
+        except Interrupted:
+            if seen.get("signal") == signal.SIGTERM:
+                die("terminated; the restore stopped and removed its temp files", EXIT_TERMINATED)
+            die("interrupted; the restore stopped and removed its temp files", EXIT_INTERRUPTED)
     s = summary.as_dict()
     if json_out:
         emit_json({"id": info.id, "target": target, **s})

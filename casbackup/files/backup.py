@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Optional, Union
 
+from ..chunklist import write_file
 from ..codec import BlobType, Ref, blob_id, encode_blob
 from ..errors import UsageError
 from ..repository import Repository, Transaction
@@ -27,8 +28,7 @@ from .chunker import Chunker
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import (INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, file_body, mode_kind,
-                   tree_body)
+from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, mode_kind, write_tree
 
 MAX_RECORDED_ERRORS = 1000
 # A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
@@ -163,14 +163,17 @@ class Backup:
         """Store a directory's TREE on the pool; its ID is collected by resolve() when the parent
         directory is built (usually long done by then), so the walk never waits on an fsync."""
         self.resolve(nodes)
-        refs, body = tree_body(nodes)
         cost = 4096 + sum(len(n.data or b"") for n in nodes)
-        self.tree_futures[id(node)] = self.uploader.run(cost, self._store_tree, refs, body)
+        self.tree_futures[id(node)] = self.uploader.run(cost, self._store_tree, list(nodes))
 
-    def _store_tree(self, refs: list[Ref], body: Any) -> str:
-        res = self.txn.put_structured(BlobType.TREE, refs, body)
+    def _store_tree(self, nodes: list[Node]) -> str:
+        """One TREE, or TREE parts plus an index TREE for a directory too big for one payload."""
+        return write_tree(self._put_structured, nodes).id
+
+    def _put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> Any:
+        res = self.txn.put_structured(blob_type, refs, body)
         self._count(res)
-        return res.ref.id
+        return res
 
     def resolve(self, nodes: list[Node]) -> None:
         for n in nodes:
@@ -190,10 +193,8 @@ class Backup:
         chunks = [f.result() for f in futures]
         self.txn.use(c.ref for c in chunks)
         if len(chunks) > INLINE_CHUNKS:
-            refs, body = file_body(chunks)
-            res = self.txn.put_structured(BlobType.FILE, refs, body)
-            self._count(res)
-            node.file, node.chunks = res.ref.id, None
+            ref, _ = write_file(self._put_structured, chunks)  # FILE parts under an index when long
+            node.file, node.chunks = ref.id, None
         else:
             node.chunks = chunks
 

@@ -5,29 +5,43 @@ directories are entered only with O_NOFOLLOW|O_DIRECTORY relative to their paren
 no path ever passes through a symlink, whatever the snapshot or the target already holds.
 Files are written to a temp name in their directory and renamed into place. Chunks are
 fetched, verified (hash and length) and decompressed on a thread pool; the writer applies
-them in order with a cap on bytes and files in flight. Any missing or corrupt chunk stops
-the restore with the error that names it.
+them in order with a cap on bytes, chunks and files in flight, and a file's chunk list is
+streamed, so memory does not grow with a file's chunk count. Any missing or corrupt chunk stops
+the restore with the error that names it and the file being restored.
+
+Interrupts: on any exception the temp files in flight are removed before the pool is waited
+for. The CLI does not raise from its SIGINT/SIGTERM handlers (an exception thrown into a thread
+pool's lock handling can deadlock it): it sets `opts.cancel`, which the restore checks between
+steps and turns into `Interrupted`. Whatever a hard kill leaves (`.casbackup-restore-<16 hex>`
+names only) is removed by the next restore from each directory it restores into.
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
-from ..errors import BlobCorrupt, UsageError
+from ..errors import BlobCorrupt, BlobMissing, UsageError
 from ..repository import Repository
 from .progress import Progress
-from .reader import TreeReader
+from .reader import TreeReader, in_file
 from .snapshots import SnapshotInfo, resolve
 from .tree import MAX_DEPTH, Chunk, Node
 
 TEMP_PREFIX = b".casbackup-restore-"
+TEMP_NAME = re.compile(rb"\.casbackup-restore-[0-9a-f]{16}\Z")  # exactly what _tmp() makes
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Interrupted(KeyboardInterrupt):
+    """The restore saw its cancel request (RestoreOptions.cancel) and stopped cleanly."""
 
 
 @dataclass
@@ -38,7 +52,9 @@ class RestoreOptions:
     workers: int | None = None
     budget: int = 64 * 1024 * 1024
     max_open_files: int = 128
+    max_chunks: int = 4096     # chunk reads queued at once, whatever their size (each costs a Future)
     owner: bool | None = None  # restore uid/gid; default: only when running as root
+    cancel: threading.Event | None = None  # set it (e.g. from a signal handler) to stop cleanly
 
 
 @dataclass
@@ -63,6 +79,7 @@ class DirHandle:
         self.refs = 1
         if parent is not None:
             parent.refs += 1
+        job.handles[id(self)] = self
 
     def release(self) -> None:
         self.refs -= 1
@@ -72,10 +89,15 @@ class DirHandle:
             if self.node is not None:
                 self.job.apply_meta(self.fd, self.node, is_dir=True)
         finally:
-            os.close(self.fd)
-            self.fd = -1
+            self.close()
         if self.parent is not None:
             self.parent.release()
+
+    def close(self) -> None:
+        self.job.handles.pop(id(self), None)
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 @dataclass
@@ -84,7 +106,9 @@ class FileJob:
     node: Node
     fd: int
     tmp: bytes
-    remaining: int
+    path: str                   # in the snapshot, for errors
+    remaining: int = 0          # chunks queued and not yet written
+    listed: bool = False        # every chunk has been queued
     offset: int = 0
 
 
@@ -97,8 +121,14 @@ class Restorer:
         self.queue: deque[tuple[FileJob, Chunk, Future[bytes]]] = deque()
         self.inflight = 0
         self.jobs: dict[int, FileJob] = {}
+        self.handles: dict[int, DirHandle] = {}
         self.owner = opts.owner if opts.owner is not None else os.geteuid() == 0
         self.includes = [[os.fsencode(p) for p in inc.split("/") if p and p != "."] for inc in opts.includes]
+
+    def check_cancel(self) -> None:
+        """Stop at a safe point (no lock held, nothing half-registered) when asked to."""
+        if self.opts.cancel is not None and self.opts.cancel.is_set():
+            raise Interrupted()
 
     # ---- selection ----
     def selected(self, parts: list[bytes]) -> bool:
@@ -127,16 +157,23 @@ class Restorer:
                 raise UsageError(f"refusing to restore into {path}: it exists in the target and is not a "
                                  "directory (a symlink is never followed)") from None
             raise
-        if node.mode & 0o700 != 0o700:
-            os.fchmod(fd, 0o700)  # we must write into it; its real mode is applied at the end
+        try:
+            if node.mode & 0o700 != 0o700:
+                os.fchmod(fd, 0o700)  # we must write into it; its real mode is applied at the end
+        except BaseException:
+            os.close(fd)
+            raise
         self.summary.dirs += 1
-        return DirHandle(fd, node, parent, self, path)
+        handle = DirHandle(fd, node, parent, self, path)
+        remove_stale_temps(fd)
+        return handle
 
     def directory(self, handle: DirHandle, tree_id: str, parts: list[bytes]) -> None:
         if len(parts) > MAX_DEPTH:
             raise BlobCorrupt(tree_id, f"directory nesting deeper than {MAX_DEPTH} levels",
                               self.reader.snap.generation.id)
         for node in self.reader.nodes(tree_id):
+            self.check_cancel()
             p = parts + [node.name]
             if not self.selected(p):
                 continue
@@ -147,7 +184,7 @@ class Restorer:
                 finally:
                     child.release()
             elif node.kind == "file":
-                self.file(handle, node, tree_id)
+                self.file(handle, node, "/" + b"/".join(p).decode("utf-8", "surrogateescape"))
             else:
                 self.symlink(handle, node)
 
@@ -168,32 +205,44 @@ class Restorer:
             raise
         self.summary.symlinks += 1
 
-    def file(self, handle: DirHandle, node: Node, tree_id: str) -> None:
-        chunks = self.reader.chunks(node) if node.data is None else []
-        if node.data is None and sum(c.size for c in chunks) != node.size:
-            raise BlobCorrupt(node.file or tree_id, f"chunks of {os.fsdecode(node.name)!r} do not add up to its size",
-                              self.reader.snap.generation.id)
+    def file(self, handle: DirHandle, node: Node, path: str) -> None:
+        """Queue a file's chunk reads (streamed from its list, sizes checked by TreeReader.chunks)."""
+        chunks: Iterator[Chunk] = self.reader.chunks(node, path, "restoring")
+        first = next(chunks, None)  # the list's sizes are checked before anything is created
         tmp = self._tmp()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=handle.fd)
-        job = FileJob(handle, node, fd, tmp, len(chunks))
+        job = FileJob(handle, node, -1, tmp, path)
+        self.jobs[id(job)] = job  # before the open: abandon() removes the name even if we stop here
         handle.refs += 1
-        self.jobs[id(job)] = job
-        if not chunks:
+        job.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=handle.fd)
+        if first is None:
             if node.data:
-                _write_all(fd, node.data, 0)
+                _write_all(job.fd, node.data, 0)
                 self.progress.add(nbytes=len(node.data))
+            job.listed = True
             self.finish(job)
             return
-        for c in chunks:
-            while self.queue and (self.inflight + c.size > self.opts.budget or len(self.jobs) > self.opts.max_open_files):
+        c: Chunk | None = first
+        while c is not None:
+            self.check_cancel()
+            while self.queue and (self.inflight + c.size > self.opts.budget or len(self.queue) >= self.opts.max_chunks
+                                  or len(self.jobs) > self.opts.max_open_files):
                 self.write_next()
             self.queue.append((job, c, self.pool.submit(self.reader.read_chunk, c)))
             self.inflight += c.size
+            job.remaining += 1
+            c = next(chunks, None)
+        job.listed = True
+        if job.remaining == 0:  # every queued chunk was written while we listed the rest
+            self.finish(job)
 
     def write_next(self) -> None:
+        self.check_cancel()
         job, chunk, fut = self.queue.popleft()
-        data = fut.result()
+        try:
+            data = fut.result()
+        except (BlobCorrupt, BlobMissing) as exc:
+            raise in_file(exc, f"restoring {job.path}") from None
         self.inflight -= chunk.size
         if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
             job.offset += len(data)  # a hole: keep sparse files sparse (ftruncate sets the size)
@@ -201,25 +250,22 @@ class Restorer:
             job.offset = _write_all(job.fd, data, job.offset)
         self.progress.add(nbytes=len(data))
         job.remaining -= 1
-        if job.remaining == 0:
+        if job.remaining == 0 and job.listed:
             self.finish(job)
 
     def finish(self, job: FileJob) -> None:
-        del self.jobs[id(job)]
-        try:
-            os.ftruncate(job.fd, job.node.size)
-            self.apply_meta(job.fd, job.node)
-        except BaseException:
-            os.close(job.fd)
-            _unlink(job.tmp, job.dir.fd)
-            raise
-        os.close(job.fd)
+        """Size, metadata, rename into place. The job stays in self.jobs until the rename, so an
+        interrupt anywhere before it still finds (and removes) the temp file."""
+        os.ftruncate(job.fd, job.node.size)
+        self.apply_meta(job.fd, job.node)
+        fd, job.fd = job.fd, -1
+        os.close(fd)
         try:
             os.rename(job.tmp, job.node.name, src_dir_fd=job.dir.fd, dst_dir_fd=job.dir.fd)
         except OSError as exc:
-            _unlink(job.tmp, job.dir.fd)
             raise UsageError(f"cannot restore {job.dir.path}/{os.fsdecode(job.node.name)}: "
                              f"{exc.strerror or exc}") from None
+        del self.jobs[id(job)]
         self.summary.files += 1
         self.summary.bytes += job.node.size
         self.progress.add(files=1)
@@ -230,18 +276,27 @@ class Restorer:
             self.write_next()
 
     def abandon(self) -> None:
-        """After an error: stop the pool and remove every temp file we left behind."""
+        """After an error or an interrupt: remove every temp file we created, then stop the pool.
+        Files first: only this thread writes them, and a second Ctrl-C while the pool drains
+        must not leave them behind."""
         for _, _, fut in self.queue:
             fut.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
         for job in list(self.jobs.values()):
+            if job.fd >= 0:
+                try:
+                    os.close(job.fd)
+                except OSError:
+                    pass
+                job.fd = -1
+            _unlink(job.tmp, job.dir.fd)
+        self.jobs.clear()
+        self.queue.clear()
+        for handle in list(self.handles.values()):
             try:
-                os.close(job.fd)
+                handle.close()
             except OSError:
                 pass
-            _unlink(job.tmp, job.dir.fd)
-        self.queue.clear()
-        self.jobs.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> int:
@@ -260,25 +315,48 @@ def _unlink(name: bytes, dir_fd: int) -> None:
         pass
 
 
+def remove_stale_temps(dir_fd: int) -> None:
+    """Remove temp files an earlier, killed restore left in this directory: our exact names only
+    (`.casbackup-restore-` and 16 lowercase hex digits), and never a directory."""
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".casbackup-restore-") and TEMP_NAME.match(os.fsencode(name)):
+            try:
+                os.unlink(name, dir_fd=dir_fd)  # never follows a symlink; refuses a directory
+            except OSError:
+                pass
+
+
+def check_includes(reader: TreeReader, tree: str, includes: list[str]) -> None:
+    """Every --include must name a path of the snapshot (NotFound otherwise), checked before
+    anything is written."""
+    for inc in includes:
+        reader.lookup(tree, inc)
+
+
 def restore_snapshot(snap: Any, info: SnapshotInfo, opts: RestoreOptions) -> RestoreSummary:
     """Restore through an already pinned Snapshot."""
     started = time.monotonic()
     summary = RestoreSummary()
     progress = Progress("restore", opts.progress, total_bytes=info.size or None)
     reader = TreeReader(snap)
+    check_includes(reader, info.tree, opts.includes)
     os.makedirs(opts.target, exist_ok=True)
-    root_fd = os.open(opts.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     job = Restorer(reader, opts, summary, progress)
-    root = DirHandle(root_fd, None, None, job, opts.target.rstrip("/") or "/")
     ok = False
     try:
+        root_fd = os.open(opts.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root = DirHandle(root_fd, None, None, job, opts.target.rstrip("/") or "/")
+        remove_stale_temps(root_fd)
         job.directory(root, info.tree, [])
         job.drain()
         ok = True
     finally:
         if not ok:
             job.abandon()
-            os.close(root_fd)
         else:
             job.pool.shutdown(wait=True)
             root.release()

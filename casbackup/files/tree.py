@@ -1,16 +1,21 @@
-"""TREE and FILE blob bodies (spec/files.md §2-§3): encode, and decode as hostile input.
+"""TREE and FILE blob bodies (spec/files.md §3-§4): encode, and decode as hostile input.
 
 Every blob a TREE or FILE names is also in its refs list, so GC and check see it without
 knowing this format. Decoding validates names and types, and that each named blob is in refs.
+A directory too big for one structured payload is an index TREE of TREE parts (§3.1); a long
+chunk list is a FILE blob, split by the core codec (casbackup/chunklist.py). Decoding here
+validates one blob on its own; reading the parts of an index lives in files/reader.py.
 """
 from __future__ import annotations
 
 import stat as statmod
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
+from .. import chunklist
+from ..chunklist import Piece
 from ..codec import ID_LEN, BlobType, Ref
-from ..errors import BlobCorrupt
+from ..errors import BlobCorrupt, UsageError
 
 TREE_VERSION = 1
 # Files with more chunks than this keep their chunk list in a FILE blob, so one huge file
@@ -20,7 +25,14 @@ INLINE_CHUNKS = 32
 # costs a file plus two fsyncs (~2.3 ms measured here), and on S3 a PUT: 50,000 small files as
 # separate blobs would take minutes. Inlined, an unchanged directory still dedups as one TREE.
 INLINE_DATA_MAX = 16 * 1024
-INLINE_TREE_BUDGET = 4 * 1024 * 1024  # inline bytes per TREE; later small files get chunks
+INLINE_TREE_BUDGET = 4 * 1024 * 1024  # inline bytes per directory; later small files get chunks
+# A TREE payload must stay under codec.MAX_STRUCTURED_PAYLOAD (4 MiB), which readers enforce.
+# A directory whose entries (by an upper-bound estimate) pass this is stored as an index TREE
+# of parts of at most this much each; one entry is at most ~90 KiB, so a part never overflows.
+TREE_PART_BUDGET = 3 * 1024 * 1024
+# An index lists at most this many parts (~70 payload bytes each: ~2.3 MiB). At >= ~10,000
+# entries per part that is hundreds of millions of entries in one directory.
+MAX_TREE_PARTS = 32768
 KINDS = ("file", "dir", "symlink")
 # Deeper trees are refused on restore and cut (with an error) on backup: the walks recurse, and
 # a hostile snapshot must get a clear error, not a crash. Real paths end at PATH_MAX anyway.
@@ -38,14 +50,8 @@ def check_name(name: Any, where: str) -> bytes:
     return name
 
 
-@dataclass(slots=True)
-class Chunk:
-    id: str
-    size: int
-
-    @property
-    def ref(self) -> Ref:
-        return Ref(BlobType.CHUNK, self.id)
+# One item of a chunk list: the core FILE codec's piece (id, size; .ref is the CHUNK ref).
+Chunk = Piece
 
 
 @dataclass(slots=True)
@@ -66,6 +72,8 @@ class Node:
     tree: str | None = None       # TREE blob id (directories)
     target: bytes | None = None   # symlink target, stored verbatim and never followed
     data: bytes | None = None     # inline content of a small file
+    # the TREE blob (or TREE part) this entry was decoded from, to name it in errors; not stored
+    where: str | None = field(default=None, compare=False, repr=False)
 
     def refs(self) -> list[Ref]:
         if self.kind == "dir" and self.tree:
@@ -109,8 +117,54 @@ def tree_body(nodes: list[Node]) -> tuple[list[Ref], dict[str, Any]]:
     return refs, {"v": TREE_VERSION, "entries": [n.body() for n in nodes]}
 
 
+def index_tree_body(parts: list[str]) -> tuple[list[Ref], dict[str, Any]]:
+    """(refs, body) of an index TREE: the directory's entries are those of `parts`, in order."""
+    return [Ref(BlobType.TREE, p) for p in parts], {"v": TREE_VERSION, "parts": [bytes.fromhex(p) for p in parts]}
+
+
+def entry_cost(n: Node) -> int:
+    """An upper bound on what one entry adds to a TREE payload (body plus refs), without
+    encoding it: fixed fields take < 200 bytes, a chunk item 45 plus its 33-byte ref."""
+    return (200 + len(n.name) + len(n.data or b"") + len(n.target or b"") + 78 * len(n.chunks or ())
+            + (70 if n.file or n.tree else 0))
+
+
+def split_tree(nodes: list[Node], budget: int | None = None) -> list[list[Node]]:
+    """Sorted entries cut into consecutive groups, each estimated at most `budget` payload bytes
+    (default TREE_PART_BUDGET)."""
+    budget = TREE_PART_BUDGET if budget is None else budget
+    nodes = sorted(nodes, key=lambda n: n.name)
+    groups: list[list[Node]] = [[]]
+    used = 0
+    for n in nodes:
+        cost = entry_cost(n)
+        if groups[-1] and used + cost > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(n)
+        used += cost
+    return groups
+
+
+PutStructured = Callable[[BlobType, list[Ref], Any], Any]   # returns something with .ref
+
+
+def write_tree(put_structured: PutStructured, nodes: list[Node]) -> Ref:
+    """Store a directory: one TREE if it fits, else its TREE parts and then an index TREE."""
+    groups = split_tree(nodes)
+    if len(groups) == 1:
+        refs, body = tree_body(groups[0])
+        return put_structured(BlobType.TREE, refs, body).ref  # type: ignore[no-any-return]
+    if len(groups) > MAX_TREE_PARTS:
+        raise UsageError(f"a directory of {len(nodes)} entries is too large to store")
+    parts = [put_structured(BlobType.TREE, *tree_body(g)).ref.id for g in groups]
+    refs, body = index_tree_body(parts)
+    return put_structured(BlobType.TREE, refs, body).ref  # type: ignore[no-any-return]
+
+
 def file_body(chunks: list[Chunk]) -> tuple[list[Ref], dict[str, Any]]:
-    return [c.ref for c in chunks], {"v": TREE_VERSION, "chunks": [[bytes.fromhex(c.id), c.size] for c in chunks]}
+    """(refs, body) of a leaf FILE blob; writers use chunklist.write_file, which splits long lists."""
+    return chunklist.leaf_body(chunks)
 
 
 # ---- decoding (hostile input) -----------------------------------------------------------
@@ -142,14 +196,50 @@ def _chunks(raw: Any, refs: set[Ref], where: str) -> list[Chunk]:
     return out
 
 
+@dataclass(slots=True)
+class TreeBody:
+    """One validated TREE blob: a plain TREE (`entries`) or an index of TREE parts (`parts`)."""
+
+    entries: list[Node] | None
+    parts: list[str] | None
+
+
+def decode_tree_body(tree_id: str, refs: list[Ref], body: Any) -> TreeBody:
+    """Validate one TREE blob of either form on its own (its parts are not read here)."""
+    if not isinstance(body, dict) or body.get("v") != TREE_VERSION or ("entries" in body) == ("parts" in body):
+        raise BlobCorrupt(tree_id, "not a version-1 file tree")
+    if "parts" in body:
+        return TreeBody(None, _parts(body["parts"], set(refs), tree_id))
+    return TreeBody(_entries(tree_id, refs, body.get("entries")), None)
+
+
 def decode_tree(tree_id: str, refs: list[Ref], body: Any) -> list[Node]:
-    """Nodes of a TREE blob, validated; names unique and sorted."""
-    if not isinstance(body, dict) or body.get("v") != TREE_VERSION or not isinstance(body.get("entries"), list):
+    """Validate one TREE blob of either form; returns its own entries (names unique and sorted).
+    An index TREE has none of its own: use decode_tree_body, or TreeReader.nodes to flatten it."""
+    tb = decode_tree_body(tree_id, refs, body)
+    return tb.entries if tb.entries is not None else []
+
+
+def _parts(raw: Any, refs: set[Ref], tree_id: str) -> list[str]:
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_TREE_PARTS:
+        raise BlobCorrupt(tree_id, "TREE parts list is not a non-empty array of at most "
+                                   f"{MAX_TREE_PARTS} blob ids")
+    parts = [_id(p, tree_id) for p in raw]
+    for p in parts:
+        if Ref(BlobType.TREE, p) not in refs:
+            raise BlobCorrupt(tree_id, f"TREE part {p} is not among the tree's refs")
+    if len(set(parts)) != len(parts):
+        raise BlobCorrupt(tree_id, "a TREE part is listed twice")
+    return parts
+
+
+def _entries(tree_id: str, refs: list[Ref], raw: Any) -> list[Node]:
+    if not isinstance(raw, list):
         raise BlobCorrupt(tree_id, "not a version-1 file tree")
     refset = set(refs)
     nodes: list[Node] = []
     prev: bytes | None = None
-    for e in body["entries"]:
+    for e in raw:
         if not isinstance(e, dict):
             raise BlobCorrupt(tree_id, "tree entry is not a map")
         name = check_name(e.get("name"), tree_id)
@@ -160,7 +250,7 @@ def decode_tree(tree_id: str, refs: list[Ref], body: Any) -> list[Node]:
         if kind not in KINDS:
             raise BlobCorrupt(tree_id, f"entry {name!r} has unknown type {kind!r}")
         n = Node(name, kind, mode=_int(e, "mode", tree_id, 0, 0, 0o10000), mtime_ns=_int(e, "mtime_ns", tree_id, 0),
-                 uid=_int(e, "uid", tree_id, 0, 0, 2**32), gid=_int(e, "gid", tree_id, 0, 0, 2**32))
+                 uid=_int(e, "uid", tree_id, 0, 0, 2**32), gid=_int(e, "gid", tree_id, 0, 0, 2**32), where=tree_id)
         if kind == "file":
             n.size = _int(e, "size", tree_id, 0, 0, 2**62)
             n.ino = _int(e, "ino", tree_id, 0, 0)
@@ -189,9 +279,10 @@ def decode_tree(tree_id: str, refs: list[Ref], body: Any) -> list[Node]:
 
 
 def decode_file(file_id: str, refs: list[Ref], body: Any) -> list[Chunk]:
-    if not isinstance(body, dict) or body.get("v") != TREE_VERSION:
-        raise BlobCorrupt(file_id, "not a version-1 FILE blob")
-    return _chunks(body.get("chunks"), set(refs), file_id)
+    """Validate one FILE blob of either form (chunklist, spec/FORMAT.md §6.4); returns a leaf's
+    chunks, or [] for an index (its parts are read by chunklist.iter_chunks)."""
+    fb = chunklist.decode_file(file_id, refs, body)
+    return fb.chunks if fb.chunks is not None else []
 
 
 def mode_kind(st_mode: int) -> str | None:
