@@ -248,8 +248,8 @@ class _Checker:
                         validator(ref.id, [], payload)
                 else:
                     refs, body = self.store.get_structured(ref, gen_id, cache=False)
+                    stack.extend(refs)  # walked even if the body is bad: what it names is still checked
                     self._validate(ref, refs, body, gen_id)
-                    stack.extend(refs)
                 self.report.blobs_read += 1
             except BlobMissing:
                 self._missing(ref, gen, mode, "is missing" if ref.id not in self.stored else "vanished during check",

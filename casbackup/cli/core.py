@@ -8,10 +8,11 @@ from typing import Any
 import click
 
 from ..check import check as run_check
+from ..codec import BlobType, Ref
 from ..errors import CheckFailed, NotFound, UsageError
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
 from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
-from ..files.verify import check_validators
+from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
 from ..repair import repair_blobs, repair_root
 from .common import DURATION, Context, emit_json
@@ -186,6 +187,16 @@ def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: boo
                + ("" if dry_run else f" ({report.deleted_bytes} bytes)")
                + (f"; {report.rescued} rescued by concurrent use" if report.rescued else "")
                + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
+
+
+def check_validators() -> tuple[dict[Any, Any], Any]:
+    """Every layer's validators: files (TREE, FILE, snapshots) and Aptos streams (FILE)."""
+    from ..aptos.streams import parse_file_body
+
+    def aptos_stream(file_id: str, refs: list[Ref], body: Any) -> list[tuple[str, int]]:
+        return [(r.id, n) for r, n in parse_file_body(Ref(BlobType.FILE, file_id), refs, body)]
+
+    return files_check_validators(aptos_stream)
 
 
 def _problem_lines(report: Any) -> list[str]:

@@ -19,8 +19,16 @@ Validator = Callable[[str, list[Ref], Any], None]
 EntryValidator = Callable[[str, bytes, tuple[Ref, ...]], None]
 
 
+# Another layer's FILE body (e.g. an Aptos stream) -> its [(chunk id, size)]; raises BlobCorrupt.
+ForeignFile = Callable[[str, list[Ref], Any], list[tuple[str, int]]]
+
+
 class FilesVerifier:
-    def __init__(self) -> None:
+    """`foreign_file` decodes FILE blobs of other layers (bodies without the files layer's "v"
+    field); without it, such a body is corrupt, as restore would find it."""
+
+    def __init__(self, foreign_file: ForeignFile | None = None) -> None:
+        self._foreign_file = foreign_file
         # blob id -> (declared size, the blob that declared it)
         self._declared: dict[str, tuple[int, str]] = {}
         # blob id -> real size (chunk payload length, or a FILE's total), once read
@@ -58,7 +66,11 @@ class FilesVerifier:
                 raise BlobCorrupt(tree_id, f"chunks of {os.fsdecode(n.name)!r} do not add up to its size")
 
     def file(self, file_id: str, refs: list[Ref], body: Any) -> None:
-        self._observe(file_id, self._chunks(decode_file(file_id, refs, body), file_id), "FILE blob")
+        if self._foreign_file is not None and not (isinstance(body, dict) and "v" in body):
+            chunks = [Chunk(i, n) for i, n in self._foreign_file(file_id, refs, body)]
+        else:
+            chunks = decode_file(file_id, refs, body)
+        self._observe(file_id, self._chunks(chunks, file_id), "FILE blob")
 
     def chunk(self, chunk_id: str, refs: list[Ref], body: Any) -> None:
         self._observe(chunk_id, len(body), "chunk")
@@ -71,6 +83,7 @@ def validate_snapshot_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> No
     snapshots.decode(key, value, refs)
 
 
-def check_validators() -> tuple[dict[BlobType, Validator], Mapping[str, EntryValidator]]:
+def check_validators(foreign_file: ForeignFile | None = None) -> tuple[dict[BlobType, Validator],
+                                                                     Mapping[str, EntryValidator]]:
     """(validators, entry_validators) for one check() run."""
-    return FilesVerifier().validators(), {snapshots.NAMESPACE: validate_snapshot_entry}
+    return FilesVerifier(foreign_file).validators(), {snapshots.NAMESPACE: validate_snapshot_entry}
