@@ -55,9 +55,15 @@ def location(backend: Backend) -> str:
     return str(getattr(backend, "location", None) or backend)
 
 
-def _holds_blobs(backend: Backend) -> bool:
-    for _ in backend.list(BLOB_PREFIX):
-        return True
+def _holds_blobs(backend: Backend, fresh: bool) -> bool:
+    """Whether any blob is stored. `fresh` (no config, no root): a location some backends cannot
+    list yet because it does not exist (rclone on a new path) counts as empty."""
+    try:
+        for _ in backend.list(BLOB_PREFIX):
+            return True
+    except BackendError:
+        if not fresh:
+            raise
     return False
 
 
@@ -99,7 +105,7 @@ class Repository:
             root_exists = False
         if root_exists:
             raise RepositoryExists(f"a repository already exists at {where}")
-        if _holds_blobs(backend):
+        if _holds_blobs(backend, fresh=not config_exists):
             raise RepositoryExists(
                 f"{where} already holds casbackup data but has no root record; refusing to initialise it "
                 f"(that would hide every backup from gc). Run 'casbackup -r {where} repair root' to reinstall "
