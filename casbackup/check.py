@@ -1,14 +1,32 @@
-"""fsck: walk the root, then reachability, then (with read_data) every blob's hash (spec §10)."""
+"""fsck (spec §10): pin the head, walk what it and its history reach, decode every blob by type.
+
+A passing check means a restore of any retained snapshot would succeed: every structured body
+is validated with the same decoders the readers use (core supplies PAGE, GENERATION, GCSTATE;
+upper layers pass validators for their own types, e.g. files.verify for TREE and FILE). With
+read_data, every stored blob is read, reachable or not, and damage to unreferenced blobs is
+reported separately. Check runs safely beside gc: its own pin keeps the head, and blobs gc
+removes legitimately (history below the retain floor, a sweep in progress) are not damage.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from .codec import RAW_TYPES, BlobType, Ref
-from .errors import BlobCorrupt, BlobMissing, UnsupportedFormat
+from .btree import BTree, Entry, Page
+from .codec import RAW_TYPES, BlobType, Ref, decode_blob, unpack_structured
+from .damage import NAMESPACE as DAMAGE_NAMESPACE
+from .damage import decode_damage_value, known_blobs
+from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
-from .repository import Repository
+from .records import CONFIG_KEY, GC_LEASE_KEY, Config, Generation, LeaseRecord
+from .repository import Repository, Snapshot
+from .store import blob_key
+
+# (blob id, refs, body) -> None; raises BlobCorrupt. Raw types get their payload as body.
+Validator = Callable[[str, list[Ref], Any], None]
+# (key, value, refs) -> None for the entries of one namespace; raises BlobCorrupt.
+EntryValidator = Callable[[str, bytes, tuple[Ref, ...]], None]
 
 
 @dataclass
@@ -21,102 +39,343 @@ class Problem:
 @dataclass
 class CheckReport:
     head_seq: int = 0
+    head_generation: str | None = None
     generations_checked: int = 0
     blobs_reachable: int = 0
     blobs_read: int = 0
     blobs_stored: int = 0
+    unreferenced_read: int = 0
     dangling: list[Problem] = field(default_factory=list)
     corrupt: list[Problem] = field(default_factory=list)
+    corrupt_unreferenced: list[Problem] = field(default_factory=list)
+    corrupt_records: list[Problem] = field(default_factory=list)
+    known_damage: list[Problem] = field(default_factory=list)
     orphans: int = 0
     orphan_bytes: int = 0
     live_pins: int = 0
     expired_pins: list[str] = field(default_factory=list)
     unreadable_pins: list[str] = field(default_factory=list)
+    pins_on_collected_generations: list[str] = field(default_factory=list)
+    collected_during_check: int = 0
     history_collected_below_seq: int | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.dangling and not self.corrupt
+        return not (self.dangling or self.corrupt or self.corrupt_unreferenced or self.corrupt_records)
+
+    @property
+    def problem_count(self) -> int:
+        return len(self.dangling) + len(self.corrupt) + len(self.corrupt_unreferenced) + len(self.corrupt_records)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["ok"] = self.ok
+        d["known_damage_count"] = len(self.known_damage)
         return d
 
 
-def check(repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None) -> CheckReport:
-    say = progress or (lambda _m: None)
+# ---- core validators ----------------------------------------------------------------------
+
+class _OneBlob:
+    """A store holding one already-decoded blob, so BTree.load (the readers' decoder) can
+    validate a page body check has in hand."""
+
+    def __init__(self, refs: list[Ref], body: Any) -> None:
+        self._decoded = (refs, body)
+
+    def get_structured(self, ref: Ref, generation: str | None = None, cache: bool = True) -> tuple[list[Ref], Any]:
+        return self._decoded
+
+
+def decode_page(blob_id: str, refs: list[Ref], body: Any) -> Page:
+    """A PAGE body, decoded as readers decode it, whose refs cover everything it names."""
+    page = BTree(_OneBlob(refs, body)).load(Ref(BlobType.PAGE, blob_id))  # type: ignore[arg-type]
+    have = set(refs)
+    named: list[Ref] = [c for _, c in page.children]
+    for e in page.entries:
+        named.extend(e.all_refs())
+    for r in named:
+        if r not in have:
+            raise BlobCorrupt(blob_id, f"page names blob {r.id} that is not among its refs")
+    return page
+
+
+def _validate_page(blob_id: str, refs: list[Ref], body: Any) -> None:
+    decode_page(blob_id, refs, body)
+
+
+def _validate_generation(blob_id: str, refs: list[Ref], body: Any) -> None:
+    Generation.from_body(blob_id, refs, body)
+
+
+def _validate_gcstate(blob_id: str, refs: list[Ref], body: Any) -> None:
+    if refs or not isinstance(body, dict) or body.get("kind") not in ("condemned", "sweeping"):
+        raise BlobCorrupt(blob_id, "malformed gc state")
+    load_gcstate(_OneBlob(refs, body), blob_id)  # type: ignore[arg-type]
+
+
+def _validate_damage_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> None:
+    decode_damage_value(key, value)
+
+
+CORE_VALIDATORS: dict[BlobType, Validator] = {
+    BlobType.PAGE: _validate_page,
+    BlobType.GENERATION: _validate_generation,
+    BlobType.GCSTATE: _validate_gcstate,
+}
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "reason", None) or exc)
+
+
+def _check_records(repo: Repository, report: CheckReport) -> None:
+    """config and the gc lease decode (the root and the pins are read by the walk)."""
+    try:
+        Config.decode(repo.backend.get(CONFIG_KEY))
+    except (BlobCorrupt, UnsupportedFormat, KeyMissing) as exc:
+        report.corrupt_records.append(Problem(CONFIG_KEY, None, _reason(exc)))
+    try:
+        LeaseRecord.decode(repo.backend.get(GC_LEASE_KEY), GC_LEASE_KEY)
+    except KeyMissing:
+        pass  # no gc ever ran
+    except (BlobCorrupt, UnsupportedFormat) as exc:
+        report.corrupt_records.append(Problem(GC_LEASE_KEY, None, _reason(exc)))
+
+
+def check(repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None,
+          validators: Mapping[BlobType, Validator] | None = None,
+          entry_validators: Mapping[str, EntryValidator] | None = None) -> CheckReport:
+    """Check the repository. `validators` adds body validators per blob type (upper layers'
+    types: TREE, FILE, or CHUNK for size cross-checks); `entry_validators` validates the values
+    of one namespace's entries (e.g. snapshots)."""
     report = CheckReport()
     repo.store.clear_cache()
-    root, _ = repo.read_root()
-    report.head_seq = root.seq
-    say("listing blobs")
-    stored = {i: info.size for i, info in repo.store.list()}
-    report.blobs_stored = len(stored)
-    seen: set[str] = set()
+    _check_records(repo, report)
+    try:
+        snap = repo.open_snapshot("check")
+    except (BlobCorrupt, UnsupportedFormat) as exc:
+        report.corrupt_records.append(Problem("root", None, _reason(exc)))
+        return report
+    try:
+        return _Checker(repo, snap, report, read_data, progress, validators, entry_validators).run()
+    finally:
+        snap.close()
 
-    def visit(start: Ref, generation: str | None) -> None:
+
+class _Checker:
+    def __init__(self, repo: Repository, snap: Snapshot, report: CheckReport, read_data: bool,
+                 progress: Callable[[str], None] | None, validators: Mapping[BlobType, Validator] | None,
+                 entry_validators: Mapping[str, EntryValidator] | None) -> None:
+        self.repo = repo
+        self.store = repo.store
+        self.snap = snap
+        self.report = report
+        self.read_data = read_data
+        self.say = progress or (lambda _m: None)
+        self.validators: dict[BlobType, Validator] = {**(validators or {}), **CORE_VALIDATORS}
+        self.entry_validators: dict[str, EntryValidator] = {DAMAGE_NAMESPACE: _validate_damage_entry,
+                                                            **(entry_validators or {})}
+        self.seen: set[str] = set()
+        self.stored: dict[str, int] = {}
+        self.known: dict[str, str] = {}
+        # Missing blobs outside the pinned head, judged at the end against what gc did meanwhile:
+        # (problem, seq of the generation that reached it, mode).
+        self.tentative: list[tuple[Problem, int | None, str]] = []
+        self.pin_gaps: set[str] = set()
+
+    # ---- one blob -------------------------------------------------------------------------
+
+    def _missing(self, ref: Ref, gen: Generation | None, mode: str, what: str, owner: str | None) -> None:
+        gen_id = gen.id if gen else None
+        if ref.id in self.known:
+            self.report.known_damage.append(Problem(ref.id, gen_id, f"{ref.type.name} blob removed by repair "
+                                                                    f"({self.known[ref.id]})"))
+        elif mode == "head":
+            self.report.dangling.append(Problem(ref.id, gen_id, f"{ref.type.name} blob {what}"))
+        elif mode == "pin":
+            if owner:
+                self.pin_gaps.add(owner)
+        else:
+            self.tentative.append((Problem(ref.id, gen_id, f"{ref.type.name} blob {what}"),
+                                   gen.seq if gen else None, mode))
+
+    def _validate(self, ref: Ref, refs: list[Ref], body: Any, gen_id: str | None) -> None:
+        if ref.type == BlobType.PAGE:
+            page = decode_page(ref.id, refs, body)
+            for e in page.entries:
+                self._validate_entry(ref, e, gen_id)
+            return
+        validator = self.validators.get(ref.type)
+        if validator is not None:
+            validator(ref.id, refs, body)
+
+    def _validate_entry(self, page: Ref, e: Entry, gen_id: str | None) -> None:
+        validator = self.entry_validators.get(e.namespace)
+        if validator is None:
+            return
+        if e.value is not None:
+            value = e.value
+        else:
+            assert e.value_ref is not None
+            try:
+                value = self.store.get(e.value_ref, gen_id)
+            except (BlobMissing, BlobCorrupt):
+                return  # the walk reports the VALUE blob itself
+        try:
+            validator(e.key, value, e.refs)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(page.id, f"entry {e.namespace}/{e.key}: {exc.reason}") from None
+
+    def visit(self, start: Ref, gen: Generation | None, mode: str, owner: str | None = None) -> None:
+        """Walk everything reachable from `start`, reading (and so verifying) each blob once."""
+        gen_id = gen.id if gen else None
         stack = [start]
         while stack:
             ref = stack.pop()
-            if ref.id in seen:
+            if ref.id in self.seen:
                 continue
-            seen.add(ref.id)
-            if ref.id not in stored:
-                report.dangling.append(Problem(ref.id, generation, f"{ref.type.name} blob is missing"))
-                continue
-            if ref.type in RAW_TYPES and not read_data:
+            self.seen.add(ref.id)
+            if ref.type in RAW_TYPES and not self.read_data:
+                if ref.id not in self.stored and not self.store.exists(ref.id):
+                    self._missing(ref, gen, mode, "is missing", owner)
                 continue
             try:
                 if ref.type in RAW_TYPES:
-                    repo.store.get(ref, generation)
+                    payload = self.store.get(ref, gen_id)
+                    validator = self.validators.get(ref.type)
+                    if validator is not None:
+                        validator(ref.id, [], payload)
                 else:
-                    refs, _ = repo.store.get_structured(ref, generation)
-                    stack.extend(refs)
-                report.blobs_read += 1
+                    refs, body = self.store.get_structured(ref, gen_id, cache=False)
+                    stack.extend(refs)  # walked even if the body is bad: what it names is still checked
+                    self._validate(ref, refs, body, gen_id)
+                self.report.blobs_read += 1
             except BlobMissing:
-                report.dangling.append(Problem(ref.id, generation, f"{ref.type.name} blob vanished during check"))
+                self._missing(ref, gen, mode, "is missing" if ref.id not in self.stored else "vanished during check",
+                              owner)
             except (BlobCorrupt, UnsupportedFormat) as exc:
-                report.corrupt.append(Problem(ref.id, generation, getattr(exc, "reason", str(exc))))
+                blob = getattr(exc, "blob_id", None) or ref.id
+                self.report.corrupt.append(Problem(blob, gen_id, _reason(exc)))
 
-    say("walking generations")
-    gen_id: str | None = root.generation
-    while gen_id is not None:
-        if gen_id not in stored:
-            if report.generations_checked and report.history_collected_below_seq is not None:
-                break
-            report.dangling.append(Problem(gen_id, gen_id, "generation is missing"))
-            break
+    # ---- the whole repository -------------------------------------------------------------
+
+    def run(self) -> CheckReport:
+        report, repo = self.report, self.repo
+        root_start, _ = repo.read_root()
+        head = self.snap.generation
+        report.head_seq, report.head_generation = head.seq, head.id
         try:
-            gen = repo.load_generation(gen_id)
-        except (BlobCorrupt, UnsupportedFormat) as exc:
-            report.corrupt.append(Problem(gen_id, gen_id, getattr(exc, "reason", str(exc))))
-            break
-        visit(Ref(BlobType.GENERATION, gen.id), gen.id)
-        report.generations_checked += 1
-        if gen.parent and gen.seq <= root.retain_floor and gen.parent not in stored:
-            report.history_collected_below_seq = gen.seq
-            break
-        gen_id = gen.parent
+            self.known = known_blobs(self.snap)
+        except (BlobMissing, BlobCorrupt):
+            self.known = {}  # the head's own pages are broken: the walk reports them
+        self.say("listing blobs")
+        self.stored = {i: info.size for i, info in self.store.list()}
+        report.blobs_stored = len(self.stored)
 
-    now = repo.backend.now()
-    for pin in list_pins(repo.backend):
-        if pin.record is None:
-            report.unreadable_pins.append(pin.key)
-        elif not pin.live(now):
-            report.expired_pins.append(pin.key)
-        else:
-            report.live_pins += 1
-            visit(Ref(BlobType.GENERATION, pin.record.generation), pin.record.generation)
-    for state in (root.condemned, root.sweeping):
-        if state:
-            visit(Ref(BlobType.GCSTATE, state), None)
+        self.say("walking generations")
+        self.visit(Ref(BlobType.GENERATION, head.id), head, "head")
+        report.generations_checked = 1
+        self._walk_history(head, root_start.retain_floor)
+
+        own = self.snap.lease.key
+        now = repo.backend.now()
+        for pin in list_pins(repo.backend):
+            if pin.key == own:
+                continue
+            if pin.record is None:
+                report.unreadable_pins.append(pin.key)
+                report.corrupt_records.append(Problem(pin.key, None, pin.error or "unreadable pin record"))
+            elif not pin.live(now):
+                report.expired_pins.append(pin.key)
+            else:
+                report.live_pins += 1
+                self.visit(Ref(BlobType.GENERATION, pin.record.generation), None, "pin", owner=pin.key)
+        report.pins_on_collected_generations = sorted(self.pin_gaps)
+        for state in (root_start.condemned, root_start.sweeping):
+            if state:
+                self.visit(Ref(BlobType.GCSTATE, state), None, "gcstate")
+        report.blobs_reachable = len(self.seen)
+        unreferenced = [i for i in self.stored if i not in self.seen]
+        report.orphans = len(unreferenced)
+        report.orphan_bytes = sum(self.stored[i] for i in unreferenced)
+        if self.read_data:
+            self.say(f"reading {len(unreferenced)} unreferenced blobs")
+            condemned = self._gcstate_ids(root_start.condemned) | self._gcstate_ids(root_start.sweeping)
+            for blob_id in unreferenced:
+                self._read_unreferenced(blob_id, blob_id in condemned)
+        self._judge(root_start)
+        return report
+
+    def _walk_history(self, head: Generation, floor: int) -> None:
+        """The head's parent chain. Its blobs are not pinned by us: a gc running beside check may
+        collect old generations, so what goes missing here is judged at the end."""
+        gen = head
+        while gen.parent is not None:
+            below = gen.seq <= floor  # the parent is below the retain floor: gc promised nothing
+            parent_id = gen.parent
             try:
-                load_gcstate(repo.store, state)
-            except BlobCorrupt as exc:
-                report.corrupt.append(Problem(state, None, exc.reason))
-    report.blobs_reachable = len(seen)
-    orphans = [i for i in stored if i not in seen]
-    report.orphans = len(orphans)
-    report.orphan_bytes = sum(stored[i] for i in orphans)
-    return report
+                parent = self.repo.load_generation(parent_id)
+            except BlobMissing:
+                if below:
+                    self.report.history_collected_below_seq = gen.seq
+                else:
+                    self.tentative.append((Problem(parent_id, gen.id, "generation is missing"), gen.seq - 1,
+                                           "history"))
+                return
+            except (BlobCorrupt, UnsupportedFormat) as exc:
+                self.report.corrupt.append(Problem(parent_id, parent_id, _reason(exc)))
+                return
+            if parent.seq != gen.seq - 1:
+                self.report.corrupt.append(Problem(gen.id, gen.id, f"generation {gen.seq} names a parent with seq "
+                                                                   f"{parent.seq}"))
+                return
+            self.visit(Ref(BlobType.GENERATION, parent.id), parent, "below-floor" if below else "history")
+            self.report.generations_checked += 1
+            gen = parent
+
+    def _read_unreferenced(self, blob_id: str, condemned: bool) -> None:
+        try:
+            stored = self.repo.backend.get(blob_key(blob_id))
+        except KeyMissing:
+            self.report.collected_during_check += 1  # gc may delete what nothing references
+            return
+        try:
+            blob_type, payload = decode_blob(blob_id, stored)
+            if blob_type in RAW_TYPES:
+                validator = self.validators.get(blob_type)
+                if validator is not None:
+                    validator(blob_id, [], payload)
+            else:
+                refs, body = unpack_structured(payload, blob_id)
+                self._validate(Ref(blob_type, blob_id), refs, body, None)
+            self.report.unreferenced_read += 1
+        except (BlobCorrupt, UnsupportedFormat) as exc:
+            where = " (condemned by gc)" if condemned else ""
+            self.report.corrupt_unreferenced.append(Problem(getattr(exc, "blob_id", None) or blob_id, None,
+                                                            _reason(exc) + where))
+
+    def _gcstate_ids(self, state: str | None) -> set[str]:
+        try:
+            return set(load_gcstate(self.store, state))
+        except (BlobMissing, BlobCorrupt):
+            return set()
+
+    def _judge(self, root_start: Any) -> None:
+        """Missing history blobs are damage unless gc removed them on purpose: they lie below
+        the retain floor (at the start or now), or in a sweep set we saw, or (gc state blobs) a
+        gc transition replaced them while we read."""
+        self.snap._guard()  # our pin must have held the whole time, or nothing below is proven
+        root_end, _ = self.repo.read_root()
+        floor = max(root_start.retain_floor, root_end.retain_floor)
+        sweeping = self._gcstate_ids(root_start.sweeping) | self._gcstate_ids(root_end.sweeping)
+        epoch_moved = root_end.gc_epoch != root_start.gc_epoch
+        for problem, seq, mode in self.tentative:
+            excused = (mode == "below-floor" or problem.blob in sweeping
+                       or (seq is not None and seq < floor) or (mode == "gcstate" and epoch_moved))
+            if excused:
+                self.report.collected_during_check += 1
+                if mode in ("history", "below-floor") and problem.reason == "generation is missing" and seq is not None:
+                    self.report.history_collected_below_seq = seq + 1
+            else:
+                self.report.dangling.append(problem)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from .errors import BlobCorrupt, KeyMissing, UsageError
+from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
@@ -109,8 +110,8 @@ class Collector:
 
     def _mark(self) -> "Steps[dict[str, float]]":
         self.progress("marking reachable blobs")
-        reach = Reachability(self.repo)
         root, etag = self.repo.read_root()
+        reach = Reachability(self.repo, known_missing=self._known_damage(root))
         pins = list_pins(self.backend)
         now = self.backend.now()
         gens = reach.walk_root(root, pins, now, self.keep_last)
@@ -176,7 +177,7 @@ class Collector:
         yield "announced"
         root, _ = self.repo.read_root()
         pins: list[PinState] = list_pins(self.backend)
-        reach = Reachability(self.repo)
+        reach = Reachability(self.repo, known_missing=self._known_damage(root))
         gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
         doomed = sorted(i for i in sweeping if i not in reach.seen)
         self.report.rescued += len(sweeping) - len(doomed)
@@ -202,6 +203,10 @@ class Collector:
             yield "clear-cas"
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
+
+    def _known_damage(self, root: Root) -> set[str]:
+        """Blobs `repair blobs` removed, as the head records them: known damage, not a reason to stop."""
+        return known_blobs_of(self.repo, self.repo.load_generation(root.generation))
 
     def _recreated(self, blob_id: str) -> bool:
         """True if the blob was stored again within the grace period (deleted by an earlier,

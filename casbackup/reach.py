@@ -13,10 +13,14 @@ from .repository import Repository
 class Reachability:
     """Incremental mark set: walking a later head only visits blobs not seen before."""
 
-    def __init__(self, repo: Repository, on_blob: Callable[[Ref], None] | None = None) -> None:
+    def __init__(self, repo: Repository, on_blob: Callable[[Ref], None] | None = None,
+                 known_missing: Iterable[str] = ()) -> None:
         self.repo = repo
         self.seen: set[str] = set()
         self._on_blob = on_blob
+        # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
+        # whose subtrees are gone; walking past them must not stop gc.
+        self.known_missing = set(known_missing)
 
     def retained_generations(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int) -> list[Generation]:
         """Head back to the oldest live pin, and at least `keep_last` generations."""
@@ -58,7 +62,7 @@ class Reachability:
             try:
                 refs, _ = self.repo.store.get_structured(ref, generation)
             except BlobMissing:
-                if not tolerate_missing:
+                if not tolerate_missing and ref.id not in self.known_missing:
                     raise
                 continue
             stack.extend(r for r in refs if r.id not in self.seen)

@@ -29,7 +29,7 @@ from .errors import (
 from .gcstate import load_gcstate, write_gcstate
 from .pins import DEFAULT_PIN_TTL, Lease, _margin, new_pin
 from .records import CONFIG_KEY, PIN_PREFIX, ROOT_KEY, Config, Generation, PinRecord, Root, new_write_id
-from .store import BlobStore, PutResult
+from .store import BLOB_PREFIX, BlobStore, PutResult
 
 log = logging.getLogger("casbackup")
 
@@ -48,6 +48,23 @@ def run_steps(steps: "Steps[T]") -> T:
             next(steps)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+
+def location(backend: Backend) -> str:
+    """The path or URL that messages name (every backend sets `location`; wrappers may not)."""
+    return str(getattr(backend, "location", None) or backend)
+
+
+def _holds_blobs(backend: Backend, fresh: bool) -> bool:
+    """Whether any blob is stored. `fresh` (no config, no root): a location some backends cannot
+    list yet because it does not exist (rclone on a new path) counts as empty."""
+    try:
+        for _ in backend.list(BLOB_PREFIX):
+            return True
+    except BackendError:
+        if not fresh:
+            raise
+    return False
 
 
 def _validate_name(kind: str, text: str) -> str:
@@ -71,22 +88,33 @@ class Repository:
 
     @classmethod
     def init(cls, backend: Backend, unsafe_single_writer: bool = False, **settings: Any) -> "Repository":
+        """Create a repository, or finish an init that crashed before writing any blob.
+
+        A location that holds any blob is never initialised: with its root lost, a fresh empty
+        generation 0 would make the next gc delete every backup (spec §7.1)."""
+        where = location(backend)
         try:
             backend.stat(CONFIG_KEY)
             config_exists = True
         except KeyMissing:
             config_exists = False
-        if config_exists:
-            try:
-                backend.stat(ROOT_KEY)
-                raise RepositoryExists("a repository already exists there")
-            except KeyMissing:
-                pass  # a crashed init: finish it below with the config that is there
+        root_exists = True
+        try:
+            backend.stat(ROOT_KEY)
+        except KeyMissing:
+            root_exists = False
+        if root_exists:
+            raise RepositoryExists(f"a repository already exists at {where}")
+        if _holds_blobs(backend, fresh=not config_exists):
+            raise RepositoryExists(
+                f"{where} already holds casbackup data but has no root record; refusing to initialise it "
+                f"(that would hide every backup from gc). Run 'casbackup -r {where} repair root' to reinstall "
+                "its newest complete generation")
         self_test(backend, unsafe_single_writer)
         if not config_exists:
             config = Config(repo_id=secrets.token_hex(16), created=backend.now(), **settings)
             if not backend.create(CONFIG_KEY, config.encode()):
-                raise RepositoryExists("a repository was created there concurrently")
+                raise RepositoryExists(f"a repository was created at {where} concurrently")
         config = Config.decode(backend.get(CONFIG_KEY))
         repo = cls(backend, config, writable=True)
         write_id = new_write_id()
@@ -94,7 +122,7 @@ class Repository:
         try:
             backend.compare_and_swap(ROOT_KEY, None, Root(gen.id, 0, write_id, time=backend.now()).encode())
         except EtagMismatch:
-            raise RepositoryExists("a repository was created there concurrently") from None
+            raise RepositoryExists(f"a repository was created at {where} concurrently") from None
         return repo
 
     @classmethod
@@ -102,7 +130,8 @@ class Repository:
         try:
             config = Config.decode(backend.get(CONFIG_KEY))
         except KeyMissing:
-            raise RepositoryNotFound("no casbackup repository there (no config); create one with 'casbackup init'") from None
+            raise RepositoryNotFound(f"no casbackup repository at {location(backend)} (no config); "
+                                     "create one with 'casbackup init'") from None
         if write:
             self_test(backend, unsafe_single_writer)
         return cls(backend, config, writable=write)
@@ -116,7 +145,9 @@ class Repository:
         try:
             data, etag = self.backend.read_versioned(ROOT_KEY)
         except KeyMissing:
-            raise RepositoryNotFound("the repository has no root (an interrupted init?); run 'casbackup init' again") from None
+            where = location(self.backend)
+            raise RepositoryNotFound(f"the repository at {where} has no root record; run 'casbackup -r {where} "
+                                     "repair root' to find and reinstall its newest complete generation") from None
         return Root.decode(data), etag
 
     def load_generation(self, gen_id: str) -> Generation:

@@ -100,6 +100,7 @@ class CommandBackend:
     def __init__(self, config: CommandConfig, description: str = "cmd") -> None:
         self.config = config
         self.description = description
+        self.location = description  # "cmd:<config>"
         self.capabilities = Capabilities(conditional_create=False, conditional_update=False)
 
     @classmethod

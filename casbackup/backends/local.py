@@ -25,6 +25,7 @@ LOCK_NAME = ".lock"
 class LocalBackend:
     def __init__(self, root: str | os.PathLike[str], create: bool = False) -> None:
         self.root = Path(root).absolute()
+        self.location = str(self.root)  # what messages name: the repository's path
         self.capabilities = Capabilities(conditional_create=True, conditional_update=True)
         if create:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from .base import Capabilities, ObjectInfo, validate_key
 class MemoryBackend:
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self.capabilities = Capabilities(conditional_create=True, conditional_update=True)
+        self.location = "memory://"
         self._clock = clock or time.time
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()

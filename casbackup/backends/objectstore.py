@@ -91,6 +91,7 @@ class ObjectStoreBackend:
                  attempts: int = DEFAULT_ATTEMPTS, sleep: Callable[[float], None] = time.sleep) -> None:
         self.capabilities = Capabilities(conditional_create=True, conditional_update=True)
         self.description = description
+        self.location = description  # the repository URL (cloud.open_cloud passes it)
         self._reads = make_store(attempts - 1)   # GET/HEAD/LIST/DELETE: obstore retries them itself
         self._writes = make_store(0)             # conditional PUTs: never retried blindly
         self._attempts = attempts

@@ -8,9 +8,13 @@ from typing import Any
 import click
 
 from ..check import check as run_check
+from ..codec import BlobType, Ref
 from ..errors import CheckFailed, NotFound, UsageError
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
+from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
+from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
+from ..repair import repair_blobs, repair_root
 from .common import DURATION, Context, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -185,30 +189,142 @@ def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: boo
                + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
 
 
+def check_validators() -> tuple[dict[Any, Any], Any]:
+    """Every layer's validators: files (TREE, FILE, snapshots) and Aptos streams (FILE)."""
+    from ..aptos.streams import parse_file_body
+
+    def aptos_stream(file_id: str, refs: list[Ref], body: Any) -> list[tuple[str, int]]:
+        return [(r.id, n) for r, n in parse_file_body(Ref(BlobType.FILE, file_id), refs, body)]
+
+    return files_check_validators(aptos_stream)
+
+
+def _problem_lines(report: Any) -> list[str]:
+    lines = []
+    for label, problems in (("dangling", report.dangling), ("corrupt", report.corrupt),
+                            ("corrupt (unreferenced)", report.corrupt_unreferenced),
+                            ("corrupt record", report.corrupt_records)):
+        for p in problems:
+            where = f"; generation {p.generation}" if p.generation else ""
+            lines.append(f"{label}: {p.blob} ({p.reason}{where})")
+    return lines
+
+
 @click.command("check")
-@click.option("--read-data", is_flag=True, help="Also read every reachable blob and verify its hash.")
+@click.option("--read-data", is_flag=True,
+              help="Also read every stored blob, reachable or not, and verify its hash and body.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
 @pass_ctx
 def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
-    """Verify the root, every reachable blob's presence and, with --read-data, every hash."""
+    """Verify the root, every record, every reachable blob's presence and body and, with
+    --read-data, every stored blob. Exits 13 on damage."""
     repo = ctx.open()
-    report = run_check(repo, read_data=read_data, progress=ctx.progress(json_out))
+    validators, entry_validators = check_validators()
+    report = run_check(repo, read_data=read_data, progress=ctx.progress(json_out), validators=validators,
+                       entry_validators=entry_validators)
     if json_out:
         emit_json(report.to_json())
     else:
-        for p in report.dangling:
-            click.echo(f"dangling: {p.blob} ({p.reason}; generation {p.generation})")
-        for p in report.corrupt:
-            click.echo(f"corrupt: {p.blob} ({p.reason}; generation {p.generation})")
+        for line in _problem_lines(report):
+            click.echo(line)
+        for p in report.known_damage:
+            click.echo(f"known damage: {p.blob} ({p.reason})")
         click.echo(f"{report.generations_checked} generations, {report.blobs_reachable} reachable blobs"
-                   f" ({report.blobs_read} read), {report.orphans} orphans ({report.orphan_bytes} bytes), "
-                   f"{report.live_pins} live pins, {len(report.expired_pins)} expired pins")
+                   f" ({report.blobs_read} read), {report.orphans} unreferenced ({report.orphan_bytes} bytes"
+                   + (f", {report.unreferenced_read} read" if read_data else "") + "), "
+                   f"{report.live_pins} live pins, {len(report.expired_pins)} expired pins"
+                   + (f", {len(report.known_damage)} known damage" if report.known_damage else "")
+                   + (f", {report.collected_during_check} collected by gc meanwhile"
+                      if report.collected_during_check else ""))
     if not report.ok:
-        raise CheckFailed(f"check found {len(report.dangling)} missing and {len(report.corrupt)} corrupt blobs")
+        hint = ""
+        if any(p.blob == "root" for p in report.corrupt_records):
+            hint = "; the root is corrupt: run 'casbackup repair root'"
+        elif report.dangling or report.corrupt or report.corrupt_unreferenced:
+            hint = "; 'casbackup repair blobs' removes damaged blobs and marks the snapshots that used them"
+        raise CheckFailed(f"check found {len(report.dangling)} missing, {len(report.corrupt)} corrupt, "
+                          f"{len(report.corrupt_unreferenced)} corrupt unreferenced blobs and "
+                          f"{len(report.corrupt_records)} corrupt records{hint}")
     if not json_out:
         click.echo("no errors found")
 
 
+@click.group("repair")
+def repair() -> None:
+    """Recover from damage: a lost root, corrupt or missing blobs (dry run without --yes)."""
+
+
+def _ts_or(t: Any) -> str:
+    return _ts(t) if isinstance(t, (int, float)) else "-"
+
+
+@repair.command("root")
+@click.option("--generation", "generation", default=None, metavar="ID",
+              help="Install this generation (full ID or a prefix of 8+ digits) instead of the newest complete one.")
+@click.option("--yes", is_flag=True, help="Install it (without this, only show what would be installed).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be installed (the default).")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def repair_root_cmd(ctx: Context, generation: str | None, yes: bool, dry_run: bool, json_out: bool) -> None:
+    """Reinstall a missing or corrupt root: the newest generation whose whole content is present
+    and verifies, installed by compare-and-swap."""
+    apply = yes and not dry_run
+    repo = ctx.open(write=apply)
+    validators, entry_validators = check_validators()
+    out = repair_root(repo, apply=apply, generation=generation, validators=validators,
+                      entry_validators=entry_validators, progress=ctx.progress(json_out))
+    if json_out:
+        doc = out.to_json()
+        if out.generation is not None:
+            doc["generation"]["snapshots"] = out.generation["namespaces"].get(SNAPSHOTS_NAMESPACE, 0)
+        emit_json(doc)
+        return
+    g = out.generation or {}
+    click.echo(f"root is {out.previous_root}" + (f" ({out.previous_error})" if out.previous_error else "")
+               + f"; {out.generations_found} generations stored")
+    for c in out.passed_over:
+        click.echo(f"passed over: generation {c.seq} {c.id[:16]}: {c.reason}")
+    click.echo(f"{'installed' if out.applied else 'would install'}: generation {g.get('seq')} {g.get('id')} "
+               f"from {_ts_or(g.get('time'))}, {g.get('entries')} entries, "
+               f"{g.get('namespaces', {}).get(SNAPSHOTS_NAMESPACE, 0)} snapshots"
+               + (f", {g.get('known_damage')} known damaged blobs" if g.get("known_damage") else "")
+               + f"; history verified down to generation {out.retain_floor}")
+    if not out.applied:
+        click.echo("dry run: nothing was changed; run again with --yes to install it")
+
+
+@repair.command("blobs")
+@click.option("--yes", is_flag=True, help="Remove them (without this, only show what would be removed).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed (the default).")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def repair_blobs_cmd(ctx: Context, yes: bool, dry_run: bool, json_out: bool) -> None:
+    """Remove blobs that fail verification (after a re-read) and mark the snapshots that used
+    them, or missing blobs, as damaged; the next backup then uploads that data again."""
+    apply = yes and not dry_run
+    repo = ctx.open(write=apply)
+    validators, entry_validators = check_validators()
+    out = repair_blobs(repo, apply=apply, validators=validators, entry_validators=entry_validators,
+                       progress=ctx.progress(json_out))
+    if json_out:
+        emit_json(out.to_json())
+        return
+    verb = "removed" if out.applied else "would remove"
+    for b in out.removed:
+        what = "record missing" if b["where"] == "missing" else verb
+        click.echo(f"{what}: {b['type']} {b['blob']} ({b['reason']})")
+    for b in out.spared:
+        click.echo(f"spared: {b['blob']} verified on a re-read")
+    for d in out.damaged_entries:
+        click.echo(f"damaged: {d['namespace']} {d['key']} ({len(d['blobs'])} damaged blobs)")
+    if not out.removed:
+        click.echo("no damaged blobs found")
+    elif out.applied:
+        click.echo(f"recorded the damage in generation {out.generation}")
+    else:
+        click.echo("dry run: nothing was changed; run again with --yes to repair")
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (init, meta, log_cmd, pins_cmd, gc_cmd, check_cmd):
+    for cmd in (init, meta, log_cmd, pins_cmd, gc_cmd, check_cmd, repair):
         cli.add_command(cmd)

@@ -124,7 +124,7 @@ def snapshots(ctx: Context, tags: tuple[str, ...], json_out: bool) -> None:
         return
     for s in rows:
         click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
-                   f"{' '.join(s.paths)}")
+                   f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
 
 
 def _node_json(path: str, n: Any) -> dict[str, Any]:

@@ -454,10 +454,11 @@ def _scan_total(paths: list[str], excluded: Callable[[str, str], bool], progress
 
 
 def find_parent(snap: Any, host: str, paths: list[str]) -> SnapshotInfo | None:
-    """The newest snapshot of the same host and paths: the files cache source."""
+    """The newest snapshot of the same host and paths: the files cache source. A snapshot that
+    repair marked damaged is never one: its unchanged files would reuse the lost chunks."""
     best = None
     for s in list_snapshots(snap):
-        if s.host == host and sorted(s.paths) == sorted(paths):
+        if s.host == host and sorted(s.paths) == sorted(paths) and not s.damaged:
             best = s
     return best
 

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 import blake3
 
 from ..codec import BlobType, Ref, packb, unpackb
+from ..damage import damaged_keys, is_damaged
 from ..errors import BlobCorrupt, NotFound, UsageError
 
 NAMESPACE = "snapshots"
@@ -24,6 +25,7 @@ class SnapshotInfo:
     tree: str
     parent: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    damaged: bool = False  # repair found data it reaches missing or corrupt (never part of value())
 
     @property
     def root(self) -> Ref:
@@ -41,7 +43,7 @@ class SnapshotInfo:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "short_id": self.id[:8], "time": self.time, "host": self.host, "user": self.user,
                 "paths": self.paths, "tags": self.tags, "tree": self.tree, "parent": self.parent,
-                "size": self.size, "summary": self.summary}
+                "size": self.size, "summary": self.summary, "damaged": self.damaged}
 
 
 def new_id(value: bytes) -> str:
@@ -71,6 +73,9 @@ def decode(key: str, value: bytes, refs: Iterable[Ref]) -> SnapshotInfo:
 def list_snapshots(snap: Any) -> list[SnapshotInfo]:
     """All snapshots of a pinned generation, oldest first."""
     out = [decode(e.key, snap.value(e), e.refs) for e in snap.list(NAMESPACE)]
+    damaged = damaged_keys(snap, NAMESPACE)
+    for s in out:
+        s.damaged = s.id in damaged
     out.sort(key=lambda s: (s.time, s.id))
     return out
 
@@ -90,4 +95,6 @@ def resolve(snap: Any, spec: str) -> SnapshotInfo:
     if len(matches) > 1:
         raise UsageError(f"snapshot prefix {spec!r} is ambiguous ({len(matches)} matches); give more digits")
     e = matches[0]
-    return decode(e.key, snap.value(e), e.refs)
+    info = decode(e.key, snap.value(e), e.refs)
+    info.damaged = is_damaged(snap, NAMESPACE, info.id)
+    return info
