@@ -50,6 +50,9 @@ class CloudUrl:
 
 def parse_cloud_url(url: str) -> CloudUrl:
     """s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX; refuses anything odd."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        # urlsplit silently deletes tabs and newlines ("s3://b/p\n" would become prefix "p").
+        raise UsageError(f"{url!r}: a repository URL cannot contain whitespace or control characters")
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme not in SCHEMES:

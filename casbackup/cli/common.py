@@ -18,7 +18,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(text: str) -> float:
     """'0s', '30s', '15m', '24h', '7d', '2w' -> seconds."""
-    m = _DURATION.fullmatch(text.strip())
+    m = _DURATION.fullmatch(text)  # the whole text: "24h\n" or "24h junk" is not a duration
     if not m:
         raise UsageError(f"invalid duration {text!r}: write it like 30s, 15m, 24h or 7d")
     return float(m.group(1)) * _UNITS[m.group(2)]
