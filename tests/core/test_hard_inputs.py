@@ -168,4 +168,4 @@ def test_built_s3_store_keeps_the_explicit_endpoint(monkeypatch: pytest.MonkeyPa
     spec = store_spec("s3://bkt/p", {"endpoint": OPT, "allow_http": "true"})
     store = S3Store(spec.url.bucket, config=spec.config)
     cfg = {k.lower(): v for k, v in store.config.items()}
-    assert cfg.get("endpoint") == OPT and cfg.get("endpoint_url_s3", OPT) == OPT, cfg
+    assert cfg.get("endpoint") == OPT and cfg.get("endpoint_url_s3") == OPT, cfg

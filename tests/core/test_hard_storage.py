@@ -220,6 +220,7 @@ def test_cli_no_pin_with_a_write_command_is_a_usage_error(filled_repo: tuple[str
     repo, _ = filled_repo
     r = run_cli("--no-pin", "-r", repo, *cmd)
     assert r.code == 2 and r.stderr.count("\n") == 1 and "--no-pin" in r.stderr, r.stderr
+    assert "for reading only" in r.stderr, r.stderr
 
 
 @pytest.fixture
