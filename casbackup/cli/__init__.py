@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         _internal(exc)
 
 
-def _internal(exc: Exception) -> None:
+def _internal(exc: Exception) -> NoReturn:
     if os.environ.get("CASBACKUP_DEBUG"):
         raise exc
     die(f"internal error: {type(exc).__name__}: {exc} (please report it; CASBACKUP_DEBUG=1 shows a traceback)",
