@@ -62,7 +62,7 @@ def index_body(parts: list[Piece]) -> tuple[list[Ref], dict[str, Any]]:
 def write_file(put_structured: PutStructured, chunks: list[Piece]) -> tuple[Ref, int]:
     """Store the FILE blob(s) naming `chunks` in order; returns (top FILE ref, total size)."""
     level: list[Piece] = list(chunks)
-    make = leaf_body
+    make: Callable[[list[Piece]], tuple[list[Ref], dict[str, Any]]] = leaf_body  # mypy: two signatures alike
     while True:
         groups = [level[i:i + PART_CHUNKS] for i in range(0, len(level), PART_CHUNKS)] or [[]]
         written = []
