@@ -17,6 +17,10 @@ from .store import BlobStore
 LEAF_TARGET_BYTES = 16 * 1024
 MAX_FANOUT = 128
 INLINE_VALUE_MAX = 8 * 1024
+# Refs one entry may carry: one entry is never split across pages, so this bounds a leaf PAGE
+# (~70 bytes per ref) far below the structured limit (codec.MAX_STRUCTURED_PAYLOAD).
+MAX_ENTRY_REFS = 4096
+VALUE_REF_TYPES = (BlobType.VALUE, BlobType.FILE)
 
 
 class Entry(NamedTuple):
@@ -61,6 +65,8 @@ def _entry_from_wire(raw: Any, name: str) -> Entry:
         if vref is None:
             raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
         vref = Ref.from_bytes(vref, name)
+        if vref.type not in VALUE_REF_TYPES:
+            raise BlobCorrupt(name, f"an entry's value blob must be a VALUE or FILE, not {vref.type.name}")
     elif vref is not None or type(value) is not bytes:
         raise BlobCorrupt(name, "an entry needs exactly one of an inline value or a value blob")
     return _new_entry(Entry, ns, key, value, vref, tuple([Ref.from_bytes(r, name) for r in refs]) if refs else ())

@@ -80,6 +80,10 @@ class BackendError(CasbackupError):
     exit_code = 8
 
 
+class WriteRefused(BackendError):
+    """The storage refuses writes (read-only mount, permission denied, 403); reads may still work."""
+
+
 class KeyMissing(BackendError):
     """A backend key does not exist (raised by backends; the store turns it into BlobMissing)."""
 

@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import builtins
+import io
 import logging
 import random
 import secrets
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Generator, Iterable, Iterator, TypeVar
+from typing import IO, Any, Callable, Generator, Iterable, Iterator, TypeVar
 
 from .backends.base import Backend
-from .btree import INLINE_VALUE_MAX, BTree, Entry, Op
+from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, BTree, Entry, Op
+from .chunklist import Piece, iter_chunks, write_file
 from .codec import BlobType, Ref
 from .errors import (
     BackendError,
+    BlobCorrupt,
     BlobMissing,
     CapabilityError,
     CommitConflict,
@@ -25,17 +30,28 @@ from .errors import (
     RepositoryExists,
     RepositoryNotFound,
     UsageError,
+    WriteRefused,
 )
 from .gcstate import load_gcstate, write_gcstate
 from .pins import DEFAULT_PIN_TTL, Lease, _margin, new_pin
 from .records import CONFIG_KEY, PIN_PREFIX, ROOT_KEY, Config, Generation, PinRecord, Root, new_write_id
 from .store import BLOB_PREFIX, BlobStore, PutResult
+from .transfer import get_many
 
 log = logging.getLogger("casbackup")
 
 COMMIT_TIMEOUT = 300.0
 PIN_VALIDATION_ATTEMPTS = 50
 ROOT_REASK_LIMIT = 8
+
+# Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
+# larger, a FILE (chunklist.py) of VALUE_PIECE-byte CHUNK blobs, so any size round-trips.
+VALUE_BLOB_MAX = 4 * 1024 * 1024
+VALUE_PIECE = 4 * 1024 * 1024
+VALUE_WORKERS = 2            # upload threads for a large value
+VALUE_IN_FLIGHT = 4          # pieces queued or uploading at once (bounded memory)
+VALUE_READ_REQUESTS = 4      # downloads ahead of the consumer
+VALUE_READ_BYTES = 32 * 1024 * 1024
 
 T = TypeVar("T")
 Steps = Generator[str, None, T]
@@ -68,12 +84,53 @@ def _holds_blobs(backend: Backend, fresh: bool) -> bool:
 
 
 def _validate_name(kind: str, text: str) -> str:
-    if not isinstance(text, str) or not text or len(text.encode()) > 1024 or "\x00" in text:
+    try:
+        size = len(text.encode()) if isinstance(text, str) else 0
+    except UnicodeEncodeError:  # undecodable bytes from argv or a file name (surrogates)
+        size = 0
+    if not size or size > 1024 or "\x00" in text:
         raise UsageError(f"invalid {kind} {text!r}: it must be 1-1024 bytes of UTF-8 with no NUL")
     return text
 
 
+def _read_full(stream: IO[bytes], size: int) -> bytes:
+    """Up to `size` bytes, fewer only at end of stream (pipes return short reads)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    filled = 0
+    while filled < size:
+        n = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        filled += n
+    del view
+    if filled < size:
+        del buf[filled:]
+    return bytes(buf)
+
+
+class _NullLease:
+    """The lease of an unpinned reader (--no-pin): writes nothing, never expires.
+
+    Nothing protects what it reads from a concurrent gc; a blob gc removed is still a loud
+    BlobMissing, never skipped."""
+
+    key = PIN_PREFIX
+    released = False
+    remaining = float("inf")
+
+    def check(self) -> None:
+        pass
+
+    def release(self) -> None:
+        self.released = True
+
+
 class Repository:
+    # False: readers do not write a pin (read-only storage; CLI --no-pin). Transactions always
+    # pin their base. Set on an instance: `repo.pin_reads = False`.
+    pin_reads = True
+
     def __init__(self, backend: Backend, config: Config, writable: bool,
                  monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.backend = backend
@@ -215,15 +272,22 @@ class Repository:
     # ---- reading -----------------------------------------------------------------------
 
     @contextmanager
-    def reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL) -> Iterator["Snapshot"]:
-        snap = self.open_snapshot(purpose, ttl)
+    def reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, pin: bool | None = None) -> Iterator["Snapshot"]:
+        snap = self.open_snapshot(purpose, ttl, pin=pin)
         try:
             yield snap
         finally:
             snap.close()
 
-    def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True) -> "Snapshot":
-        """Resolve the root once, pin its generation, and validate the pin (spec §8.2)."""
+    def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True,
+                      pin: bool | None = None) -> "Snapshot":
+        """Resolve the root once, pin its generation, and validate the pin (spec §8.2).
+
+        pin=False (default: `self.pin_reads`) resolves the root once and writes nothing: for
+        storage that refuses writes. A concurrent gc may then remove what it reads (loudly)."""
+        if not (self.pin_reads if pin is None else pin):
+            root, _ = self.read_root()
+            return Snapshot(self, self.load_generation(root.generation), _NullLease(), gc_epoch=root.gc_epoch)
         return run_steps(self.open_snapshot_steps(purpose, ttl, renew))
 
     def open_snapshot_steps(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL,
@@ -232,7 +296,12 @@ class Repository:
         for _ in range(PIN_VALIDATION_ATTEMPTS):
             first, _ = self.read_root()
             yield "root-read"
-            lease = new_pin(self.backend, first.generation, first.seq, purpose, ttl, renew=renew, monotonic=self.monotonic)
+            try:
+                lease = new_pin(self.backend, first.generation, first.seq, purpose, ttl, renew=renew,
+                                monotonic=self.monotonic)
+            except WriteRefused as exc:
+                raise WriteRefused(f"cannot write a reader pin: {exc}; to read without a pin, pass --no-pin "
+                                   "(or set CASBACKUP_NO_PIN=1; library: reader(pin=False))") from None
             try:
                 yield "pinned"
                 second, _ = self.read_root()
@@ -302,7 +371,7 @@ class _AttachedLease:
 class Snapshot:
     """A pinned, read-only view of one generation; every read checks the lease first."""
 
-    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease,
+    def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease | _NullLease,
                  gc_epoch: int | None = None) -> None:
         self.repo = repo
         self.generation = generation
@@ -334,10 +403,51 @@ class Snapshot:
         return self.value(e)
 
     def value(self, e: Entry) -> bytes:
+        """The whole value in memory; use iter_value/open_value for values of any size."""
         if e.value is not None:
             return e.value
         assert e.value_ref is not None
-        return self.read_blob(e.value_ref)
+        if e.value_ref.type == BlobType.VALUE:
+            return self.read_blob(e.value_ref)
+        return b"".join(self.iter_value(e))
+
+    def iter_value(self, e: Entry) -> Iterator[bytes]:
+        """The value piece by piece, each hash-verified; a FILE value's pieces are checked
+        against the sizes its chunk list gives (a short list or chunk is corrupt, never silent).
+        Memory: a few pieces (VALUE_READ_BYTES) ahead of the consumer."""
+        if e.value is not None:
+            yield e.value
+            return
+        ref = e.value_ref
+        assert ref is not None
+        if ref.type == BlobType.VALUE:
+            yield self.read_blob(ref)
+            return
+        if ref.type != BlobType.FILE:
+            raise BlobCorrupt(ref.id, f"a value cannot be a {ref.type.name} blob", self.generation.id)
+        self._guard()
+        sizes: deque[Piece] = deque()
+
+        def chunks() -> Iterator[tuple[Ref, int]]:
+            for piece in iter_chunks(self.read_structured, ref.id):
+                sizes.append(piece)
+                yield piece.ref, piece.size
+
+        try:
+            for data in get_many(self.repo.store, chunks(), requests=VALUE_READ_REQUESTS,
+                                 max_bytes=VALUE_READ_BYTES, generation=self.generation.id):
+                piece = sizes.popleft()
+                if len(data) != piece.size:
+                    raise BlobCorrupt(piece.id, f"chunk holds {len(data)} bytes, value FILE {ref.id} lists {piece.size}",
+                                      self.generation.id)
+                self._guard()
+                yield data
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def open_value(self, e: Entry) -> IO[bytes]:
+        """A read-only binary stream of the value (streams; never holds it whole)."""
+        return io.BufferedReader(_PieceReader(self.iter_value(e)), buffer_size=1024 * 1024)
 
     def list(self, namespace: str | None = None, prefix: str = "") -> Iterator[Entry]:
         self._guard()
@@ -376,6 +486,34 @@ class Snapshot:
         self.close()
 
 
+class _PieceReader(io.RawIOBase):
+    """A raw binary stream over an iterator of byte pieces."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: Any) -> int:
+        while not self._buf:
+            nxt = next(self._pieces, None)
+            if nxt is None:
+                return 0
+            self._buf = memoryview(nxt)
+        n = min(len(out), len(self._buf))
+        out[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
 class Transaction:
     """Puts and deletes applied atomically by one root compare-and-swap (spec §8.3).
 
@@ -387,7 +525,7 @@ class Transaction:
     def __init__(self, repo: Repository, message: str, ttl: float) -> None:
         self.repo = repo
         self.message = message
-        self.base = repo.open_snapshot("commit", ttl)
+        self.base = repo.open_snapshot("commit", ttl, pin=True)
         # GC epoch before anything was touched: if it moved by commit time, a sweep may have
         # deleted a blob this transaction found present (dedup), so presence is checked again.
         self._gc_epoch = self.base.gc_epoch
@@ -416,14 +554,78 @@ class Transaction:
         self.touched.update(refs)
 
     def put(self, namespace: str, key: str, value: bytes, refs: Iterable[Ref] = (), if_absent: bool = False) -> None:
-        _validate_name("namespace", namespace)
-        _validate_name("key", key)
-        refs = tuple(sorted(set(refs)))
+        """Stage a value of any size (inline, one VALUE blob, or a FILE of chunks; spec §6.1)."""
+        if len(value) > VALUE_BLOB_MAX:
+            self.put_stream(namespace, key, io.BytesIO(value), refs, if_absent)
+            return
+        refs = self._check_entry(namespace, key, refs)
         if len(value) > INLINE_VALUE_MAX:
-            vref = self.put_blob(BlobType.VALUE, value).ref
+            vref = self.put_blob(BlobType.VALUE, bytes(value)).ref
             entry = Entry(namespace, key, None, vref, refs)
         else:
             entry = Entry(namespace, key, bytes(value), None, refs)
+        self._stage(entry, if_absent)
+
+    def put_stream(self, namespace: str, key: str, stream: IO[bytes], refs: Iterable[Ref] = (),
+                   if_absent: bool = False) -> int:
+        """Stage a value read from a binary stream until EOF, never holding it whole: pieces of
+        VALUE_PIECE bytes are uploaded (and touched) as CHUNK blobs, at most VALUE_IN_FLIGHT at
+        a time, and listed by a FILE blob. Returns the value's size."""
+        refs = self._check_entry(namespace, key, refs)
+        first = _read_full(stream, VALUE_BLOB_MAX + 1)
+        if len(first) <= VALUE_BLOB_MAX:  # small: the same entry put() would make
+            if len(first) > INLINE_VALUE_MAX:
+                entry = Entry(namespace, key, None, self.put_blob(BlobType.VALUE, first).ref, refs)
+            else:
+                entry = Entry(namespace, key, first, None, refs)
+            self._stage(entry, if_absent)
+            return len(first)
+        pieces: list[Piece] = []
+        carry = first[VALUE_PIECE:]
+        head = first[:VALUE_PIECE]
+        del first
+
+        def read_pieces() -> Iterator[bytes]:
+            yield head
+            rest = carry + _read_full(stream, VALUE_PIECE - len(carry))
+            while rest:
+                yield rest
+                if len(rest) < VALUE_PIECE:
+                    return
+                rest = _read_full(stream, VALUE_PIECE)
+
+        with ThreadPoolExecutor(VALUE_WORKERS, thread_name_prefix="casbackup-value") as pool:
+            pending: deque[tuple[Future[PutResult], int]] = deque()
+            try:
+                for data in read_pieces():
+                    pending.append((pool.submit(self.put_blob, BlobType.CHUNK, data), len(data)))
+                    del data
+                    while len(pending) >= VALUE_IN_FLIGHT:
+                        fut, n = pending.popleft()
+                        pieces.append(Piece(fut.result().ref.id, n))
+                while pending:
+                    fut, n = pending.popleft()
+                    pieces.append(Piece(fut.result().ref.id, n))
+            finally:
+                for fut, _ in pending:
+                    fut.cancel()
+        file_ref, size = write_file(self.put_structured, pieces)
+        self._stage(Entry(namespace, key, None, file_ref, refs), if_absent)
+        return size
+
+    @staticmethod
+    def _check_entry(namespace: str, key: str, refs: Iterable[Ref]) -> tuple[Ref, ...]:
+        _validate_name("namespace", namespace)
+        _validate_name("key", key)
+        out = tuple(sorted(set(refs)))
+        if len(out) > MAX_ENTRY_REFS:
+            raise UsageError(f"entry {key!r} in namespace {namespace!r} names {len(out)} refs, over the limit of "
+                             f"{MAX_ENTRY_REFS}: keep many blobs alive through one structured blob (a FILE or TREE) "
+                             "and reference that")
+        return out
+
+    def _stage(self, entry: Entry, if_absent: bool) -> None:
+        namespace, key, refs = entry.namespace, entry.key, entry.refs
         self.touched.update(refs)
         self.ops[(namespace, key)] = Op(namespace, key, entry)
         if if_absent:

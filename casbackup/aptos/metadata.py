@@ -102,7 +102,7 @@ def parse_file(name: str, data: bytes) -> list[Meta]:
 
 def _check_name(name: str, metas: list[Meta]) -> None:
     for pattern, kind, compacted in NAME_RULES:
-        m = pattern.match(name)
+        m = pattern.fullmatch(name)  # `$` alone lets "x.meta\n" through
         if not m:
             continue
         wrong = [i for i, x in enumerate(metas, 1) if x.kind != kind]

@@ -20,7 +20,8 @@ METADATA_DIR = "metadata"
 METADATA_BACKUP_DIR = "metadata_backup"
 RESERVED = frozenset({METADATA_DIR, METADATA_BACKUP_DIR})
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{2,126}$")
+# \Z, not $: `$` also matches before a trailing newline, and callers elsewhere use .match().
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{2,126}\Z")
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
@@ -28,7 +29,7 @@ def check_name(kind: str, text: str | None) -> str:
     """The tool's ShellSafeName rule; a clear UsageError otherwise."""
     if text is None or text == "":
         raise UsageError(f"{kind} is not set")
-    if not NAME_RE.match(text):
+    if not NAME_RE.fullmatch(text):
         raise UsageError(f"invalid {kind} {text!r}: a name must match ^[a-zA-Z0-9][a-zA-Z0-9._-]{{2,126}}$")
     return text
 

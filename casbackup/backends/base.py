@@ -12,12 +12,13 @@ from typing import Iterator, Protocol, runtime_checkable
 
 from ..errors import UsageError
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+# \Z, not $: `$` also matches before a trailing newline ("root\n" would pass).
+_KEY_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*\Z")
 
 
 def validate_key(key: str) -> str:
     """Refuse keys that could escape a prefix or collide with backend-internal names."""
-    if not _KEY_RE.match(key) or len(key) > 512:
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key) or len(key) > 512:
         raise UsageError(f"invalid storage key {key!r}")
     return key
 

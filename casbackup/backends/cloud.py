@@ -24,11 +24,11 @@ from .objectstore import (
 
 SCHEMES = ("s3", "gs", "az")
 _BUCKET_RE = {
-    "s3": re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
-    "gs": re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"),
-    "az": re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$"),
+    "s3": re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z"),
+    "gs": re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z"),
+    "az": re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]\Z"),
 }
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")  # used with fullmatch; \Z: no "\n"
 
 # Options every cloud scheme accepts, plus per-scheme ones (names as the user types them).
 COMMON_OPTIONS = {"timeout", "connect_timeout", "attempts", "allow_http"}
@@ -50,6 +50,9 @@ class CloudUrl:
 
 def parse_cloud_url(url: str) -> CloudUrl:
     """s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX; refuses anything odd."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        # urlsplit silently deletes tabs and newlines ("s3://b/p\n" would become prefix "p").
+        raise UsageError(f"{url!r}: a repository URL cannot contain whitespace or control characters")
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme not in SCHEMES:
@@ -57,12 +60,12 @@ def parse_cloud_url(url: str) -> CloudUrl:
     if parts.query or parts.fragment or parts.username or parts.password or parts.port:
         raise UsageError(f"{url!r}: no user, port, query or fragment allowed in a repository URL (use --option)")
     bucket = parts.hostname or ""
-    if parts.netloc != bucket or not _BUCKET_RE[scheme].match(bucket) or ".." in bucket:
+    if parts.netloc != bucket or not _BUCKET_RE[scheme].fullmatch(bucket) or ".." in bucket:
         raise UsageError(f"{url!r}: {bucket!r} is not a valid bucket/container name")
     path = parts.path.strip("/")
     segments = path.split("/") if path else []
     for seg in segments:
-        if not _SEGMENT_RE.match(seg) or seg in (".", ".."):
+        if not _SEGMENT_RE.fullmatch(seg) or seg in (".", ".."):
             raise UsageError(f"{url!r}: invalid prefix segment {seg!r}")
     return CloudUrl(scheme, bucket, "/".join(segments))
 
@@ -130,36 +133,53 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
             raise UsageError(f"option attempts={options['attempts']!r}: expected an integer") from None
         if not 1 <= attempts <= 20:
             raise UsageError("option attempts: expected 1 to 20")
+    for name, value in options.items():
+        if not value.strip() and name != "allow_http":
+            raise UsageError(f"option {name}= is empty: give a value, or leave the option out")
     config: dict[str, Any] = {}
     endpoint: str | None = None
+
+    def pick(option: str, *env_names: str) -> str | None:
+        """An explicit --option always wins; then the first environment variable set."""
+        if option in options:
+            return options[option]
+        return next((env[n] for n in env_names if env.get(n)), None)
+
     env_http = env.get("AWS_ALLOW_HTTP", "") if cu.scheme == "s3" else ""
     allow_http = _bool("allow_http", options.get("allow_http", env_http or "false"))
     if cu.scheme == "s3":
-        endpoint = (options.get("endpoint") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-                    or env.get("AWS_ENDPOINT") or None)
-        region = options.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        # The store itself also reads these variables, and AWS_ENDPOINT_URL_S3 takes precedence
+        # over the `endpoint` key there: so the endpoint we chose is set under both keys, and
+        # every other value is set explicitly, so nothing in the environment can override it.
+        endpoint = pick("endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+        region = pick("region", "AWS_REGION", "AWS_DEFAULT_REGION")
         if endpoint:
             config["endpoint"] = endpoint
+            config["aws_endpoint_url_s3"] = endpoint
+        if not region and endpoint:
+            region = "us-east-1"  # S3-compatible servers ignore it, but signing needs one
         if region:
             config["region"] = region
-        elif endpoint:
-            config["region"] = "us-east-1"  # S3-compatible servers ignore it, but signing needs one
-        config["virtual_hosted_style_request"] = _bool("virtual_hosted_style",
-                                                       options.get("virtual_hosted_style", "false" if endpoint else "true"))
+            config["default_region"] = region
+        config["virtual_hosted_style_request"] = _bool(
+            "virtual_hosted_style",
+            pick("virtual_hosted_style", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST") or ("false" if endpoint else "true"))
         config["conditional_put"] = "etag"
     elif cu.scheme == "gs":
-        endpoint = options.get("base_url")
+        endpoint = pick("base_url", "GOOGLE_BASE_URL")
         if endpoint:
             config["base_url"] = endpoint
     else:
-        endpoint = options.get("endpoint")
+        endpoint = pick("endpoint", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT")
+        account = pick("account_name", "AZURE_STORAGE_ACCOUNT_NAME")
+        if account:
+            config["account_name"] = account
+        use_emulator = _bool("use_emulator", pick("use_emulator", "AZURE_STORAGE_USE_EMULATOR") or "false")
+        config["use_emulator"] = use_emulator
         if endpoint:
             config["endpoint"] = endpoint
-        if "account_name" in options:
-            config["account_name"] = options["account_name"]
-        if _bool("use_emulator", options.get("use_emulator", "false")):
-            config["use_emulator"] = True
-            endpoint = endpoint or "http://127.0.0.1:10000"
+        elif use_emulator:
+            endpoint = "http://127.0.0.1:10000"  # the emulator's default, for the allow_http check below
     if endpoint is not None:
         ep = urlsplit(endpoint)
         if ep.scheme not in ("http", "https") or not ep.hostname:

@@ -73,7 +73,7 @@ class CommandConfig:
             raise UsageError(f"{name}: commands missing {missing or '-'}; unknown {sorted(extra) or '-'} "
                              f"(required: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)})")
         env = raw.get("env") or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) and _ENV_NAME.match(k) for k in env):
+        if not isinstance(env, dict) or not all(isinstance(k, str) and _ENV_NAME.fullmatch(k) for k in env):
             raise UsageError(f"{name}: 'env' must map UPPER_CASE names to values")
         env = {k: None if v is None else str(v) for k, v in env.items()}
         for k, v in (options or {}).items():

@@ -15,11 +15,21 @@ from typing import Iterator
 
 import blake3
 
-from ..errors import BackendError, EtagMismatch, KeyMissing, RepositoryNotFound
+from ..errors import BackendError, EtagMismatch, KeyMissing, RepositoryNotFound, WriteRefused
 from .base import Capabilities, ObjectInfo, validate_key
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
+# Errors that mean the storage refuses writes (a read-only mount, permissions): readers may
+# still read, e.g. without a pin (--no-pin).
+_REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _fail(op: str, path: Path | str, exc: OSError, write: bool = True) -> BackendError:
+    """An OSError as a storage error naming the path (CLI exit 8), not a bare errno (exit 1)."""
+    cls = WriteRefused if write and exc.errno in _REFUSED else BackendError
+    reason = exc.strerror or str(exc)
+    return cls(f"{op} {path}: {reason}")
 
 
 class LocalBackend:
@@ -75,35 +85,41 @@ class LocalBackend:
         return tmp
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             raise KeyMissing(f"no such key: {key}") from None
         except OSError as exc:
-            raise BackendError(f"reading {key}: {exc.strerror}") from exc
+            raise _fail("reading", path, exc, write=False) from exc
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
+            with open(path, "rb") as f:
                 f.seek(start)
                 return f.read(length)
         except FileNotFoundError:
             raise KeyMissing(f"no such key: {key}") from None
         except OSError as exc:
-            raise BackendError(f"reading {key}: {exc.strerror}") from exc
+            raise _fail("reading", path, exc, write=False) from exc
 
     def create(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         if path.exists():
             return False
+        try:
+            return self._create(path, data)
+        except OSError as exc:
+            raise _fail("writing", getattr(exc, "filename", None) or path, exc) from exc
+
+    def _create(self, path: Path, data: bytes) -> bool:
         tmp = self._write_temp(path.parent, data)
         try:
             os.link(tmp, path)
             created = True
         except FileExistsError:
             created = False
-        except OSError as exc:
-            raise BackendError(f"creating {key}: {exc.strerror}") from exc
         finally:
             _unlink_quiet(tmp)
         _fsync_dir(path.parent)
@@ -115,6 +131,12 @@ class LocalBackend:
 
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         path = self._path(key)
+        try:
+            return self._compare_and_swap(key, path, expected_etag, data)
+        except OSError as exc:
+            raise _fail("writing", getattr(exc, "filename", None) or path, exc) from exc
+
+    def _compare_and_swap(self, key: str, path: Path, expected_etag: str | None, data: bytes) -> str:
         self._ensure_dir(path.parent)
         # One lock per folder, never deleted: per-key lock files would pile up (one per pin), and
         # deleting a lock file lets two processes lock two different inodes of the same name.
@@ -146,7 +168,7 @@ class LocalBackend:
         try:
             entries = sorted(self._walk(start, directory))
         except OSError as exc:
-            raise BackendError(f"listing {prefix!r}: {exc.strerror}") from exc
+            raise _fail(f"listing {prefix!r} in", start, exc, write=False) from exc
         for rel, st in entries:
             if rel.startswith(prefix):
                 yield ObjectInfo(rel, st.st_size, st.st_mtime)
@@ -176,15 +198,18 @@ class LocalBackend:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise BackendError(f"deleting {key}: {exc.strerror}") from exc
+            raise _fail("deleting", path, exc) from exc
         # No folder fsync: a delete lost to a power cut only brings back an orphan blob or a dead
         # pin, which gc handles; an fsync per delete made the sweep ~5x slower.
 
     def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
+            st = path.stat()
         except FileNotFoundError:
             raise KeyMissing(f"no such key: {key}") from None
+        except OSError as exc:
+            raise _fail("reading", path, exc, write=False) from exc
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def now(self) -> float:

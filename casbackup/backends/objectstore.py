@@ -27,7 +27,7 @@ from obstore.exceptions import (
     UnauthenticatedError,
 )
 
-from ..errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown
+from ..errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, WriteRefused
 from .base import Capabilities, ObjectInfo, validate_key
 
 T = TypeVar("T")
@@ -79,6 +79,33 @@ def _maybe_applied(exc: BaseException) -> bool:
     return "HTTP error" in text or "Error performing" in text
 
 
+# Where each store's client looks for credentials when none are configured (instance metadata
+# servers, token endpoints). A failure there means "no credentials", whatever status it shows.
+_CREDENTIAL_HINTS = ("169.254.169.254", "fd00:ec2::254", "/latest/api/token", "/latest/meta-data",
+                     "metadata.google.internal", "/computeMetadata/", "/metadata/identity/oauth2/token",
+                     "error getting credentials", "failed to get credential", "credential provider",
+                     "no credentials", "missing credentials", "token request")
+CREDENTIAL_VARIABLES = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), "
+          "or AWS_PROFILE / AWS_WEB_IDENTITY_TOKEN_FILE",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT",
+    "az": "AZURE_STORAGE_ACCOUNT_KEY (with AZURE_STORAGE_ACCOUNT_NAME) or AZURE_STORAGE_SAS_KEY",
+}
+
+
+def _is_credential_failure(exc: BaseException) -> bool:
+    """The client found no credentials and fell back to a metadata server (which refused)."""
+    text = str(exc).lower()
+    return any(h.lower() in text for h in _CREDENTIAL_HINTS)
+
+
+def credentials_message(description: str, op: str, key: str) -> str:
+    scheme = description.split("://", 1)[0] if "://" in description else "s3"
+    variables = CREDENTIAL_VARIABLES.get(scheme, CREDENTIAL_VARIABLES["s3"])
+    return (f"{description}: no storage credentials were found for {op} {key}: set {variables} "
+            "(casbackup takes credentials only from the environment)")
+
+
 def _is_missing_bucket(exc: BaseException) -> bool:
     text = str(exc)
     return "NoSuchBucket" in text or "ContainerNotFound" in text
@@ -108,8 +135,11 @@ class ObjectStoreBackend:
         """Map an obstore error that is not a contract outcome to a BackendError."""
         if _is_missing_bucket(exc):
             return BackendError(f"{self.description}: the bucket/container does not exist ({op} {key})")
-        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
-            return BackendError(f"{self.description}: access denied for {op} {key}: {_first_line(exc)}")
+        if _is_credential_failure(exc):
+            return BackendError(credentials_message(self.description, op, key))
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or _status(exc) == 403:
+            cls = WriteRefused if op in ("put", "delete") else BackendError
+            return cls(f"{self.description}: access denied for {op} {key}: {_first_line(exc)}")
         return BackendError(f"{self.description}: {op} {key} failed: {_first_line(exc)}")
 
     def _read(self, op: str, key: str, fn: Callable[[], T]) -> T:
@@ -145,6 +175,8 @@ class ObjectStoreBackend:
             except (PermissionDeniedError, UnauthenticatedError) as exc:
                 raise self._fail("put", key, exc) from None
             except (BaseError, OSError, RuntimeError, ValueError) as exc:
+                if _is_credential_failure(exc):
+                    raise self._fail("put", key, exc) from None  # never sent: no credentials
                 if not _not_applied(exc):
                     if not _maybe_applied(exc):
                         raise self._fail("put", key, exc) from None  # refused outright or never sent

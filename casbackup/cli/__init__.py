@@ -1,37 +1,47 @@
 """The `casbackup` command: global options, error mapping, and the command groups."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from typing import NoReturn
 
 import click
 
 from .. import __version__
 from ..errors import CasbackupError
-from .common import Context, die
+from .common import TEXT, Context, die
 from .aptos import register as register_aptos
 from .core import register as register_core
 from .files import register as register_files
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_STORAGE = 8
+# A full, read-only or failing disk is a storage error (exit 8), like a backend's.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="casbackup")
-@click.option("-r", "--repo", envvar="CASBACKUP_REPO", default=None, metavar="REPO",
+@click.option("-r", "--repo", envvar="CASBACKUP_REPO", default=None, metavar="REPO", type=TEXT,
               help="Repository: a path (local disk, the default), file://PATH, s3://BUCKET/PREFIX, ... "
                    "[env CASBACKUP_REPO]")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", type=TEXT,
               help="Backend option, e.g. endpoint=http://127.0.0.1:9000 (repeatable).")
 @click.option("--unsafe-single-writer", is_flag=True,
               help="Write even if the storage cannot do conditional writes. Only safe if exactly one "
                    "process ever writes and no gc runs concurrently.")
+@click.option("--no-pin", is_flag=True, envvar="CASBACKUP_NO_PIN",
+              help="Read without writing a pin (for read-only storage). A gc running meanwhile could remove "
+                   "what is being read; that is then an error, never skipped. Write commands refuse it. "
+                   "[env CASBACKUP_NO_PIN=1]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output on standard error.")
 @click.pass_context
-def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool) -> None:
+def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, no_pin: bool,
+        quiet: bool) -> None:
     """casbackup: content-addressed backups that readers, writers and gc can share safely."""
-    ctx.obj = Context(repo, options, unsafe_single_writer, quiet)
+    ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -61,10 +71,35 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         finally:
             sys.exit(141)
+    except UnicodeEncodeError as exc:
+        if exc.reason != "surrogates not allowed":
+            _internal(exc)
+        # Bytes that are not UTF-8 (from argv or a file name) where text is required.
+        shown = exc.object.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        die(f"{shown!r} is not valid UTF-8 text, and this name must be text", 2)
     except OSError as exc:
-        die(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1)
+        die(_os_error(exc), EXIT_STORAGE if exc.errno in STORAGE_ERRNOS else 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        if os.environ.get("CASBACKUP_DEBUG"):
-            raise
-        die(f"internal error: {type(exc).__name__}: {exc} (please report it; CASBACKUP_DEBUG=1 shows a traceback)",
-            EXIT_INTERNAL)
+        _internal(exc)
+
+
+def _internal(exc: Exception) -> NoReturn:
+    if os.environ.get("CASBACKUP_DEBUG"):
+        raise exc
+    die(f"internal error: {type(exc).__name__}: {exc} (please report it; CASBACKUP_DEBUG=1 shows a traceback)",
+        EXIT_INTERNAL)
+
+
+def _os_error(exc: OSError) -> str:
+    """'<what failed>: <path>' — a write error without a file name (os.write) still names a path
+    if the code that caught it attached one as a note (PEP 678)."""
+    path = exc.filename
+    if path is None:
+        notes = [n for n in getattr(exc, "__notes__", []) if n.startswith("path: ")]
+        path = notes[-1][len("path: "):] if notes else None
+    what = exc.strerror or str(exc)
+    if path is None:
+        return what
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return f"{what}: {str(path).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')}"

@@ -12,13 +12,13 @@ from ..backends import open_backend
 from ..errors import UsageError
 from ..repository import Repository
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
     """'0s', '30s', '15m', '24h', '7d', '2w' -> seconds."""
-    m = _DURATION.match(text.strip())
+    m = _DURATION.fullmatch(text)  # the whole text: "24h\n" or "24h junk" is not a duration
     if not m:
         raise UsageError(f"invalid duration {text!r}: write it like 30s, 15m, 24h or 7d")
     return float(m.group(1)) * _UNITS[m.group(2)]
@@ -39,6 +39,32 @@ class DurationType(click.ParamType):
 DURATION = DurationType()
 
 
+def check_text(value: str, what: str) -> str:
+    """Names, keys, tags and URLs are text: bytes that are not UTF-8 reach Python as lone
+    surrogates (PEP 383), which nothing downstream can encode. File paths are not checked here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UsageError(f"{what} {shown!r} is not valid UTF-8 text") from None
+    return value
+
+
+class TextType(click.ParamType):
+    """A click STRING that refuses undecodable (non-UTF-8) bytes with a usage error (exit 2)."""
+
+    name = "TEXT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_text(str(value), "argument" if param is None else f"{param.human_readable_name}")
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TEXT = TextType()
+
+
 def die(message: str, code: int) -> NoReturn:
     click.echo(f"casbackup: error: {message}", err=True)
     sys.exit(code)
@@ -48,9 +74,16 @@ def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
+NO_PIN_WARNING = ("warning: --no-pin: reading without a pin, so a gc running now could remove what this "
+                  "reads (that fails loudly, never silently)")
+
+
 class Context:
-    def __init__(self, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool) -> None:
+    def __init__(self, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool,
+                 no_pin: bool = False) -> None:
         self.url = repo
+        self.no_pin = no_pin
+        self._warned_no_pin = False
         self.options = {}
         for item in options:
             if "=" not in item:
@@ -72,8 +105,16 @@ class Context:
         return self._repo
 
     def open(self, write: bool = False) -> Repository:
+        if write and self.no_pin:
+            raise UsageError("--no-pin (CASBACKUP_NO_PIN) is for reading only: a command that writes pins the "
+                             "generation it builds on; run it without --no-pin")
         backend = open_backend(self._url(), self.options)
         self._repo = Repository.open(backend, write=write, unsafe_single_writer=self.unsafe_single_writer)
+        if self.no_pin:
+            self._repo.pin_reads = False
+            if not self._warned_no_pin:
+                self._warned_no_pin = True
+                click.echo(f"casbackup: {NO_PIN_WARNING}", err=True)
         return self._repo
 
     def progress(self, json_mode: bool = False) -> Any:

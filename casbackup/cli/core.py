@@ -1,6 +1,7 @@
 """Commands of the core layer: init, meta, log, pins, gc, check."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
 from ..repair import repair_blobs, repair_root
-from .common import DURATION, Context, emit_json
+from .common import DURATION, TEXT, Context, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -59,34 +60,43 @@ def meta() -> None:
 
 
 @meta.command("put")
-@click.argument("namespace")
-@click.argument("key")
+@click.argument("namespace", type=TEXT)
+@click.argument("key", type=TEXT)
 @click.argument("value")
 @pass_ctx
 def meta_put(ctx: Context, namespace: str, key: str, value: str) -> None:
-    """Set KEY in NAMESPACE to VALUE ('-' reads standard input) in a new generation."""
-    data = sys.stdin.buffer.read() if value == "-" else value.encode()
+    """Set KEY in NAMESPACE to VALUE ('-' streams standard input, any size) in a new generation."""
     repo = ctx.open(write=True)
-    gen = repo.commit(puts=[(namespace, key, data)], message=f"meta put {namespace} {key}")
+    with repo.transaction(f"meta put {namespace} {key}") as txn:
+        if value == "-":
+            txn.put_stream(namespace, key, sys.stdin.buffer)
+        else:
+            txn.put(namespace, key, os.fsencode(value))  # a value is bytes: undecodable argv bytes kept as given
+    gen = txn.result
+    assert gen is not None
     click.echo(f"committed generation {gen.seq} ({gen.id[:16]})")
 
 
 @meta.command("get")
-@click.argument("namespace")
-@click.argument("key")
+@click.argument("namespace", type=TEXT)
+@click.argument("key", type=TEXT)
 @pass_ctx
 def meta_get(ctx: Context, namespace: str, key: str) -> None:
-    """Write the raw value of KEY to standard output."""
+    """Write the raw value of KEY to standard output (streamed, any size)."""
     repo = ctx.open()
     with repo.reader("meta get") as snap:
-        data = snap.get(namespace, key)
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+        entry = snap.entry(namespace, key)
+        if entry is None:
+            raise NotFound(f"no key {key!r} in namespace {namespace!r} (generation {snap.generation.seq})")
+        out = sys.stdout.buffer
+        for piece in snap.iter_value(entry):
+            out.write(piece)
+        out.flush()
 
 
 @meta.command("rm")
-@click.argument("namespace")
-@click.argument("key")
+@click.argument("namespace", type=TEXT)
+@click.argument("key", type=TEXT)
 @pass_ctx
 def meta_rm(ctx: Context, namespace: str, key: str) -> None:
     """Remove KEY from the live set in a new generation (gc reclaims space later)."""
@@ -101,7 +111,7 @@ def meta_rm(ctx: Context, namespace: str, key: str) -> None:
 
 
 @meta.command("list")
-@click.argument("namespace", required=False)
+@click.argument("namespace", required=False, type=TEXT)
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
 @pass_ctx
 def meta_list(ctx: Context, namespace: str | None, json_out: bool) -> None:
