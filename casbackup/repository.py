@@ -33,8 +33,8 @@ from .errors import (
     WriteRefused,
 )
 from .gcstate import load_gcstate, write_gcstate
-from .pins import DEFAULT_PIN_TTL, Lease, _margin, new_pin
-from .records import CONFIG_KEY, PIN_PREFIX, ROOT_KEY, Config, Generation, PinRecord, Root, new_write_id
+from .pins import DEFAULT_PIN_TTL, Lease, _margin, new_pin, read_pin
+from .records import CONFIG_KEY, PIN_PREFIX, ROOT_KEY, Config, Generation, Root, new_write_id
 from .store import BLOB_PREFIX, BlobStore, PutResult
 from .transfer import get_many
 
@@ -319,11 +319,15 @@ class Repository:
         """Read under an existing live pin (e.g. one a listing process left for later readers)."""
         key = f"{PIN_PREFIX}{pin_id}"
         try:
-            record = PinRecord.decode(self.backend.get(key), key)
+            # stat before get: if the holder renews in between, the clamp errs on the early side
+            state = read_pin(self.backend, key, self.backend.stat(key).mtime)
         except KeyMissing:
             raise LeaseExpired(f"pin {pin_id} does not exist (expired and cleaned up?)") from None
+        record = state.record
+        if record is None:
+            raise LeaseExpired(f"pin {pin_id} is unreadable ({state.error}); list again to get a fresh pin")
         started = self.monotonic()
-        left = record.expires - self.backend.now()
+        left = state.expires - self.backend.now()  # clamped to mtime + MAX_LEASE, as gc counts it
         if left <= _margin(record.expires - record.created):
             raise LeaseExpired(f"pin {pin_id} has expired; list again to get a fresh pin")
         lease = _AttachedLease(key, started + left - _margin(record.expires - record.created), self.monotonic)

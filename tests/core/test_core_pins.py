@@ -146,3 +146,18 @@ def test_gc_lease_is_exclusive_and_taken_over_when_expired(world: tuple[FakeCloc
     third = acquire_gc_lease(repo.backend, ttl=60.0, monotonic=clock)
     release_gc_lease(third)
     assert repo.backend.get(GC_LEASE_KEY)
+
+
+def test_attach_clamps_a_pin_claiming_a_year_like_gc_does(world: tuple[FakeClock, Repository]) -> None:
+    """A borrowed pin lasts no longer than gc counts it: mtime + MAX_LEASE, not the record's claim."""
+    clock, repo = world
+    repo.commit(puts=[("n", "k", b"v")])
+    root, _ = repo.read_root()
+    now = repo.backend.now()
+    record = PinRecord("1-aaaaaaaaaaaaaaaa", root.generation, root.seq, "h", 1, "forged", now, now + 365 * 86400)
+    repo.backend.compare_and_swap("pins/1-aaaaaaaaaaaaaaaa", None, record.encode())
+    borrowed = repo.attach("1-aaaaaaaaaaaaaaaa")
+    assert borrowed.lease.remaining <= MAX_LEASE
+    clock.advance(MAX_LEASE + 1)
+    with pytest.raises(LeaseExpired):
+        borrowed.get("n", "k")
