@@ -111,6 +111,11 @@ class FileJob:
     listed: bool = False        # every chunk has been queued
     offset: int = 0
 
+    @property
+    def target(self) -> str:
+        """Where the file lands on disk (what a write error must name)."""
+        return f"{self.dir.path}/{os.fsdecode(self.node.name)}"
+
 
 class Restorer:
     def __init__(self, reader: TreeReader, opts: RestoreOptions, summary: RestoreSummary, progress: Progress) -> None:
@@ -217,7 +222,7 @@ class Restorer:
                          dir_fd=handle.fd)
         if first is None:
             if node.data:
-                _write_all(job.fd, node.data, 0)
+                _write_all(job.fd, node.data, 0, job.target)
                 self.progress.add(nbytes=len(node.data))
             job.listed = True
             self.finish(job)
@@ -247,7 +252,7 @@ class Restorer:
         if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
             job.offset += len(data)  # a hole: keep sparse files sparse (ftruncate sets the size)
         else:
-            job.offset = _write_all(job.fd, data, job.offset)
+            job.offset = _write_all(job.fd, data, job.offset, job.target)
         self.progress.add(nbytes=len(data))
         job.remaining -= 1
         if job.remaining == 0 and job.listed:
@@ -299,12 +304,16 @@ class Restorer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> int:
+def _write_all(fd: int, data: bytes, offset: int, where: str) -> int:
     view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        offset += n
-        view = view[n:]
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            offset += n
+            view = view[n:]
+    except OSError as exc:
+        exc.add_note(f"path: {where}")  # pwrite's error names no file; the CLI reports this one
+        raise
     return offset
 
 

@@ -252,3 +252,16 @@ def test_cli_read_only_mount_needs_and_works_with_no_pin(read_only_mount: tuple[
     assert (tmp_path / "out" / str(src).lstrip("/") / "a.txt").read_bytes() == b"hello"
 
 
+
+
+def test_cli_restore_onto_a_full_disk_exits_8_naming_the_file(tiny_disk: Path, tmp_path: Path) -> None:
+    """pwrite's ENOSPC carries no file name: restore attaches the target path (item 17)."""
+    repo, src = str(tmp_path / "repo"), tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    assert run_cli("-r", repo, "init").code == 0
+    assert run_cli("-r", repo, "backup", str(src)).code == 0
+    r = run_cli("-r", repo, "restore", "latest", "--target", str(tiny_disk / "out"))
+    assert r.code == 8, (r.code, r.stderr)
+    assert r.stderr.startswith("casbackup: error:") and r.stderr.count("\n") == 1, r.stderr
+    assert "No space left on device" in r.stderr and "big.bin" in r.stderr, r.stderr
