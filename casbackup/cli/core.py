@@ -12,6 +12,7 @@ from ..check import check as run_check
 from ..codec import BlobType, Ref
 from ..errors import CheckFailed, NotFound, UsageError
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
+from ..files.chunker import Chunker
 from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
@@ -47,6 +48,11 @@ def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, c
     lo, avg, hi = _size(chunk_min), _size(chunk_avg), _size(chunk_max)
     if not (64 <= lo <= avg <= hi <= 64 * 1024 * 1024):
         raise UsageError("chunk sizes must satisfy 64 <= min <= avg <= max <= 64M")
+    try:  # the chunker has its own ranges: refuse here what every backup would refuse later
+        Chunker(lo, avg, hi)
+    except ValueError as exc:
+        raise UsageError(f"chunk sizes {chunk_min}/{chunk_avg}/{chunk_max} are not supported by the chunker: "
+                         f"{exc} (the average must be at least 256 bytes and the maximum at most 16M)") from None
     repo = ctx.init(compression_level=compression_level, chunk_min=lo, chunk_avg=avg, chunk_max=hi)
     if json_out:
         emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url})

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pytest
 import zstandard
 
+from cbtesting import run_cli
 from casbackup import codec
 from casbackup.backends import LocalBackend
 from casbackup.check import check
@@ -222,3 +223,11 @@ def test_usage_errors_are_one_line(tmp_path, cli):
         assert r.code == 2, args
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("casbackup: error: ") and "--help" in lines[0], r.stderr
+
+
+def test_init_refuses_chunk_sizes_the_chunker_cannot_use(tmp_path) -> None:
+    """Accepting them would make every later backup fail; nothing may be created."""
+    repo = tmp_path / "repo"
+    r = run_cli("-r", str(repo), "init", "--chunk-min", "64", "--chunk-avg", "64", "--chunk-max", "256")
+    assert r.code == 2 and r.stderr.count("\n") == 1 and "chunker" in r.stderr, r.stderr
+    assert not (repo / "config").exists()
