@@ -197,4 +197,7 @@ def test_cli_pins_and_gc_survive_hostile_pins_and_lease(tmp_path: Path, cli: Cal
     assert sorted(row["state"] for row in json.loads(r.out)) == ["unreadable"] * 3
     r = cli("-r", str(path), "gc")
     assert r.code == 0, r.stderr
-    assert cli("-r", str(path), "check").code == 0
+    # check reports hostile records as damage (item 7), one line, naming each of them, no crash
+    r = cli("-r", str(path), "check")
+    assert r.code == 13 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert all(pin_id in r.out for pin_id in hostile), r.out
