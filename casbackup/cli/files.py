@@ -1,6 +1,7 @@
 """Commands of the files layer: backup, snapshots, ls, cat, restore, diff, forget, stats."""
 from __future__ import annotations
 
+import functools
 import glob
 import signal
 import stat as statmod
@@ -20,7 +21,7 @@ from ..files.forget import Policy, apply_policy
 from ..files.progress import human
 from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
-from ..files.snapshots import NAMESPACE, list_snapshots, resolve
+from ..files.snapshots import NAMESPACE, SnapshotFilter, list_snapshots, resolve
 from .common import Context, die, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -59,6 +60,21 @@ def _ts(t: float) -> str:
 
 def _show_progress(ctx: Context, json_out: bool) -> bool:
     return not (ctx.quiet or json_out) and sys.stderr.isatty()
+
+
+def snapshot_filter(fn: Any) -> Any:
+    """restic's --host / --path / --tag, collected into one `flt` argument (a SnapshotFilter)."""
+    @click.option("--host", "f_hosts", multiple=True, metavar="HOST",
+                  help="Only snapshots of this host (repeatable: any of them).")
+    @click.option("--path", "f_paths", multiple=True, metavar="PATH",
+                  help="Only snapshots that include this path (repeatable: all of them).")
+    @click.option("--tag", "f_tags", multiple=True, metavar="TAG[,TAG...]",
+                  help="Only snapshots with all these tags (repeatable: any of the lists).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, f_hosts: tuple[str, ...], f_paths: tuple[str, ...], f_tags: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        return fn(*args, flt=SnapshotFilter(list(f_hosts), list(f_paths), list(f_tags)), **kwargs)
+    return wrapper
 
 
 def _own_repository(repo: Any) -> tuple[str, ...]:
@@ -111,18 +127,30 @@ def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes
 
 
 @click.command()
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable: any of them).")
+@snapshot_filter
+@click.option("--latest", type=click.IntRange(1), default=None, metavar="N",
+              help="Only the N newest snapshots of each host and path set.")
+@click.option("--compact", "-c", is_flag=True, help="One short line per snapshot: ID, time, host, tags.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
 @pass_ctx
-def snapshots(ctx: Context, tags: tuple[str, ...], json_out: bool) -> None:
+def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bool, json_out: bool) -> None:
     """List snapshots: ID, time, host, tags, paths and size."""
     repo = ctx.open()
     with repo.reader("snapshots") as snap:
-        rows = [s for s in list_snapshots(snap) if not tags or set(tags) & set(s.tags)]
+        rows = flt.apply(list_snapshots(snap))
+    if latest is not None:
+        groups: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        for s in rows:
+            groups.setdefault((s.host, tuple(sorted(s.paths))), []).append(s)
+        keep = {s.id for g in groups.values() for s in g[-latest:]}
+        rows = [s for s in rows if s.id in keep]
     if json_out:
         emit_json([s.to_json() for s in rows])
         return
     for s in rows:
+        if compact:
+            click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
+            continue
         click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
                    f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
 
@@ -140,12 +168,13 @@ def _node_json(path: str, n: Any) -> dict[str, Any]:
 @click.argument("snapshot")
 @click.argument("path", required=False, default="/")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@snapshot_filter
 @pass_ctx
-def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
+def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: SnapshotFilter) -> None:
     """List the entries of SNAPSHOT under PATH (default: everything)."""
     repo = ctx.open()
     with repo.reader("ls") as snap:
-        info = resolve(snap, snapshot)
+        info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
         start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
         node = reader.lookup(info.tree, start)
@@ -170,13 +199,14 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
 @click.command()
 @click.argument("snapshot")
 @click.argument("path")
+@snapshot_filter
 @pass_ctx
-def cat(ctx: Context, snapshot: str, path: str) -> None:
+def cat(ctx: Context, snapshot: str, path: str, flt: SnapshotFilter) -> None:
     """Write the content of the file at PATH in SNAPSHOT to standard output."""
     repo = ctx.open()
     out = sys.stdout.buffer
     with repo.reader("cat") as snap:
-        info = resolve(snap, snapshot)
+        info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
         node = reader.lookup(info.tree, path)
         if node.kind != "file":
@@ -192,8 +222,10 @@ def cat(ctx: Context, snapshot: str, path: str) -> None:
 @click.option("--include", "includes", multiple=True, metavar="PATH",
               help="Only restore this path of the snapshot (repeatable).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
+@snapshot_filter
 @pass_ctx
-def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool) -> None:
+def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool,
+            flt: SnapshotFilter) -> None:
     """Restore SNAPSHOT into --target, verifying every chunk; pinned against gc for the whole run."""
     repo = ctx.open()
     cancel = threading.Event()
@@ -202,7 +234,7 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
     with _signals_cancel(cancel) as seen:
         try:
             with repo.reader("restore") as snap:
-                info = resolve(snap, snapshot)
+                info = resolve(snap, snapshot, flt)
                 summary = restore_snapshot(snap, info, opts)
         except Interrupted:
             if seen.get("signal") == signal.SIGTERM:
@@ -220,12 +252,13 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
 @click.argument("snapshot1")
 @click.argument("snapshot2")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array of {change, path}.")
+@snapshot_filter
 @pass_ctx
-def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool) -> None:
+def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, flt: SnapshotFilter) -> None:
     """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata)."""
     repo = ctx.open()
     with repo.reader("diff") as snap:
-        a, b = resolve(snap, snapshot1), resolve(snap, snapshot2)
+        a, b = resolve(snap, snapshot1, flt), resolve(snap, snapshot2, flt)
         changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
     if json_out:
         emit_json([{"change": c, "path": p} for c, p in changes])

@@ -1,6 +1,7 @@
 """Snapshot entries (namespace `snapshots`, spec/files.md §4): encode, decode, resolve IDs."""
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -80,12 +81,51 @@ def list_snapshots(snap: Any) -> list[SnapshotInfo]:
     return out
 
 
-def resolve(snap: Any, spec: str) -> SnapshotInfo:
-    """'latest', a full ID or a unique prefix of one, as restic and git accept."""
+@dataclass
+class SnapshotFilter:
+    """restic's --host / --path / --tag selection: any of the hosts; all of the paths; any of
+    the tag lists, where one list "a,b" needs every tag in it. Empty means no condition."""
+
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.paths = [posixpath.normpath(p) if p.startswith("/") else p for p in self.paths]
+
+    def empty(self) -> bool:
+        return not (self.hosts or self.paths or self.tags)
+
+    def matches(self, s: SnapshotInfo) -> bool:
+        if self.hosts and s.host not in self.hosts:
+            return False
+        if self.paths and not set(self.paths) <= set(s.paths):
+            return False
+        if self.tags:
+            lists = [{t for t in tl.split(",") if t} for tl in self.tags]
+            if not any(tl <= set(s.tags) for tl in lists):
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = [f"--host {h}" for h in self.hosts] + [f"--path {p}" for p in self.paths]
+        return " ".join(parts + [f"--tag {t}" for t in self.tags])
+
+    def apply(self, every: list[SnapshotInfo]) -> list[SnapshotInfo]:
+        return [s for s in every if self.matches(s)]
+
+
+def resolve(snap: Any, spec: str, flt: SnapshotFilter | None = None) -> SnapshotInfo:
+    """'latest' (the newest snapshot the filter selects), a full ID or a unique prefix of one,
+    as restic and git accept. As in restic, the filter only narrows 'latest'."""
     if spec == "latest":
         every = list_snapshots(snap)
         if not every:
             raise NotFound("the repository has no snapshots")
+        if flt is not None and not flt.empty():
+            every = flt.apply(every)
+            if not every:
+                raise NotFound(f"no snapshot matches {flt.describe()}")
         return every[-1]
     if not spec or any(c not in "0123456789abcdef" for c in spec.lower()):
         raise UsageError(f"invalid snapshot ID {spec!r}: give a hex ID, a unique prefix, or 'latest'")
