@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-import glob
+import os
 import signal
 import stat as statmod
 import sys
@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import diff_trees
 from ..files.forget import Policy, apply_policy
+from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
 from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
@@ -77,32 +78,58 @@ def snapshot_filter(fn: Any) -> Any:
     return wrapper
 
 
-def _own_repository(repo: Any) -> tuple[str, ...]:
+def _own_repository(repo: Any) -> list[str]:
     """A local repository inside a backed-up tree is never backed up into itself."""
     root = getattr(repo.backend, "root", None)
-    return (glob.escape(str(root)),) if isinstance(root, Path) else ()
+    return [os.path.abspath(str(root))] if isinstance(root, Path) else []
 
 
 @click.command()
 @click.argument("paths", nargs=-1)
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
-@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
-              help="Skip entries whose name or absolute path matches this glob (repeatable).")
+@click.option("--exclude", "-e", "excludes", multiple=True, metavar="PATTERN",
+              help="Exclude a pattern, restic syntax: *, ?, [..], **, !negation, trailing / for "
+                   "directories only (repeatable).")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring case.")
+@click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Read exclude patterns from a file, one a line ('#' comments; repeatable).")
+@click.option("--iexclude-file", "iexclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Like --exclude-file, ignoring case.")
+@click.option("--exclude-caches", is_flag=True,
+              help="Exclude the content of directories holding a valid CACHEDIR.TAG (the tag file is kept).")
+@click.option("--exclude-if-present", "exclude_if_present", multiple=True, metavar="NAME[:HEADER]",
+              help="Exclude the content of directories holding the file NAME (starting with HEADER).")
+@click.option("--exclude-larger-than", metavar="SIZE", default=None,
+              help="Exclude files larger than SIZE (e.g. 500k, 10M, 1G).")
+@click.option("--one-file-system", "-x", is_flag=True,
+              help="Do not cross into other file systems (mount points are stored empty).")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input as one file.")
 @click.option("--stdin-name", default="stdin", show_default=True, help="File name for --stdin.")
+@click.option("--allow-empty", is_flag=True, help="With --stdin: store an empty input instead of failing.")
 @click.option("--host", default=None, help="Host name to record (default: this machine's).")
 @click.option("--force", is_flag=True, help="Read every file, ignoring the files cache.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
 @pass_ctx
-def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...], use_stdin: bool,
-           stdin_name: str, host: str | None, force: bool, json_out: bool) -> None:
+def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...],
+           iexcludes: tuple[str, ...], exclude_files: tuple[str, ...], iexclude_files: tuple[str, ...],
+           exclude_caches: bool, exclude_if_present: tuple[str, ...], exclude_larger_than: str | None,
+           one_file_system: bool, use_stdin: bool, stdin_name: str, allow_empty: bool, host: str | None,
+           force: bool, json_out: bool) -> None:
     """Back up PATHs (or standard input) into a new snapshot and print its ID."""
     if use_stdin and paths:
         raise UsageError("give either PATHs or --stdin, not both")
+    pats = list(excludes) + [p for f in exclude_files for p in read_pattern_file(f)]
+    ipats = list(iexcludes) + [p for f in iexclude_files for p in read_pattern_file(f)]
+    tags_present = list(exclude_if_present) + ([f"{CACHEDIR_TAG}:{CACHEDIR_SIGNATURE.decode()}"]
+                                               if exclude_caches else [])
+    limit = parse_size(exclude_larger_than) if exclude_larger_than is not None else None
     repo = ctx.open(write=True)
-    excludes = excludes + _own_repository(repo)
-    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=list(excludes),
-                         stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name, host=host,
+    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=pats, iexcludes=ipats,
+                         exclude_if_present=tags_present, exclude_larger_than=limit,
+                         skip_paths=_own_repository(repo), one_file_system=one_file_system,
+                         stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name,
+                         allow_empty=allow_empty, host=host,
                          force=force, progress=_show_progress(ctx, json_out),
                          message=f"backup {' '.join(paths) if paths else '--stdin ' + stdin_name}"[:500])
     info, summary = run_backup(repo, opts)
