@@ -371,5 +371,6 @@ def stats(ctx: Context, json_out: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats):
+    from .snaptools import COMMANDS  # imports this module: registered here, after its definitions
+    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats, *COMMANDS):
         cli.add_command(cmd)

@@ -26,6 +26,7 @@ class SnapshotInfo:
     tree: str
     parent: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    original: str | None = None  # the ID it had before its first tag change (restic's `original`)
     damaged: bool = False  # repair found data it reaches missing or corrupt (never part of value())
 
     @property
@@ -37,14 +38,17 @@ class SnapshotInfo:
         return int(self.summary.get("total_bytes", 0))
 
     def value(self) -> bytes:
-        return packb({"v": SNAPSHOT_VERSION, "time": self.time, "host": self.host, "user": self.user,
-                      "paths": list(self.paths), "tags": sorted(set(self.tags)), "tree": bytes.fromhex(self.tree),
-                      "parent": self.parent, "summary": self.summary})
+        d = {"v": SNAPSHOT_VERSION, "time": self.time, "host": self.host, "user": self.user,
+             "paths": list(self.paths), "tags": sorted(set(self.tags)), "tree": bytes.fromhex(self.tree),
+             "parent": self.parent, "summary": self.summary}
+        if self.original is not None:  # absent until a tag change, so older IDs are unchanged
+            d["original"] = self.original
+        return packb(d)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "short_id": self.id[:8], "time": self.time, "host": self.host, "user": self.user,
                 "paths": self.paths, "tags": self.tags, "tree": self.tree, "parent": self.parent,
-                "size": self.size, "summary": self.summary, "damaged": self.damaged}
+                "size": self.size, "summary": self.summary, "damaged": self.damaged, "original": self.original}
 
 
 def new_id(value: bytes) -> str:
@@ -64,6 +68,10 @@ def decode(key: str, value: bytes, refs: Iterable[Ref]) -> SnapshotInfo:
         info = SnapshotInfo(key, float(d["time"]), str(d["host"]), str(d.get("user", "")),
                             [str(p) for p in d["paths"]], [str(t) for t in d.get("tags", [])], tree.hex(),
                             d.get("parent"), d.get("summary") or {})
+        original = d.get("original")
+        if original is not None and not isinstance(original, str):
+            raise TypeError
+        info.original = original
     except (KeyError, TypeError, ValueError):
         raise BlobCorrupt(where, "malformed snapshot record") from None
     if info.root not in set(refs):
