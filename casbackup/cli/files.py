@@ -23,6 +23,7 @@ from ..files.progress import human
 from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import NAMESPACE, SnapshotFilter, list_snapshots, resolve
+from ..files.tree import DEVICES, SPECIAL_IFMT
 from .common import Context, die, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -188,6 +189,8 @@ def _node_json(path: str, n: Any) -> dict[str, Any]:
         d["size"] = n.size
     if n.kind == "symlink":
         d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+    if n.kind in DEVICES:
+        d["rdev"] = n.rdev
     return d
 
 
@@ -217,7 +220,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: Snapshot
                 click.echo(shown)
             else:
                 kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
-                                         "symlink": statmod.S_IFLNK}[n.kind] | n.mode)
+                                         "symlink": statmod.S_IFLNK, **SPECIAL_IFMT}[n.kind] | n.mode)
                 extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
                 click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {_ts(n.mtime_ns / 1e9)} {shown!s}{extra}"
                            .replace("\n", "\\n"))
@@ -272,7 +275,10 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
         emit_json({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
         click.echo(f"restored snapshot {info.id[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "
-                   f"{human(s['bytes'])} in {s['duration']:.1f}s to {target}")
+                   f"{s['specials']} special files, {human(s['bytes'])} in {s['duration']:.1f}s to {target}")
+        if s["specials_skipped"]:
+            click.echo(f"casbackup: note: {s['specials_skipped']} device node(s) not created (that needs root)",
+                       err=True)
 
 
 @click.command()

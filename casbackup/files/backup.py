@@ -28,7 +28,8 @@ from .patterns import PatternList
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, mode_kind, write_tree
+from .tree import (DEVICES, INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, SPECIALS, Chunk, Node,
+                   mode_kind, write_tree)
 
 MAX_RECORDED_ERRORS = 1000
 # A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
@@ -42,6 +43,7 @@ class Summary:
     files_unmodified: int = 0
     dirs: int = 0
     symlinks: int = 0
+    specials: int = 0  # FIFOs, sockets and devices (stored as entries)
     total_bytes: int = 0
     bytes_read: int = 0
     bytes_added: int = 0
@@ -290,7 +292,7 @@ class Backup:
         if self.off_device(st) and kind != "dir":
             return None  # a file bind-mounted from another file system
         if kind is None:
-            self.summary.error(path, "skipped: not a regular file, directory or symlink")
+            self.summary.error(path, "skipped: a file type casbackup does not know")
             return None
         node = Node(name, kind, mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
                     gid=st.st_gid)
@@ -301,6 +303,10 @@ class Backup:
                 self.summary.error(path, exc.strerror or str(exc))
                 return None
             self.summary.add(symlinks=1)
+            return node
+        if kind in SPECIALS:
+            node.rdev = st.st_rdev if kind in DEVICES else 0
+            self.summary.add(specials=1)
             return node
         if kind == "dir" and self.off_device(st):
             self.put_tree(node, [])  # a mount point: kept, as restic does, but not entered

@@ -8,6 +8,7 @@ names. Names come from validated TREE entries, never `..` or absolute.
 from __future__ import annotations
 
 import io
+import os
 import stat as statmod
 import tarfile
 import time
@@ -16,9 +17,10 @@ from typing import BinaryIO, Iterator
 
 from ..errors import UsageError
 from .reader import TreeReader
-from .tree import Node
+from .tree import SPECIALS, Node
 
 ARCHIVES = ("tar", "zip")
+_TAR_SPECIAL = {"fifo": tarfile.FIFOTYPE, "chardev": tarfile.CHRTYPE, "blockdev": tarfile.BLKTYPE}
 _ZIP_EPOCH = time.mktime((1980, 1, 1, 0, 0, 0, 0, 0, -1))
 
 
@@ -68,6 +70,12 @@ def write_tar(reader: TreeReader, node: Node, path: str, out: BinaryIO) -> int:
                 ti.type = tarfile.SYMTYPE
                 ti.linkname = (n.target or b"").decode("utf-8", "surrogateescape")
                 tar.addfile(ti)
+            elif n.kind in _TAR_SPECIAL:
+                ti.type = _TAR_SPECIAL[n.kind]
+                ti.devmajor, ti.devminor = os.major(n.rdev), os.minor(n.rdev)
+                tar.addfile(ti)
+            elif n.kind == "socket":
+                continue  # tar has no socket type (GNU tar skips them too)
             else:
                 ti.size = n.size
                 tar.addfile(ti, io.BufferedReader(_ChunkStream(reader.content(n, p)), 1 << 20))
@@ -79,6 +87,8 @@ def write_zip(reader: TreeReader, node: Node, path: str, out: BinaryIO) -> int:
     count = 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p, name, n in _members(reader, node, path):
+            if n.kind in SPECIALS:
+                continue  # zip has no special files
             when = time.localtime(max(n.mtime_ns / 1e9, _ZIP_EPOCH))[:6]
             kind = {"dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}.get(n.kind, statmod.S_IFREG)
             zi = zipfile.ZipInfo(name + ("/" if n.kind == "dir" else ""), date_time=when)
