@@ -507,19 +507,21 @@ def _has_tag(directory: str, tags: list[tuple[str, bytes]]) -> str | None:
     return None
 
 
-def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool], progress: Progress) -> None:
-    """Sum file sizes in the background so the progress line can show an ETA (terminals only)."""
+def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool], progress: Progress,
+                one_file_system: bool = False) -> None:
+    """Sum file sizes in the background so the progress line can show an ETA (terminals only);
+    it skips what the walk skips, other file systems included."""
     total = 0
-    stack = list(paths)
+    stack: list[tuple[str, int | None]] = [(p, None) for p in paths]
     while stack:
-        p = stack.pop()
+        p, dev = stack.pop()
         try:
             st = os.lstat(p)
-            if excluded(p, st):
+            if excluded(p, st) or (one_file_system and dev is not None and st.st_dev != dev):
                 continue
             if statmod.S_ISDIR(st.st_mode):
                 with os.scandir(p) as it:
-                    stack.extend(e.path for e in it)
+                    stack.extend((e.path, st.st_dev if dev is None else dev) for e in it)
             elif statmod.S_ISREG(st.st_mode):
                 total += st.st_size
         except OSError:
@@ -568,7 +570,7 @@ def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Sum
         if parent is not None:
             job.progress.total_bytes = parent.size
         if opts.progress and opts.stdin is None:
-            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress), daemon=True).start()
+            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress, opts.one_file_system), daemon=True).start()
         ok = False
         try:
             if opts.stdin is not None:

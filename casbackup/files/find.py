@@ -6,9 +6,10 @@ finds every text file and `/home/*/notes.txt` one file in each home directory.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
-from .patterns import Pattern, _component, _split
+from .patterns import Pattern, component_regex, split_path
 from .reader import TreeReader
 from .snapshots import SnapshotInfo
 from .tree import Node
@@ -19,15 +20,15 @@ _END = "\x00end"  # a sentinel component: a path pattern must match through the 
 class Finder:
     def __init__(self, patterns: list[str], fold: bool = False) -> None:
         self.fold = fold
-        self.names = []
-        self.paths = []
+        self.names: list[re.Pattern[str]] = []
+        self.paths: list[tuple[str, ...]] = []
         for p in patterns:
             text = p.lower() if fold else p
             if "/" in text.rstrip("/"):
                 pat = Pattern.parse(text)
                 self.paths.append(pat.parts + (_END,))
             else:
-                self.names.append(_component(text.rstrip("/") or "*"))
+                self.names.append(component_regex(text.rstrip("/") or "*"))
 
     def matches(self, path: str, name: str) -> bool:
         if self.fold:
@@ -35,7 +36,7 @@ class Finder:
         if any(rx.fullmatch(name) for rx in self.names):
             return True
         if self.paths:
-            comps = _split(path) + [_END]
+            comps = split_path(path) + [_END]
             return any(Pattern("", parts, False, False).match(comps) for parts in self.paths)
         return False
 

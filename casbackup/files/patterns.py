@@ -23,7 +23,7 @@ CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
 @lru_cache(maxsize=4096)
-def _component(glob: str) -> re.Pattern[str]:
+def component_regex(glob: str) -> re.Pattern[str]:
     """Translate one Go filepath.Match component to a regex (fnmatch differs: `[!a]`, no `\\`)."""
     out, i, n = [], 0, len(glob)
     while i < n:
@@ -40,7 +40,7 @@ def _component(glob: str) -> re.Pattern[str]:
             negate = j < n and glob[j] == "^"
             if negate:
                 j += 1
-            body = []
+            body: list[str] = []
             while j < n and (glob[j] != "]" or not body):
                 if glob[j] == "\\" and j + 1 < n:
                     j += 1
@@ -60,7 +60,7 @@ def _component(glob: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-def _split(path: str) -> list[str]:
+def split_path(path: str) -> list[str]:
     parts = path.split("/")
     if parts[0] == "":
         parts[0] = "/"
@@ -88,10 +88,10 @@ class Pattern:
         clean = posixpath.normpath(text)
         if clean.startswith("//"):
             clean = "/" + clean.lstrip("/")
-        parts = tuple("**" if p == "**" else p for p in _split(clean))
+        parts = tuple("**" if p == "**" else p for p in split_path(clean))
         for p in parts:
             if p not in ("/", "**"):
-                _component(p)  # a bad glob is a usage error now, not a surprise mid-walk
+                component_regex(p)  # a bad glob is a usage error now, not a surprise mid-walk
         return cls(original, parts, negated, dirs_only)
 
     def match(self, comps: list[str]) -> bool:
@@ -117,7 +117,7 @@ def _match(parts: tuple[str, ...], comps: list[str]) -> bool:
 def _one(part: str, comp: str) -> bool:
     if part == "/" or comp == "/":
         return part == comp
-    return _component(part).fullmatch(comp) is not None
+    return component_regex(part).fullmatch(comp) is not None
 
 
 class PatternList:
@@ -132,7 +132,7 @@ class PatternList:
 
     def matches(self, path: str, is_dir: bool) -> bool:
         """True when the last pattern that matches `path` (absolute) is not a negation."""
-        comps = _split(path.lower() if self.fold else path)
+        comps = split_path(path.lower() if self.fold else path)
         matched = False
         for p in self.patterns:
             if p.dirs_only and not is_dir:

@@ -78,6 +78,8 @@ def test_special_files_round_trip(specials: Path, tmp_path: Path, cli) -> None:
     assert kinds["fifo"].isfifo() and "sock" not in kinds
     if ROOT:
         assert kinds["null"].ischr() and (kinds["null"].devmajor, kinds["null"].devminor) == (1, 3)
+    r = cli("-r", repo, "check", "--read-data")
+    assert r.code == 0, r.stderr
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root to create the device node to back up")
