@@ -127,3 +127,31 @@ def test_tag_add_remove_set_is_one_commit(two, cli) -> None:
     assert cli("-r", repo, "tag", "latest", "--set", "a", "--add", "b").code == 2
     assert cli("-r", repo, "tag", "latest").code == 2
     assert cli("-r", repo, "check").code == 0
+
+
+def test_tag_racing_a_forget_is_a_conflict_not_a_resurrection(tmp_path: Path, monkeypatch) -> None:
+    """The old entry must still exist when the tag change commits (Transaction.expect_present)."""
+    from files_helpers import backup, make_repo
+
+    from casbackup.errors import CommitConflict
+    from casbackup.files import tagging
+    from casbackup.files.snapshots import NAMESPACE, list_snapshots
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    repo = make_repo(tmp_path / "repo")
+    info, _ = backup(repo, src)
+    real = tagging.resolve
+
+    def resolve_then_forget(snap, spec, flt=None):
+        found = real(snap, spec, flt)
+        with repo.transaction("concurrent forget") as other:
+            other.delete(NAMESPACE, found.id)
+        return found
+
+    monkeypatch.setattr(tagging, "resolve", resolve_then_forget)
+    with pytest.raises(CommitConflict):
+        tagging.tag_snapshots(repo, [info.id], None, ["x"], [], None)
+    with repo.reader("t") as snap:
+        assert list_snapshots(snap) == []  # forgotten stays forgotten
