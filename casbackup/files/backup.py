@@ -403,7 +403,7 @@ class Backup:
     def directory(self, path: str, node: Node, parent: Node | None) -> None:
         """Back up a directory's content: start its files (reads and uploads run on the pool
         while the walk goes on into the subdirectories), then finish them and store its TREE."""
-        if path.count("/") > MAX_DEPTH:
+        if path.count("/") >= MAX_DEPTH:  # restore and ls refuse deeper TREEs
             self.summary.error(path, f"nested deeper than {MAX_DEPTH} levels; its content is left out")
             self.put_tree(node, [])
             return

@@ -116,7 +116,10 @@ def test_exit_codes(setup, tmp_path: Path, cli) -> None:
     doc = json.loads(r.out)
     assert doc["error_count"] == 1 and "nested deeper" in doc["errors"][0]["error"]
     assert len(j(cli("-r", repo, "snapshots", "--json"))) == 1
+    r = cli("-r", repo, "restore", "latest", "--target", str(tmp_path / "o0"))
+    assert r.code == 0, r.stderr  # what the cut left is still restorable
     shutil.rmtree(deep)
+    assert cli("-r", repo, "backup", str(src)).code == 0
 
     assert cli("-r", repo, "backup").code == 2                              # nothing to back up
     assert cli("-r", repo, "backup", str(tmp_path / "nope")).code == 2      # no such path
