@@ -535,6 +535,7 @@ class Transaction:
         self._gc_epoch = self.base.gc_epoch
         self.ops: dict[tuple[str, str], Op] = {}
         self.expect_absent: set[tuple[str, str]] = set()
+        self.expect_present: set[tuple[str, str]] = set()  # replace-style updates (files `tag`)
         self.touched: set[Ref] = set()
         self.result: Generation | None = None
         self._done = False
@@ -678,6 +679,9 @@ class Transaction:
                 for k in self.expect_absent:
                     if repo.tree.get(head.tree, k[0], k[1], head.id) is not None:
                         raise CommitConflict(f"key {k[1]!r} in namespace {k[0]!r} already exists")
+                for k in self.expect_present:
+                    if repo.tree.get(head.tree, k[0], k[1], head.id) is None:
+                        raise CommitConflict(f"key {k[1]!r} in namespace {k[0]!r} was removed by a concurrent commit")
                 new_tree, delta, pages = repo.tree.apply(head.tree, list(self.ops.values()))
                 touched = {r.id for r in self.touched} | {r.id for r in pages}
                 sweeping = load_gcstate(repo.store, root.sweeping)

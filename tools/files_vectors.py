@@ -45,6 +45,13 @@ def build() -> dict[str, Any]:
         Node(b"link", "symlink", mode=0o777, mtime_ns=1_700_000_003_000_000_000, target=b"sub/note.txt"),
         Node(b"sub", "dir", mode=0o755, mtime_ns=1_700_000_004_000_000_000, tree=sub_id),
     ]
+    specials = [
+        Node(b"dev-null", "chardev", mode=0o666, mtime_ns=1_700_000_006_000_000_000, rdev=(1 << 8) | 3),
+        Node(b"pipe", "fifo", mode=0o4640, mtime_ns=1_700_000_007_000_000_000, uid=1000, gid=100),
+        Node(b"sock", "socket", mode=0o755, mtime_ns=1_700_000_008_000_000_000, uid=1000, gid=100),
+    ]
+    refs, body = tree_body(specials)
+    add(BlobType.TREE, pack_structured(refs, body), "TREE of special files: chardev (rdev 1:3), fifo (setuid), socket")
     refs, body = tree_body(root)
     root_id = add(BlobType.TREE, pack_structured(refs, body), "root TREE: chunked file, FILE-blob file, symlink, dir")
     info = SnapshotInfo("", 1_700_000_005.5, "host1", "alice", ["/home/alice"], ["daily"], root_id, None,

@@ -1,7 +1,8 @@
 """Commands of the files layer: backup, snapshots, ls, cat, restore, diff, forget, stats."""
 from __future__ import annotations
 
-import glob
+import functools
+import os
 import signal
 import stat as statmod
 import sys
@@ -17,10 +18,12 @@ from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import diff_trees
 from ..files.forget import Policy, apply_policy
+from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
 from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
-from ..files.snapshots import NAMESPACE, list_snapshots, resolve
+from ..files.snapshots import NAMESPACE, SnapshotFilter, list_snapshots, resolve
+from ..files.tree import DEVICES, SPECIAL_IFMT
 from .common import Context, die, emit_json
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -61,32 +64,73 @@ def _show_progress(ctx: Context, json_out: bool) -> bool:
     return not (ctx.quiet or json_out) and sys.stderr.isatty()
 
 
-def _own_repository(repo: Any) -> tuple[str, ...]:
+def snapshot_filter(fn: Any) -> Any:
+    """restic's --host / --path / --tag, collected into one `flt` argument (a SnapshotFilter)."""
+    @click.option("--host", "f_hosts", multiple=True, metavar="HOST",
+                  help="Only snapshots of this host (repeatable: any of them).")
+    @click.option("--path", "f_paths", multiple=True, metavar="PATH",
+                  help="Only snapshots that include this path (repeatable: all of them).")
+    @click.option("--tag", "f_tags", multiple=True, metavar="TAG[,TAG...]",
+                  help="Only snapshots with all these tags (repeatable: any of the lists).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, f_hosts: tuple[str, ...], f_paths: tuple[str, ...], f_tags: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        return fn(*args, flt=SnapshotFilter(list(f_hosts), list(f_paths), list(f_tags)), **kwargs)
+    return wrapper
+
+
+def _own_repository(repo: Any) -> list[str]:
     """A local repository inside a backed-up tree is never backed up into itself."""
     root = getattr(repo.backend, "root", None)
-    return (glob.escape(str(root)),) if isinstance(root, Path) else ()
+    return [os.path.abspath(str(root))] if isinstance(root, Path) else []
 
 
 @click.command()
 @click.argument("paths", nargs=-1)
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
-@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
-              help="Skip entries whose name or absolute path matches this glob (repeatable).")
+@click.option("--exclude", "-e", "excludes", multiple=True, metavar="PATTERN",
+              help="Exclude a pattern, restic syntax: *, ?, [..], **, !negation, trailing / for "
+                   "directories only (repeatable).")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring case.")
+@click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Read exclude patterns from a file, one a line ('#' comments; repeatable).")
+@click.option("--iexclude-file", "iexclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Like --exclude-file, ignoring case.")
+@click.option("--exclude-caches", is_flag=True,
+              help="Exclude the content of directories holding a valid CACHEDIR.TAG (the tag file is kept).")
+@click.option("--exclude-if-present", "exclude_if_present", multiple=True, metavar="NAME[:HEADER]",
+              help="Exclude the content of directories holding the file NAME (starting with HEADER).")
+@click.option("--exclude-larger-than", metavar="SIZE", default=None,
+              help="Exclude files larger than SIZE (e.g. 500k, 10M, 1G).")
+@click.option("--one-file-system", "-x", is_flag=True,
+              help="Do not cross into other file systems (mount points are stored empty).")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input as one file.")
 @click.option("--stdin-name", default="stdin", show_default=True, help="File name for --stdin.")
+@click.option("--allow-empty", is_flag=True, help="With --stdin: store an empty input instead of failing.")
 @click.option("--host", default=None, help="Host name to record (default: this machine's).")
 @click.option("--force", is_flag=True, help="Read every file, ignoring the files cache.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
 @pass_ctx
-def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...], use_stdin: bool,
-           stdin_name: str, host: str | None, force: bool, json_out: bool) -> None:
+def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...],
+           iexcludes: tuple[str, ...], exclude_files: tuple[str, ...], iexclude_files: tuple[str, ...],
+           exclude_caches: bool, exclude_if_present: tuple[str, ...], exclude_larger_than: str | None,
+           one_file_system: bool, use_stdin: bool, stdin_name: str, allow_empty: bool, host: str | None,
+           force: bool, json_out: bool) -> None:
     """Back up PATHs (or standard input) into a new snapshot and print its ID."""
     if use_stdin and paths:
         raise UsageError("give either PATHs or --stdin, not both")
+    pats = list(excludes) + [p for f in exclude_files for p in read_pattern_file(f)]
+    ipats = list(iexcludes) + [p for f in iexclude_files for p in read_pattern_file(f)]
+    tags_present = list(exclude_if_present) + ([f"{CACHEDIR_TAG}:{CACHEDIR_SIGNATURE.decode()}"]
+                                               if exclude_caches else [])
+    limit = parse_size(exclude_larger_than) if exclude_larger_than is not None else None
     repo = ctx.open(write=True)
-    excludes = excludes + _own_repository(repo)
-    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=list(excludes),
-                         stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name, host=host,
+    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=pats, iexcludes=ipats,
+                         exclude_if_present=tags_present, exclude_larger_than=limit,
+                         skip_paths=_own_repository(repo), one_file_system=one_file_system,
+                         stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name,
+                         allow_empty=allow_empty, host=host,
                          force=force, progress=_show_progress(ctx, json_out),
                          message=f"backup {' '.join(paths) if paths else '--stdin ' + stdin_name}"[:500])
     info, summary = run_backup(repo, opts)
@@ -111,18 +155,30 @@ def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes
 
 
 @click.command()
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable: any of them).")
+@snapshot_filter
+@click.option("--latest", type=click.IntRange(1), default=None, metavar="N",
+              help="Only the N newest snapshots of each host and path set.")
+@click.option("--compact", "-c", is_flag=True, help="One short line per snapshot: ID, time, host, tags.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
 @pass_ctx
-def snapshots(ctx: Context, tags: tuple[str, ...], json_out: bool) -> None:
+def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bool, json_out: bool) -> None:
     """List snapshots: ID, time, host, tags, paths and size."""
     repo = ctx.open()
     with repo.reader("snapshots") as snap:
-        rows = [s for s in list_snapshots(snap) if not tags or set(tags) & set(s.tags)]
+        rows = flt.apply(list_snapshots(snap))
+    if latest is not None:
+        groups: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        for s in rows:
+            groups.setdefault((s.host, tuple(sorted(s.paths))), []).append(s)
+        keep = {s.id for g in groups.values() for s in g[-latest:]}
+        rows = [s for s in rows if s.id in keep]
     if json_out:
         emit_json([s.to_json() for s in rows])
         return
     for s in rows:
+        if compact:
+            click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
+            continue
         click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
                    f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
 
@@ -133,6 +189,8 @@ def _node_json(path: str, n: Any) -> dict[str, Any]:
         d["size"] = n.size
     if n.kind == "symlink":
         d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+    if n.kind in DEVICES:
+        d["rdev"] = n.rdev
     return d
 
 
@@ -140,12 +198,13 @@ def _node_json(path: str, n: Any) -> dict[str, Any]:
 @click.argument("snapshot")
 @click.argument("path", required=False, default="/")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
+@snapshot_filter
 @pass_ctx
-def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
+def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: SnapshotFilter) -> None:
     """List the entries of SNAPSHOT under PATH (default: everything)."""
     repo = ctx.open()
     with repo.reader("ls") as snap:
-        info = resolve(snap, snapshot)
+        info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
         start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
         node = reader.lookup(info.tree, start)
@@ -161,7 +220,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
                 click.echo(shown)
             else:
                 kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
-                                         "symlink": statmod.S_IFLNK}[n.kind] | n.mode)
+                                         "symlink": statmod.S_IFLNK, **SPECIAL_IFMT}[n.kind] | n.mode)
                 extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
                 click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {_ts(n.mtime_ns / 1e9)} {shown!s}{extra}"
                            .replace("\n", "\\n"))
@@ -170,13 +229,14 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool) -> None:
 @click.command()
 @click.argument("snapshot")
 @click.argument("path")
+@snapshot_filter
 @pass_ctx
-def cat(ctx: Context, snapshot: str, path: str) -> None:
+def cat(ctx: Context, snapshot: str, path: str, flt: SnapshotFilter) -> None:
     """Write the content of the file at PATH in SNAPSHOT to standard output."""
     repo = ctx.open()
     out = sys.stdout.buffer
     with repo.reader("cat") as snap:
-        info = resolve(snap, snapshot)
+        info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
         node = reader.lookup(info.tree, path)
         if node.kind != "file":
@@ -192,8 +252,10 @@ def cat(ctx: Context, snapshot: str, path: str) -> None:
 @click.option("--include", "includes", multiple=True, metavar="PATH",
               help="Only restore this path of the snapshot (repeatable).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
+@snapshot_filter
 @pass_ctx
-def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool) -> None:
+def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool,
+            flt: SnapshotFilter) -> None:
     """Restore SNAPSHOT into --target, verifying every chunk; pinned against gc for the whole run."""
     repo = ctx.open()
     cancel = threading.Event()
@@ -202,7 +264,7 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
     with _signals_cancel(cancel) as seen:
         try:
             with repo.reader("restore") as snap:
-                info = resolve(snap, snapshot)
+                info = resolve(snap, snapshot, flt)
                 summary = restore_snapshot(snap, info, opts)
         except Interrupted:
             if seen.get("signal") == signal.SIGTERM:
@@ -213,19 +275,23 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
         emit_json({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
         click.echo(f"restored snapshot {info.id[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "
-                   f"{human(s['bytes'])} in {s['duration']:.1f}s to {target}")
+                   f"{s['specials']} special files, {human(s['bytes'])} in {s['duration']:.1f}s to {target}")
+        if s["specials_skipped"]:
+            click.echo(f"casbackup: note: {s['specials_skipped']} device node(s) not created (that needs root)",
+                       err=True)
 
 
 @click.command()
 @click.argument("snapshot1")
 @click.argument("snapshot2")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array of {change, path}.")
+@snapshot_filter
 @pass_ctx
-def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool) -> None:
+def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, flt: SnapshotFilter) -> None:
     """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata)."""
     repo = ctx.open()
     with repo.reader("diff") as snap:
-        a, b = resolve(snap, snapshot1), resolve(snap, snapshot2)
+        a, b = resolve(snap, snapshot1, flt), resolve(snap, snapshot2, flt)
         changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
     if json_out:
         emit_json([{"change": c, "path": p} for c, p in changes])
@@ -311,5 +377,6 @@ def stats(ctx: Context, json_out: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats):
+    from .snaptools import COMMANDS  # imports this module: registered here, after its definitions
+    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats, *COMMANDS):
         cli.add_command(cmd)

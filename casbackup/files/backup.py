@@ -7,7 +7,6 @@ ctime and inode as in the parent snapshot) are not read at all.
 """
 from __future__ import annotations
 
-import fnmatch
 import getpass
 import io
 import os
@@ -25,10 +24,12 @@ from ..errors import UsageError
 from ..repository import Repository, Transaction
 from ..transfer import ByteBudget
 from .chunker import Chunker
+from .patterns import PatternList
 from .progress import Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
-from .tree import INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, Chunk, Node, mode_kind, write_tree
+from .tree import (DEVICES, INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, SPECIALS, Chunk, Node,
+                   mode_kind, write_tree)
 
 MAX_RECORDED_ERRORS = 1000
 # A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
@@ -42,6 +43,7 @@ class Summary:
     files_unmodified: int = 0
     dirs: int = 0
     symlinks: int = 0
+    specials: int = 0  # FIFOs, sockets and devices (stored as entries)
     total_bytes: int = 0
     bytes_read: int = 0
     bytes_added: int = 0
@@ -124,7 +126,13 @@ class Uploader:
 class BackupOptions:
     paths: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    excludes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)     # restic patterns (files/patterns.py)
+    iexcludes: list[str] = field(default_factory=list)    # the same, case-insensitive
+    exclude_if_present: list[str] = field(default_factory=list)  # NAME or NAME:HEADER (restic)
+    exclude_larger_than: int | None = None
+    skip_paths: list[str] = field(default_factory=list)  # exact absolute paths (the repository itself)
+    one_file_system: bool = False  # a mount point is stored as an empty directory, not entered
+    allow_empty: bool = False      # an empty --stdin is an error unless this is set
     stdin: BinaryIO | None = None
     stdin_name: str = "stdin"
     host: str | None = None
@@ -148,10 +156,37 @@ class Backup:
         self.progress = Progress("backup", opts.progress)
         self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
         self.tree_futures: dict[int, Future[str]] = {}
+        self.patterns = PatternList(opts.excludes)
+        self.ipatterns = PatternList(opts.iexcludes, fold=True)
+        self.tags_present = [_tag_spec(t) for t in opts.exclude_if_present]
+        self.tag_cache: dict[str, str | None] = {}
+        self.skip_paths = {os.path.normpath(p) for p in opts.skip_paths}
+        self.dev: int | None = None  # the device of the top path being walked (--one-file-system)
 
     # ---- helpers ----
-    def excluded(self, path: str, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path, p) for p in self.opts.excludes)
+    def excluded(self, path: str, st: os.stat_result) -> bool:
+        """restic's reject rules, any of which excludes the entry (a directory is not entered)."""
+        if path in self.skip_paths:
+            return True
+        is_dir = statmod.S_ISDIR(st.st_mode)
+        if self.patterns.matches(path, is_dir) or self.ipatterns.matches(path, is_dir):
+            return True
+        limit = self.opts.exclude_larger_than
+        if limit is not None and statmod.S_ISREG(st.st_mode) and st.st_size > limit:
+            return True
+        return bool(self.tags_present) and self.tagged_dir(path)
+
+    def tagged_dir(self, path: str) -> bool:
+        """As restic's --exclude-if-present: everything in a directory holding the tag file is
+        left out except the tag file itself (the directory stays, as a marker)."""
+        parent, name = os.path.split(path)
+        cached = self.tag_cache.get(parent)
+        if cached is None:
+            cached = self.tag_cache[parent] = _has_tag(parent, self.tags_present)
+        return cached is not None and name != cached
+
+    def off_device(self, st: os.stat_result) -> bool:
+        return self.opts.one_file_system and self.dev is not None and st.st_dev != self.dev
 
     def parent_nodes(self, tree_id: str | None) -> dict[bytes, Node]:
         if tree_id is None or self.opts.force:
@@ -231,6 +266,9 @@ class Backup:
             raise UsageError(f"invalid --stdin-name {name!r}: it must be a plain file name")
         assert self.opts.stdin is not None
         futures, size = self.read_stream(self.opts.stdin)
+        if size == 0 and not self.opts.allow_empty:
+            # restic refuses this too: a failed dump piped in must not commit an empty "backup"
+            raise UsageError("standard input was empty; nothing committed (--allow-empty stores an empty file)")
         now = time.time_ns()
         node = Node(name.encode(), "file", mode=0o644, mtime_ns=now, uid=os.getuid(), gid=os.getgid(), size=size,
                     ctime_ns=now)
@@ -248,9 +286,13 @@ class Backup:
         except OSError as exc:
             self.summary.error(path, exc.strerror or str(exc))
             return None
+        if self.excluded(path, st):
+            return None
         kind = mode_kind(st.st_mode)
+        if self.off_device(st) and kind != "dir":
+            return None  # a file bind-mounted from another file system
         if kind is None:
-            self.summary.error(path, "skipped: not a regular file, directory or symlink")
+            self.summary.error(path, "skipped: a file type casbackup does not know")
             return None
         node = Node(name, kind, mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
                     gid=st.st_gid)
@@ -261,6 +303,14 @@ class Backup:
                 self.summary.error(path, exc.strerror or str(exc))
                 return None
             self.summary.add(symlinks=1)
+            return node
+        if kind in SPECIALS:
+            node.rdev = st.st_rdev if kind in DEVICES else 0
+            self.summary.add(specials=1)
+            return node
+        if kind == "dir" and self.off_device(st):
+            self.put_tree(node, [])  # a mount point: kept, as restic does, but not entered
+            self.summary.add(dirs=1)
             return node
         if kind == "dir":
             subdirs.append((node, path, parent if parent is not None and parent.is_dir else None))
@@ -353,7 +403,7 @@ class Backup:
     def directory(self, path: str, node: Node, parent: Node | None) -> None:
         """Back up a directory's content: start its files (reads and uploads run on the pool
         while the walk goes on into the subdirectories), then finish them and store its TREE."""
-        if path.count("/") > MAX_DEPTH:
+        if path.count("/") >= MAX_DEPTH:  # restore and ls refuse deeper TREEs
             self.summary.error(path, f"nested deeper than {MAX_DEPTH} levels; its content is left out")
             self.put_tree(node, [])
             return
@@ -369,8 +419,6 @@ class Backup:
         nodes: list[Node] = []
         for name in names:
             child = os.path.join(path, os.fsdecode(name))
-            if self.excluded(child, os.fsdecode(name)):
-                continue
             n = self.entry(child, name, olds.get(name), pending, subdirs)
             if n is not None:
                 nodes.append(n)
@@ -385,6 +433,10 @@ class Backup:
         pending: list[tuple[Node, Work, bool]] = []
         subdirs: list[tuple[Node, str, Node | None]] = []
         self.inline_left = INLINE_TREE_BUDGET
+        try:
+            self.dev = os.lstat(path).st_dev
+        except OSError:
+            self.dev = None  # entry() reports the error
         n = self.entry(path, name, parent, pending, subdirs)
         for sub, sub_path, sub_parent in subdirs:
             self.directory(sub_path, sub, sub_parent)
@@ -406,6 +458,7 @@ class Backup:
                 t[None] = True
         root = Node(b"", "dir")
         if trie.get(None):  # "/" itself
+            self.dev = os.lstat("/").st_dev
             self.directory("/", root, Node(b"", "dir", tree=parent_root) if parent_root else None)
         else:
             self._trie_tree(root, "/", trie, parent_root)
@@ -435,17 +488,40 @@ class Backup:
         self.put_tree(node, nodes)
 
 
-def _scan_total(paths: list[str], excluded: Callable[[str, str], bool], progress: Progress) -> None:
-    """Sum file sizes in the background so the progress line can show an ETA (terminals only)."""
+def _tag_spec(spec: str) -> tuple[str, bytes]:
+    name, _, header = spec.partition(":")
+    if not name or "/" in name:
+        raise UsageError(f"invalid --exclude-if-present {spec!r}: give a file NAME or NAME:HEADER")
+    return name, header.encode()
+
+
+def _has_tag(directory: str, tags: list[tuple[str, bytes]]) -> str | None:
+    """The name of the first tag file present in `directory` (with its header, if one is given)."""
+    for name, header in tags:
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                if not header or f.read(len(header)) == header:
+                    return name
+        except OSError:
+            continue
+    return None
+
+
+def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool], progress: Progress,
+                one_file_system: bool = False) -> None:
+    """Sum file sizes in the background so the progress line can show an ETA (terminals only);
+    it skips what the walk skips, other file systems included."""
     total = 0
-    stack = list(paths)
+    stack: list[tuple[str, int | None]] = [(p, None) for p in paths]
     while stack:
-        p = stack.pop()
+        p, dev = stack.pop()
         try:
             st = os.lstat(p)
+            if excluded(p, st) or (one_file_system and dev is not None and st.st_dev != dev):
+                continue
             if statmod.S_ISDIR(st.st_mode):
                 with os.scandir(p) as it:
-                    stack.extend(e.path for e in it if not excluded(e.path, e.name))
+                    stack.extend((e.path, st.st_dev if dev is None else dev) for e in it)
             elif statmod.S_ISREG(st.st_mode):
                 total += st.st_size
         except OSError:
@@ -494,7 +570,7 @@ def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Sum
         if parent is not None:
             job.progress.total_bytes = parent.size
         if opts.progress and opts.stdin is None:
-            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress), daemon=True).start()
+            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress, opts.one_file_system), daemon=True).start()
         ok = False
         try:
             if opts.stdin is not None:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..errors import BlobCorrupt
 from .reader import TreeReader, join
-from .tree import MAX_DEPTH, Node
+from .tree import DEVICES, MAX_DEPTH, Node
 
 # one step of a directory pair: (change, None, None, path) to report, or (None, old tree,
 # new tree, path) to descend into
@@ -21,6 +21,8 @@ def _same_content(a: Node, b: Node, reader: TreeReader) -> bool:
         return False
     if a.kind == "symlink":
         return a.target == b.target
+    if a.kind in DEVICES:
+        return a.rdev == b.rdev
     if a.kind == "file":
         if a.size != b.size:
             return False

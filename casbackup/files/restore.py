@@ -33,7 +33,7 @@ from ..repository import Repository
 from .progress import Progress
 from .reader import TreeReader, in_file
 from .snapshots import SnapshotInfo, resolve
-from .tree import MAX_DEPTH, Chunk, Node
+from .tree import DEVICES, MAX_DEPTH, SPECIAL_IFMT, Chunk, Node
 
 TEMP_PREFIX = b".casbackup-restore-"
 TEMP_NAME = re.compile(rb"\.casbackup-restore-[0-9a-f]{16}\Z")  # exactly what _tmp() makes
@@ -62,6 +62,8 @@ class RestoreSummary:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    specials: int = 0          # FIFOs, sockets and (as root) devices created
+    specials_skipped: int = 0  # devices in the snapshot, not created: that needs root
     bytes: int = 0
     duration: float = 0.0
 
@@ -190,8 +192,10 @@ class Restorer:
                     child.release()
             elif node.kind == "file":
                 self.file(handle, node, "/" + b"/".join(p).decode("utf-8", "surrogateescape"))
-            else:
+            elif node.kind == "symlink":
                 self.symlink(handle, node)
+            else:
+                self.special(handle, node)
 
     def _tmp(self) -> bytes:
         return TEMP_PREFIX + secrets.token_hex(8).encode()
@@ -209,6 +213,25 @@ class Restorer:
             _unlink(tmp, handle.fd)
             raise
         self.summary.symlinks += 1
+
+    def special(self, handle: DirHandle, node: Node) -> None:
+        """A FIFO, socket or device node: created under a temp name, owner before mode (so
+        setuid/setgid bits survive), then renamed into place. Devices need root (mknod)."""
+        if node.kind in DEVICES and not self.owner:
+            self.summary.specials_skipped += 1
+            return
+        tmp = self._tmp()
+        os.mknod(tmp, SPECIAL_IFMT[node.kind] | 0o600, node.rdev, dir_fd=handle.fd)
+        try:
+            if self.owner:
+                os.chown(tmp, node.uid, node.gid, dir_fd=handle.fd, follow_symlinks=False)
+            os.chmod(tmp, node.mode, dir_fd=handle.fd)  # the name is ours: mknod refused an existing one
+            os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns), dir_fd=handle.fd, follow_symlinks=False)
+            os.rename(tmp, node.name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd)
+        except BaseException:
+            _unlink(tmp, handle.fd)
+            raise
+        self.summary.specials += 1
 
     def file(self, handle: DirHandle, node: Node, path: str) -> None:
         """Queue a file's chunk reads (streamed from its list, sizes checked by TreeReader.chunks)."""

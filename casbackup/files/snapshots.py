@@ -1,6 +1,7 @@
 """Snapshot entries (namespace `snapshots`, spec/files.md §4): encode, decode, resolve IDs."""
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -25,6 +26,7 @@ class SnapshotInfo:
     tree: str
     parent: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    original: str | None = None  # the ID it had before its first tag change (restic's `original`)
     damaged: bool = False  # repair found data it reaches missing or corrupt (never part of value())
 
     @property
@@ -36,14 +38,17 @@ class SnapshotInfo:
         return int(self.summary.get("total_bytes", 0))
 
     def value(self) -> bytes:
-        return packb({"v": SNAPSHOT_VERSION, "time": self.time, "host": self.host, "user": self.user,
-                      "paths": list(self.paths), "tags": sorted(set(self.tags)), "tree": bytes.fromhex(self.tree),
-                      "parent": self.parent, "summary": self.summary})
+        d = {"v": SNAPSHOT_VERSION, "time": self.time, "host": self.host, "user": self.user,
+             "paths": list(self.paths), "tags": sorted(set(self.tags)), "tree": bytes.fromhex(self.tree),
+             "parent": self.parent, "summary": self.summary}
+        if self.original is not None:  # absent until a tag change, so older IDs are unchanged
+            d["original"] = self.original
+        return packb(d)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "short_id": self.id[:8], "time": self.time, "host": self.host, "user": self.user,
                 "paths": self.paths, "tags": self.tags, "tree": self.tree, "parent": self.parent,
-                "size": self.size, "summary": self.summary, "damaged": self.damaged}
+                "size": self.size, "summary": self.summary, "damaged": self.damaged, "original": self.original}
 
 
 def new_id(value: bytes) -> str:
@@ -63,6 +68,10 @@ def decode(key: str, value: bytes, refs: Iterable[Ref]) -> SnapshotInfo:
         info = SnapshotInfo(key, float(d["time"]), str(d["host"]), str(d.get("user", "")),
                             [str(p) for p in d["paths"]], [str(t) for t in d.get("tags", [])], tree.hex(),
                             d.get("parent"), d.get("summary") or {})
+        original = d.get("original")
+        if original is not None and not isinstance(original, str):
+            raise TypeError
+        info.original = original
     except (KeyError, TypeError, ValueError):
         raise BlobCorrupt(where, "malformed snapshot record") from None
     if info.root not in set(refs):
@@ -80,12 +89,51 @@ def list_snapshots(snap: Any) -> list[SnapshotInfo]:
     return out
 
 
-def resolve(snap: Any, spec: str) -> SnapshotInfo:
-    """'latest', a full ID or a unique prefix of one, as restic and git accept."""
+@dataclass
+class SnapshotFilter:
+    """restic's --host / --path / --tag selection: any of the hosts; all of the paths; any of
+    the tag lists, where one list "a,b" needs every tag in it. Empty means no condition."""
+
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.paths = [posixpath.normpath(p) if p.startswith("/") else p for p in self.paths]
+
+    def empty(self) -> bool:
+        return not (self.hosts or self.paths or self.tags)
+
+    def matches(self, s: SnapshotInfo) -> bool:
+        if self.hosts and s.host not in self.hosts:
+            return False
+        if self.paths and not set(self.paths) <= set(s.paths):
+            return False
+        if self.tags:
+            lists = [{t for t in tl.split(",") if t} for tl in self.tags]
+            if not any(tl <= set(s.tags) for tl in lists):
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = [f"--host {h}" for h in self.hosts] + [f"--path {p}" for p in self.paths]
+        return " ".join(parts + [f"--tag {t}" for t in self.tags])
+
+    def apply(self, every: list[SnapshotInfo]) -> list[SnapshotInfo]:
+        return [s for s in every if self.matches(s)]
+
+
+def resolve(snap: Any, spec: str, flt: SnapshotFilter | None = None) -> SnapshotInfo:
+    """'latest' (the newest snapshot the filter selects), a full ID or a unique prefix of one,
+    as restic and git accept. As in restic, the filter only narrows 'latest'."""
     if spec == "latest":
         every = list_snapshots(snap)
         if not every:
             raise NotFound("the repository has no snapshots")
+        if flt is not None and not flt.empty():
+            every = flt.apply(every)
+            if not every:
+                raise NotFound(f"no snapshot matches {flt.describe()}")
         return every[-1]
     if not spec or any(c not in "0123456789abcdef" for c in spec.lower()):
         raise UsageError(f"invalid snapshot ID {spec!r}: give a hex ID, a unique prefix, or 'latest'")

@@ -33,7 +33,11 @@ TREE_PART_BUDGET = 3 * 1024 * 1024
 # An index lists at most this many parts (~70 payload bytes each: ~2.3 MiB). At >= ~10,000
 # entries per part that is hundreds of millions of entries in one directory.
 MAX_TREE_PARTS = 32768
-KINDS = ("file", "dir", "symlink")
+SPECIALS = ("fifo", "socket", "chardev", "blockdev")  # stored as entries (metadata only)
+DEVICES = ("chardev", "blockdev")                     # these also carry `rdev`
+KINDS = ("file", "dir", "symlink", *SPECIALS)
+SPECIAL_IFMT = {"fifo": statmod.S_IFIFO, "socket": statmod.S_IFSOCK, "chardev": statmod.S_IFCHR,
+                "blockdev": statmod.S_IFBLK}
 # Deeper trees are refused on restore and cut (with an error) on backup: the walks recurse, and
 # a hostile snapshot must get a clear error, not a crash. Real paths end at PATH_MAX anyway.
 MAX_DEPTH = 512
@@ -72,6 +76,7 @@ class Node:
     tree: str | None = None       # TREE blob id (directories)
     target: bytes | None = None   # symlink target, stored verbatim and never followed
     data: bytes | None = None     # inline content of a small file
+    rdev: int = 0                 # device number of a chardev/blockdev entry
     # the TREE blob (or TREE part) this entry was decoded from, to name it in errors; not stored
     where: str | None = field(default=None, compare=False, repr=False)
 
@@ -99,8 +104,10 @@ class Node:
                 d["chunks"] = [[bytes.fromhex(c.id), c.size] for c in self.chunks or ()]
         elif self.kind == "dir":
             d["tree"] = bytes.fromhex(self.tree or "")
-        else:
+        elif self.kind == "symlink":
             d["target"] = self.target or b""
+        elif self.kind in DEVICES:
+            d["rdev"] = self.rdev
         return d
 
     @property
@@ -269,6 +276,9 @@ def _entries(tree_id: str, refs: list[Ref], raw: Any) -> list[Node]:
             n.tree = _id(e.get("tree"), tree_id)
             if Ref(BlobType.TREE, n.tree) not in refset:
                 raise BlobCorrupt(tree_id, f"subtree {n.tree} of {name!r} is not among the tree's refs")
+        elif kind in SPECIALS:
+            if kind in DEVICES:
+                n.rdev = _int(e, "rdev", tree_id, None, 0, 2**64)
         else:
             t = e.get("target")
             if not isinstance(t, bytes) or not t or len(t) > MAX_TARGET or b"\x00" in t:
@@ -292,4 +302,7 @@ def mode_kind(st_mode: int) -> str | None:
         return "dir"
     if statmod.S_ISLNK(st_mode):
         return "symlink"
+    for kind, ifmt in SPECIAL_IFMT.items():
+        if statmod.S_IFMT(st_mode) == ifmt:
+            return kind
     return None

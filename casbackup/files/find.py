@@ -1,0 +1,59 @@
+"""`find`: which snapshots hold paths matching a pattern (restic's `find`).
+
+A pattern without `/` is a glob on the entry's name; one with `/` is a restic pattern
+(files/patterns.py) that must match the whole path up to its last component, so `*.txt`
+finds every text file and `/home/*/notes.txt` one file in each home directory.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator
+
+from .patterns import Pattern, component_regex, split_path
+from .reader import TreeReader
+from .snapshots import SnapshotInfo
+from .tree import Node
+
+_END = "\x00end"  # a sentinel component: a path pattern must match through the last component
+
+
+class Finder:
+    def __init__(self, patterns: list[str], fold: bool = False) -> None:
+        self.fold = fold
+        self.names: list[re.Pattern[str]] = []
+        self.paths: list[tuple[str, ...]] = []
+        for p in patterns:
+            text = p.lower() if fold else p
+            if "/" in text.rstrip("/"):
+                pat = Pattern.parse(text)
+                self.paths.append(pat.parts + (_END,))
+            else:
+                self.names.append(component_regex(text.rstrip("/") or "*"))
+
+    def matches(self, path: str, name: str) -> bool:
+        if self.fold:
+            path, name = path.lower(), name.lower()
+        if any(rx.fullmatch(name) for rx in self.names):
+            return True
+        if self.paths:
+            comps = split_path(path) + [_END]
+            return any(Pattern("", parts, False, False).match(comps) for parts in self.paths)
+        return False
+
+    def search(self, reader: TreeReader, info: SnapshotInfo) -> Iterator[tuple[str, Node]]:
+        root = Node(b"", "dir", tree=info.tree)
+        for path, node in reader.walk(root, "/"):
+            if node is root:
+                continue
+            if self.matches(path, node.name.decode("utf-8", "surrogateescape")):
+                yield path, node
+
+
+def match_json(path: str, n: Node, ts: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"path": path, "type": n.kind, "mode": n.mode, "mtime": ts(n.mtime_ns / 1e9),
+                         "uid": n.uid, "gid": n.gid}
+    if n.kind == "file":
+        d["size"] = n.size
+    if n.kind == "symlink":
+        d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+    return d
