@@ -1,6 +1,6 @@
 """Storage targets for the backend conformance suite: memory, local disk, a real S3 endpoint on
-127.0.0.1 (moto's server, always), SeaweedFS (when `weed` is installed) and rclone through the
-command backend (when `rclone` is installed). No test here touches a network beyond loopback.
+127.0.0.1 (moto's server, always), SeaweedFS (when `weed` is installed), Azure Blob on Azurite (when
+`.ci/run` installed it) and rclone through the command backend (when `rclone` is installed). No test here touches a network beyond loopback.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import pytest
 
 from casbackup.backends import Backend, LocalBackend, MemoryBackend, open_backend
+
+from . import azurite
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RCLONE_CONFIG = PROJECT_ROOT / "tools" / "rclone" / "casbackup-rclone.yaml"
@@ -126,6 +128,26 @@ def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         _stop(proc)
 
 
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on 127.0.0.1 and a free port; yields the account URL
+    (http://127.0.0.1:PORT/devstoreaccount1), the value of casbackup's `endpoint` option."""
+    binary = azurite.find_azurite_blob()
+    if binary is None:
+        pytest.skip(f"Azurite is not installed: run .ci/run, or npm install --prefix {azurite.cache_dir()} azurite")
+    port = free_port()
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(azurite.server_command(binary, port), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    account_url = f"http://127.0.0.1:{port}/{azurite.ACCOUNT}"
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc, time.monotonic() + 60, log)
+        yield account_url
+    finally:
+        _stop(proc)
+
+
 @dataclass
 class Target:
     """One storage for the conformance suite: how to open it here, in another process, and in the CLI."""
@@ -160,6 +182,23 @@ def s3_target(name: str, endpoint: str, monkeypatch: pytest.MonkeyPatch, bucket:
     return Target(name, lambda: open_backend(url, options), url, options, dict(S3_TEST_ENV))
 
 
+AZURE_TEST_ENV = {"AZURE_STORAGE_ACCOUNT_NAME": azurite.ACCOUNT, "AZURE_STORAGE_ACCOUNT_KEY": azurite.KEY}
+
+
+def azure_target(name: str, account_url: str, monkeypatch: pytest.MonkeyPatch) -> Target:
+    """az:// on Azurite, reached through the documented `endpoint` option; credentials only from the
+    standard AZURE_STORAGE_* variables (Azurite's public development account)."""
+    for k in list(os.environ):
+        if k.startswith(("AZURE_", "AZURITE_")):
+            monkeypatch.delenv(k)
+    for k, v in AZURE_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
+    container = azurite.make_container(account_url)
+    url = f"az://{container}/repo-{secrets.token_hex(3)}"
+    options = {"endpoint": account_url, "allow_http": "true", "timeout": "20"}
+    return Target(name, lambda: open_backend(url, options), url, options, dict(AZURE_TEST_ENV))
+
+
 def rclone_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
     if shutil.which("rclone") is None:
         pytest.skip("rclone is not installed (Debian package 'rclone'); the command-backend tests need it")
@@ -171,7 +210,8 @@ def rclone_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
     return Target("cmd-rclone", lambda: open_backend(url, options), url, options, env, conditional=False)
 
 
-TARGETS = ["memory", "local", "s3-moto", pytest.param("s3-seaweedfs", marks=pytest.mark.seaweedfs), "cmd-rclone"]
+TARGETS = ["memory", "local", "s3-moto", pytest.param("s3-seaweedfs", marks=pytest.mark.seaweedfs), "az-azurite",
+           "cmd-rclone"]
 
 
 @pytest.fixture(params=TARGETS)
@@ -189,9 +229,16 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     if name == "s3-seaweedfs":
         # one bucket: each SeaweedFS bucket is a collection with its own volumes
         return s3_target(name, request.getfixturevalue("seaweedfs_endpoint"), monkeypatch, bucket="casb-ready")
+    if name == "az-azurite":
+        return azure_target(name, request.getfixturevalue("azurite_endpoint"), monkeypatch)
     return rclone_target(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def moto_target(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Target:
     return s3_target("s3-moto", moto_endpoint, monkeypatch)
+
+
+@pytest.fixture
+def azurite_target(azurite_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Target:
+    return azure_target("az-azurite", azurite_endpoint, monkeypatch)
