@@ -237,6 +237,7 @@ def test_cli_end_to_end(target: Target, cli: object) -> None:
     assert r.code != 0
 
 
+@pytest.mark.slow
 def test_cli_files_end_to_end(target: Target, cli: object, tmp_path: Path) -> None:
     """backup, restore, forget, gc and check --read-data through the CLI on each shared storage."""
     if target.url is None:
