@@ -207,4 +207,4 @@ def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStor
         except Exception as exc:  # obstore raises builtins and its own errors for bad config
             raise UsageError(f"cannot configure {spec.url.scheme}:// store: {str(exc).splitlines()[0]}") from None
 
-    return ObjectStoreBackend(make, url, attempts=spec.attempts)
+    return ObjectStoreBackend(make, url, attempts=spec.attempts, cas_by_version=spec.url.scheme == "gs")
