@@ -179,7 +179,9 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
         if endpoint:
             config["endpoint"] = endpoint
         elif use_emulator:
-            endpoint = "http://127.0.0.1:10000"  # the emulator's default, for the allow_http check below
+            # obstore then talks to AZURITE_BLOB_STORAGE_URL, or the emulator's default port; check that
+            # address against allow_http below like any endpoint
+            endpoint = env.get("AZURITE_BLOB_STORAGE_URL") or "http://127.0.0.1:10000"
     if endpoint is not None:
         ep = urlsplit(endpoint)
         if ep.scheme not in ("http", "https") or not ep.hostname:

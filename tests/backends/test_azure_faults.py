@@ -12,7 +12,7 @@ import pytest
 
 from casbackup.backends import open_backend
 from casbackup.backends.objectstore import ObjectStoreBackend
-from casbackup.errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, WriteRefused
+from casbackup.errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, UsageError, WriteRefused
 from casbackup.repository import Repository
 
 from .azurite import ACCOUNT
@@ -153,3 +153,19 @@ def test_endpoint_stripping_conditions_cannot_write(azurite_target: Target, cli:
         with Repository.open(azurite_target.make()).reader() as snap:
             with pytest.raises(Exception):
                 snap.get("ns", "k2")
+
+
+def test_use_emulator_follows_azurite_blob_storage_url(azurite_target: Target, azurite_endpoint: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`use_emulator=true` pins obstore to 127.0.0.1:10000 and Azurite's own key unless
+    AZURITE_BLOB_STORAGE_URL names the server; `endpoint` is the other way to any port."""
+    server = azurite_endpoint.rsplit("/", 1)[0]
+    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", server)
+    container = azurite_target.url.split("/")[2]  # type: ignore[union-attr]
+    b = open_backend(f"az://{container}/emu", {"use_emulator": "true", "allow_http": "true"})
+    assert b.create("blobs/aa/emu", b"via use_emulator") is True
+    assert b.create("blobs/aa/emu", b"again") is False
+    assert open_backend(f"az://{container}/emu", azurite_target.options).get("blobs/aa/emu") == b"via use_emulator"
+    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://emulator.example.net:10000")
+    with pytest.raises(UsageError, match="loopback"):
+        open_backend(f"az://{container}/emu", {"use_emulator": "true", "allow_http": "true"})
