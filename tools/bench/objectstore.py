@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Object-store benchmark at the blob-store level, against moto's S3 server on 127.0.0.1.
+"""Object-store benchmark at the blob-store level, against moto's S3 server on 127.0.0.1, and
+Azurite (Azure Blob emulator) beside it when `.ci/run` installed it.
 
 Measures, in one run:
 - backup throughput: compress + hash + conditional-create upload of blobs, 1/4/16 requests in flight;
@@ -9,7 +10,8 @@ Measures, in one run:
 - commit latency (one small metadata put through the root compare-and-swap);
 - GC throughput (blobs condemned and deleted per second).
 
-moto is a Python server: its absolute numbers say little about AWS; the ratios are the point.
+moto (Python) and Azurite (Node.js) are emulators: their absolute numbers say little about AWS or
+Azure; the ratios against plain obstore on the same endpoint are the point.
 Reproduce: python tools/bench/objectstore.py [--blobs 48 --size-mib 2 --commits 30 --gc-blobs 200]
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +39,7 @@ from casbackup.gc import Collector  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
 from casbackup.store import BlobStore  # noqa: E402
 from casbackup.transfer import get_many, put_many  # noqa: E402
+from tests.backends import azurite  # noqa: E402  (finds Azurite, makes containers: shared with the tests)
 
 MiB = 1024 * 1024
 
@@ -59,6 +63,29 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("moto did not start")
+
+
+def start_azurite() -> tuple[subprocess.Popen[bytes], str] | None:
+    """Azurite's blob service on 127.0.0.1, or None (with a note) if it is not installed."""
+    binary = azurite.find_azurite_blob()
+    if binary is None:
+        print(f"# Azurite not installed (run .ci/run, or npm install --prefix {azurite.cache_dir()} azurite): "
+              "Azure rows skipped")
+        return None
+    port = free_port()
+    proc = subprocess.Popen(azurite.server_command(binary, port), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+        except urllib.error.HTTPError:
+            return proc, f"http://127.0.0.1:{port}/{azurite.ACCOUNT}"
+        except OSError:
+            time.sleep(0.1)
+            continue
+        return proc, f"http://127.0.0.1:{port}/{azurite.ACCOUNT}"
+    proc.kill()
+    raise SystemExit("Azurite did not start")
 
 
 def make_bucket(endpoint: str, name: str) -> None:
@@ -104,8 +131,13 @@ def bench_raw_obstore(endpoint: str, bucket: str, data: list[bytes], stored: lis
     import obstore
     from obstore.store import S3Store
 
-    s = S3Store(bucket, prefix=f"raw{requests}", endpoint=endpoint, region="us-east-1",
-                client_options={"allow_http": True}, virtual_hosted_style_request=False)
+    from obstore.store import AzureStore
+
+    if "/" + azurite.ACCOUNT in endpoint:
+        s = AzureStore(bucket, prefix=f"raw{requests}", endpoint=endpoint, client_options={"allow_http": True})
+    else:
+        s = S3Store(bucket, prefix=f"raw{requests}", endpoint=endpoint, region="us-east-1",
+                    client_options={"allow_http": True}, virtual_hosted_style_request=False)
     total = sum(map(len, data))
     with ThreadPoolExecutor(requests) as pool:
         t = time.perf_counter()
@@ -159,43 +191,61 @@ def main() -> None:
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}.items():
         os.environ.setdefault(k, v)
     proc, endpoint = start_moto()
+    az = start_azurite()
     tmp = Path(tempfile.mkdtemp(prefix="casbackup-bench-"))
     try:
         make_bucket(endpoint, "bench")
-        opts = {"endpoint": endpoint, "allow_http": "true"}
+        stores = [("S3 (moto)", "s3://bench", endpoint, "bench", {"endpoint": endpoint, "allow_http": "true"})]
+        if az is not None:
+            for k, v in {"AZURE_STORAGE_ACCOUNT_NAME": azurite.ACCOUNT, "AZURE_STORAGE_ACCOUNT_KEY": azurite.KEY}.items():
+                os.environ[k] = v
+            container = azurite.make_container(az[1], "bench")
+            stores.append(("Azure (Azurite)", f"az://{container}", az[1], container,
+                           {"endpoint": az[1], "allow_http": "true"}))
         size = int(args.size_mib * MiB)
         data = mixed_data(args.blobs, size)
         stored = [encode_blob(BlobType.CHUNK, d, 3).stored for d in data]
         total_mib = args.blobs * size / MiB
-        print(f"# casbackup object-store benchmark: moto on {endpoint}, {args.blobs} blobs x {args.size_mib:g} MiB "
+        print(f"# casbackup object-store benchmark: {', '.join(name for name, *_ in stores)} on 127.0.0.1, "
+              f"{args.blobs} blobs x {args.size_mib:g} MiB "
               f"({total_mib:.0f} MiB, half random, half text), zstd level 3, {os.cpu_count()} CPUs")
         print(f"# stored (compressed) size {sum(map(len, stored)) / MiB:.0f} MiB; MiB/s are logical bytes; 'raw' = plain "
               "obstore PUT/GET of the same compressed bytes (no hash, no verify, no zstd), same endpoint")
-        print(f"{'in flight':>9} | {'backup MiB/s':>12} {'raw PUT MiB/s':>13} {'ratio':>5} | "
-              f"{'restore MiB/s':>13} {'raw GET MiB/s':>13} {'ratio':>5} | {'local disk up/down MiB/s':>24}")
+        print(f"{'store':>15} {'in flight':>9} | {'backup MiB/s':>12} {'raw PUT MiB/s':>13} {'ratio':>5} | "
+              f"{'restore MiB/s':>13} {'raw GET MiB/s':>13} {'ratio':>5}")
         for n in [int(x) for x in args.inflight.split(",")]:
-            s3_store = BlobStore(open_backend(f"s3://bench/blobs{n}", opts))
+            for name, base, ep, bucket, opts in stores:
+                store = BlobStore(open_backend(f"{base}/blobs{n}", opts))
+                up, down = bench_blobs(store, data, n)
+                raw_up, raw_down = bench_raw_obstore(ep, bucket, data, stored, n)
+                print(f"{name:>15} {n:>9} | {up:>12.1f} {raw_up:>13.1f} {up / raw_up:>5.2f} | {down:>13.1f} "
+                      f"{raw_down:>13.1f} {down / raw_down:>5.2f}")
             local_store = BlobStore(LocalBackend(tmp / f"local{n}", create=True))
-            up, down = bench_blobs(s3_store, data, n)
-            raw_up, raw_down = bench_raw_obstore(endpoint, "bench", data, stored, n)
             l_up, l_down = bench_blobs(local_store, data, n)
-            print(f"{n:>9} | {up:>12.1f} {raw_up:>13.1f} {up / raw_up:>5.2f} | {down:>13.1f} {raw_down:>13.1f} "
-                  f"{down / raw_down:>5.2f} | {l_up:>11.1f} / {l_down:<10.1f}")
-        s3_repo = Repository.init(open_backend("s3://bench/repo", opts))
+            print(f"{'local disk':>15} {n:>9} | {l_up:>12.1f} {'':>13} {'':>5} | {l_down:>13.1f}")
         local_repo = Repository.init(LocalBackend(tmp / "repo", create=True))
-        s3_ms, local_ms = bench_commits(s3_repo, args.commits), bench_commits(local_repo, args.commits)
+        local_ms = bench_commits(local_repo, args.commits)
         q = lambda xs: (statistics.median(xs), sorted(xs)[int(len(xs) * 0.9) - 1])  # noqa: E731
-        print(f"commit latency (one small put, {args.commits} commits): S3 median {q(s3_ms)[0]:.1f} ms, "
-              f"p90 {q(s3_ms)[1]:.1f} ms; local disk median {q(local_ms)[0]:.1f} ms, p90 {q(local_ms)[1]:.1f} ms")
-        deleted, t_gc = bench_gc(s3_repo, args.gc_blobs)
+        print(f"commit latency (one small put, {args.commits} commits): local disk median {q(local_ms)[0]:.1f} ms, "
+              f"p90 {q(local_ms)[1]:.1f} ms")
+        repos = []
+        for name, base, _, _, opts in stores:
+            repo = Repository.init(open_backend(f"{base}/repo", opts))
+            ms = bench_commits(repo, args.commits)
+            print(f"  {name}: median {q(ms)[0]:.1f} ms, p90 {q(ms)[1]:.1f} ms")
+            repos.append((name, repo))
         l_deleted, l_gc = bench_gc(local_repo, args.gc_blobs)
-        print(f"gc ({args.gc_blobs} unreferenced value blobs + pages): S3 {deleted} deleted in {t_gc:.2f} s "
-              f"({deleted / t_gc:.0f} blobs/s, mark + sweep); local disk {l_deleted} in {l_gc:.2f} s "
-              f"({l_deleted / l_gc:.0f} blobs/s); ratio S3/local {(deleted / t_gc) / (l_deleted / l_gc):.2f}")
+        print(f"gc ({args.gc_blobs} unreferenced value blobs + pages, mark + sweep): local disk {l_deleted} deleted "
+              f"in {l_gc:.2f} s ({l_deleted / l_gc:.0f} blobs/s)")
+        for name, repo in repos:
+            deleted, t_gc = bench_gc(repo, args.gc_blobs)
+            print(f"  {name}: {deleted} in {t_gc:.2f} s ({deleted / t_gc:.0f} blobs/s); "
+                  f"ratio to local {(deleted / t_gc) / (l_deleted / l_gc):.2f}")
         print("reproduce: python tools/bench/objectstore.py " + " ".join(sys.argv[1:]))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for p in [proc] + ([az[0]] if az is not None else []):
+            p.terminate()
+            p.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
