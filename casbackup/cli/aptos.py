@@ -13,8 +13,6 @@ from pathlib import Path
 import click
 
 from ..aptos.errors import AptosInconsistent, ImportIncomplete
-from ..aptos.legacy import LegacyImporter
-from ..aptos.metadata import storage_report
 from ..aptos.names import MAX_METADATA_BYTES, parse_handle
 from ..aptos.parent import ancestry, writer_gone
 from ..aptos.storage import DEFAULT_LIST_PIN_TTL, AptosStorage
@@ -134,6 +132,8 @@ def backup_metadata_file(ctx: Context, file_name: str | None) -> None:
 @pass_ctx
 def status(ctx: Context, json_out: bool) -> None:
     """Storage state and transaction / epoch-ending ranges, with gaps, overlaps and conflicts."""
+    from ..aptos.metadata import storage_report  # lazily: adapter calls do not parse metadata
+
     store = AptosStorage(ctx.open())
     with store.view("aptos status", pin=not _no_pin()) as snap:
         report = storage_report(store.metadata_files(snap))
@@ -164,6 +164,8 @@ def status(ctx: Context, json_out: bool) -> None:
 @pass_ctx
 def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool) -> None:
     """Migrate a folder in the tool's local layout; bad files are reported and left out."""
+    from ..aptos.legacy import LegacyImporter  # lazily: adapter calls do not import
+
     store = AptosStorage(ctx.open(write=True))
     report = LegacyImporter(store, legacy_dir, ctx.progress(json_out)).run()
     if json_out:
