@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -141,21 +142,34 @@ def status(ctx: Context, json_out: bool) -> None:
     if json_out:
         emit_json(report)
     else:
-        st = report["storage_state"]
-        click.echo(f"generation {report['generation']}: {report['metadata_files']} metadata files, "
-                   f"{report['lines']} lines")
-        click.echo(f"latest epoch ending epoch: {st['latest_epoch_ending_epoch']}")
-        click.echo(f"latest transaction version: {st['latest_transaction_version']}")
-        click.echo(f"latest state snapshot: epoch {st['latest_state_snapshot_epoch']} "
-                   f"version {st['latest_state_snapshot_version']}")
-        for label in ("transaction", "epoch_ending"):
-            r = report[label]
-            click.echo(f"{label}: {r['ranges']} ranges {r['first']}..{r['last']}, {r['duplicates']} duplicate lines")
-        for p in report["problems"]:
-            click.echo(f"problem: {p}")
+        for text in status_lines(report):
+            click.echo(text)
     if not report["ok"]:
         raise AptosInconsistent(f"{len(report['problems'])} problems in the Aptos metadata: "
                                 + "; ".join(report["problems"][:3]))
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """The text form of `aptos status` (README "aptos status"): an absent value reads "none", never None."""
+    st = report["storage_state"]
+
+    def v(x: object) -> str:
+        return "none" if x is None else str(x)
+
+    snap = ("none" if st["latest_state_snapshot_version"] is None else
+            f"epoch {st['latest_state_snapshot_epoch']} version {st['latest_state_snapshot_version']}")
+    out = [f"generation {report['generation']}: {report['metadata_files']} metadata files, {report['lines']} lines",
+           f"latest epoch ending epoch: {v(st['latest_epoch_ending_epoch'])}",
+           f"latest transaction version: {v(st['latest_transaction_version'])}",
+           f"latest state snapshot: {snap} ({len(report['state_snapshots'])} state snapshots)"]
+    for label in ("transaction", "epoch_ending"):
+        r = report[label]
+        span = f" {r['first']}..{r['last']}" if r["ranges"] else ""
+        out.append(f"{label}: {r['ranges']} ranges{span}, {r['duplicates']} duplicate lines")
+    out.append(f"identity: {', '.join(report['identity']) or 'none'}")
+    out.append(f"latest compaction: {v(report['latest_compaction'])}")
+    out += [f"problem: {p}" for p in report["problems"]]
+    return out
 
 
 @aptos.command("import")

@@ -1,6 +1,7 @@
 """What an operator deploying the adapter relies on: cheap calls, unsigned public reads, old backups."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -48,3 +49,26 @@ def test_other_commands_still_load(cli, tmp_path):
     assert cli("-r", str(tmp_path / "r"), "snapshots").code == 0
     bad = cli("-r", str(tmp_path / "r"), "no-such-command")
     assert bad.code == 2 and "no-such-command" in bad.stderr
+
+
+def test_status_of_an_empty_repository_prints_no_python_none(aptos_env, cli):
+    text = cli("-r", str(aptos_env.repo), "aptos", "status")
+    assert text.code == 0, text.stderr
+    assert "None" not in text.out
+    assert text.out.splitlines() == [
+        "generation 0: 0 metadata files, 0 lines",
+        "latest epoch ending epoch: none",
+        "latest transaction version: none",
+        "latest state snapshot: none (0 state snapshots)",
+        "transaction: 0 ranges, 0 duplicate lines",
+        "epoch_ending: 0 ranges, 0 duplicate lines",
+        "identity: none",
+        "latest compaction: none",
+    ]
+    doc = json.loads(cli("-r", str(aptos_env.repo), "aptos", "status", "--json").out)
+    assert set(doc) == {"ok", "generation", "metadata_files", "lines", "storage_state", "transaction", "epoch_ending",
+                        "state_snapshots", "identity", "latest_compaction", "unparsable", "problems"}
+    assert doc["storage_state"] == dict.fromkeys(("latest_epoch_ending_epoch", "latest_transaction_version",
+                                                  "latest_state_snapshot_epoch", "latest_state_snapshot_version"))
+    assert doc["transaction"] == {"ranges": 0, "first": None, "last": None, "gaps": [], "overlaps": [],
+                                  "conflicts": [], "duplicates": 0}
