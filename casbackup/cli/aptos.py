@@ -27,6 +27,16 @@ def _no_pin() -> bool:
     return bool(click.get_current_context().find_root().meta.get("aptos_no_pin"))
 
 
+def _open_for_reading(ctx: Context) -> AptosStorage:
+    """The repository for a read. Unsigned (public-bucket) storage takes no writes at all, so its
+    reads never pin, as with `aptos --no-pin`."""
+    repo = ctx.open()
+    if getattr(repo.backend, "unsigned", False):
+        repo.pin_reads = False
+        click.get_current_context().find_root().meta["aptos_no_pin"] = True
+    return AptosStorage(repo)
+
+
 def _print_handle_and_close(handle: str) -> None:
     """Send the handle, then close stdout for real: the tool reads it to EOF before sending data."""
     sys.stdout.flush()
@@ -78,7 +88,7 @@ def create_for_write(ctx: Context, backup_handle: str | None, file_name: str | N
 @pass_ctx
 def open_for_read(ctx: Context, file_handle: str | None) -> None:
     """Write the file to stdout, every piece hash-verified before it is written; non-zero if anything is off."""
-    store = AptosStorage(ctx.open())
+    store = _open_for_reading(ctx)
     value = store.resolve(parse_handle(file_handle))
     out = sys.stdout.buffer
     for piece in store.read_file(value):
@@ -110,7 +120,7 @@ def save_metadata_line(ctx: Context, file_name: str | None) -> None:
 @pass_ctx
 def list_metadata_files(ctx: Context, pin_ttl: float) -> None:
     """One generation's live metadata files, one handle per line; that generation stays pinned."""
-    store = AptosStorage(ctx.open())
+    store = _open_for_reading(ctx)
     handles, _pin = store.list_metadata(None if _no_pin() else pin_ttl)
     out = "".join(h + "\n" for h in handles)
     sys.stdout.write(out)
@@ -135,7 +145,7 @@ def status(ctx: Context, json_out: bool) -> None:
     """Storage state and transaction / epoch-ending ranges, with gaps, overlaps and conflicts."""
     from ..aptos.metadata import storage_report  # lazily: adapter calls do not parse metadata
 
-    store = AptosStorage(ctx.open())
+    store = _open_for_reading(ctx)
     with store.view("aptos status", pin=not _no_pin()) as snap:
         report = storage_report(store.metadata_files(snap))
         report["generation"] = snap.generation.seq

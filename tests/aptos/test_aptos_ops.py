@@ -72,3 +72,70 @@ def test_status_of_an_empty_repository_prints_no_python_none(aptos_env, cli):
                                                   "latest_state_snapshot_epoch", "latest_state_snapshot_version"))
     assert doc["transaction"] == {"ranges": 0, "first": None, "last": None, "gaps": [], "overlaps": [],
                                   "conflicts": [], "duplicates": 0}
+
+
+def _s3(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="casbackup-test",
+                        aws_secret_access_key="casbackup-test-secret")
+
+
+def _make_public(endpoint: str, bucket: str) -> None:
+    """What a public Aptos bucket grants everyone: list and get, nothing else."""
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        {"Effect": "Allow", "Principal": "*", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]}]}
+    _s3(endpoint).put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+def _bucket_state(endpoint: str, bucket: str) -> dict[str, str]:
+    s3 = _s3(endpoint)
+    out: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        out.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+    return out
+
+
+def test_public_bucket_reads_unsigned_and_writes_nothing(moto_endpoint, tmp_path, cli):
+    from conftest import S3_TEST_ENV, make_bucket
+
+    from aptos_harness import Adapter, AdapterError, write_config
+
+    bucket = make_bucket(moto_endpoint)
+    url = f"s3://{bucket}/aptos"
+    base = {k: v for k, v in tool_env().items() if not k.startswith("AWS_")}
+    base.update(HOME=str(tmp_path), AWS_ENDPOINT_URL=moto_endpoint, AWS_ALLOW_HTTP="true")
+    signed = {**base, **S3_TEST_ENV}
+    assert cli("-r", url, "init", env=signed).code == 0
+    writer = Adapter(write_config(tmp_path / "writer.yaml", url), signed)
+    data = os.urandom(300_000)
+    handle = writer.create_for_write(writer.create_backup("transaction_0-.beef"), "0-9.chunk", data)
+    meta = b'{"TransactionBackup":{"first_version":0,"last_version":9,"manifest":"%s"}}\n' % handle.encode()
+    writer.save_metadata_lines("transaction_0-9.meta", [meta])
+
+    # The public-read config: the shipped one, with skip_signature; no AWS credentials anywhere.
+    cfg = tmp_path / "public.yaml"
+    write_config(cfg, url)
+    cfg.write_text(cfg.read_text().replace(" -q aptos ", " -q -o skip_signature=true aptos "))
+    public = Adapter(cfg, base)
+    _make_public(moto_endpoint, bucket)
+    before = _bucket_state(moto_endpoint, bucket)
+    assert public.list_metadata_files() == ["metadata/transaction_0-9.meta"]
+    assert public.open_for_read("metadata/transaction_0-9.meta") == meta
+    assert public.open_for_read(handle) == data
+    assert _bucket_state(moto_endpoint, bucket) == before  # no pin, no clock probe, nothing
+
+    # Any write is refused before a request is sent, with one clear line.
+    for attempt in (lambda: public.create_backup("transaction_10-.beef"),
+                    lambda: public.save_metadata_lines("transaction_10-19.meta", [meta])):
+        try:
+            attempt()
+            raise AssertionError("an unsigned write succeeded")
+        except AdapterError as exc:
+            assert exc.code == 2 and "skip_signature=true" in exc.stderr and "Traceback" not in exc.stderr
+    r = cli("-r", url, "-o", "skip_signature=true", "gc", env=base)
+    assert r.code == 2 and "skip_signature=true" in r.stderr
+    assert _bucket_state(moto_endpoint, bucket) == before
+    # Signed requests are really not sent: without skip_signature the same reads need credentials.
+    assert cli("-r", url, "--no-pin", "aptos", "list-metadata-files", env=base).code != 0
