@@ -185,20 +185,27 @@ def status_lines(report: dict[str, Any]) -> list[str]:
 @aptos.command("import")
 @click.argument("legacy_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@click.option("--gzip", "gzip_mode", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True,
+              help="Files written through `gzip -c` (the legacy object-store configs) are stored decompressed, "
+                   "as their `gzip -cd` read returns them. auto: every file that starts with the gzip magic "
+                   "bytes; always: every file must be gzip; never: store the bytes as they are.")
 @pass_ctx
-def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool) -> None:
-    """Migrate a folder in the tool's local layout; bad files are reported and left out."""
+def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool, gzip_mode: str) -> None:
+    """Migrate a folder in the tool's layout (a local store, or a legacy bucket copied down); bad files are
+    reported and left out."""
     from ..aptos.legacy import LegacyImporter  # lazily: adapter calls do not import
 
     store = AptosStorage(ctx.open(write=True))
-    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out)).run()
+    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out), gzip_mode).run()
     if json_out:
         emit_json(report.to_json())
     else:
         click.echo(f"{report.backups} backups; files: {report.files_imported} imported "
                    f"({report.bytes_imported} bytes), {report.files_present} already present; metadata: "
                    f"{report.metadata_imported} imported, {report.metadata_present} already present; replaced "
-                   f"metadata: {report.replaced_imported} imported, {report.replaced_present} already present")
+                   f"metadata: {report.replaced_imported} imported, {report.replaced_present} already present; "
+                   f"{report.gunzipped} files were gzip and are stored decompressed")
         for r in report.rejected:
             click.echo(f"not imported: {r['path']}: {r['reason']}")
     if report.rejected:
