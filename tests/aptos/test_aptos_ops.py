@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from aptos_harness import STRICT, tool_env
+from aptos_harness import PROJECT_ROOT, STRICT, tool_env
 
 # Modules an adapter call must never load: the files layer, the object-store client, the config
 # parser and the commands of other groups. Each costs import time in every one of thousands of calls.
@@ -114,11 +114,9 @@ def test_public_bucket_reads_unsigned_and_writes_nothing(moto_endpoint, tmp_path
     meta = b'{"TransactionBackup":{"first_version":0,"last_version":9,"manifest":"%s"}}\n' % handle.encode()
     writer.save_metadata_lines("transaction_0-9.meta", [meta])
 
-    # The public-read config: the shipped one, with skip_signature; no AWS credentials anywhere.
-    cfg = tmp_path / "public.yaml"
-    write_config(cfg, url)
-    cfg.write_text(cfg.read_text().replace(" -q aptos ", " -q -o skip_signature=true aptos "))
-    public = Adapter(cfg, base)
+    # The shipped public-read config, with what the chart sets; no AWS credentials anywhere.
+    public = Adapter(PROJECT_ROOT / "tools" / "aptos" / "helm" / "s3-public.yaml",
+                     {**base, "BUCKET": bucket, "SUB_DIR": "aptos"})
     _make_public(moto_endpoint, bucket)
     before = _bucket_state(moto_endpoint, bucket)
     assert public.list_metadata_files() == ["metadata/transaction_0-9.meta"]
