@@ -8,9 +8,10 @@
 `bash -c 'cat f'` of the same file and against the bare interpreter (`python -c pass`), which
 no Python adapter can beat. Also the peak RSS of each adapter process (wait4's ru_maxrss).
 
-`bytes`: one u32-length-prefixed record file (half random, half repetitive payloads) through
-create-for-write and open-for-read, against the legacy configs' `gzip -c | cat > f` and
-`cat f | gunzip` of the same bytes.
+`bytes`: one u32-length-prefixed record file (half random, half repetitive payloads), streamed
+from a file through create-for-write and read back through open-for-read into a file, against
+the legacy configs' `gzip -c | cat > f` and `cat f | gunzip` of the same bytes, in the same run.
+Both results are compared with the source byte for byte.
 
 Python must find compiled bytecode (as after `pip install`): with PYTHONDONTWRITEBYTECODE
 set and no __pycache__, every call recompiles casbackup from source; `calls` therefore
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import filecmp
 import os
 import random
 import resource
+import shutil
 import statistics
 import struct
 import subprocess
@@ -41,15 +44,23 @@ from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
 
 
-def make_chunk(size: int) -> bytes:
-    rng = random.Random(1)
+def make_chunk(size: int, seed: int = 1) -> bytes:
+    """Records of a u32 length + payload: odd ones random (incompressible), even ones repetitive."""
+    rng = random.Random(seed)
     out = bytearray()
-    n = 0
+    n = seed * 1_000_000
     while len(out) < size:
         body = rng.randbytes(300) if n % 2 else (b"account:%08d;" % n) * 20
         out += struct.pack(">I", len(body)) + body
         n += 1
     return bytes(out[:size])
+
+
+def write_source(path: Path, size: int, block: int = 16 * 1024 * 1024) -> None:
+    """The chunk file, generated block by block (every block different: nothing deduplicates)."""
+    with open(path, "wb") as f:
+        for i, off in enumerate(range(0, size, block)):
+            f.write(make_chunk(min(block, size - off), seed=i + 1))
 
 
 def timed_call(script: str, env: dict[str, str]) -> tuple[float, float]:
@@ -109,38 +120,67 @@ def bench_calls(n: int) -> None:
               f"CPU {statistics.median(cpus[name]) * 1000:6.1f} ms  peak RSS {shown}")
 
 
+def _write_through(script: str, env: dict[str, str], src: Path, handle_first: bool = True) -> tuple[str, float]:
+    """The tool's write: read the handle to EOF, then stream the file into stdin. (handle, seconds)
+    handle_first=False: a plain pipeline that prints nothing (the legacy commands' data part)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(["bash", "-c", STRICT + script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE if handle_first else subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None
+    handle = proc.stdout.read().decode().strip() if proc.stdout is not None else ""
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, proc.stdin, 1024 * 1024)
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit(f"write failed: {script}")
+    return handle, time.perf_counter() - t
+
+
+def _read_through(script: str, env: dict[str, str], dest: Path) -> float:
+    """The tool's read: the command's stdout, consumed as it comes (here into a file)."""
+    t = time.perf_counter()
+    with open(dest, "wb") as out:
+        if subprocess.run(["bash", "-c", STRICT + script], stdin=subprocess.DEVNULL, stdout=out, env=env).returncode:
+            raise SystemExit(f"read failed: {script}")
+    return time.perf_counter() - t
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+
+
 def bench_bytes(mib: int) -> None:
-    data = make_chunk(mib * 1024 * 1024)
-    mb = len(data) / 1e6
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        src = tmp / "chunk"
+        write_source(src, mib * 1024 * 1024)
+        mb = src.stat().st_size / 1e6
         Repository.init(LocalBackend(tmp / "repo", create=True)).close()
         a = Adapter(write_config(tmp / "c.yaml", str(tmp / "repo")))
+        env = {**tool_env(), **a.env_vars}
+        load = [os.getloadavg()[0]]
         bh = a.create_backup("transaction_0-.beef")
-        t = time.perf_counter()
-        h = a.create_for_write(bh, "0-999.chunk", data)
-        w = time.perf_counter() - t
-        t = time.perf_counter()
-        back = a.open_for_read(h)
-        r = time.perf_counter() - t
-        assert back == data
-        del back
+        h, w = _write_through(a.commands["create_for_write"], {**env, "BACKUP_HANDLE": bh,
+                                                               "FILE_NAME": "0-999.chunk"}, src)
+        load.append(os.getloadavg()[0])
         gz = tmp / "legacy.gz"
-        t = time.perf_counter()
-        subprocess.run(["bash", "-c", STRICT + f"gzip -c | cat > {gz}"], input=data, check=True)
-        lw = time.perf_counter() - t
-        t = time.perf_counter()
-        out = subprocess.run(["bash", "-c", STRICT + f"cat {gz} | gunzip"], stdout=subprocess.PIPE, check=True).stdout
-        lr = time.perf_counter() - t
-        assert out == data
+        _, lw = _write_through(f"gzip -c | cat > {gz}", env, src, handle_first=False)  # the legacy configs' write
+        load.append(os.getloadavg()[0])
+        r = _read_through(a.commands["open_for_read"], {**env, "FILE_HANDLE": h}, tmp / "back")
+        assert _same(src, tmp / "back")
+        (tmp / "back").unlink()
+        load.append(os.getloadavg()[0])
+        lr = _read_through(f"cat {gz} | gunzip", env, tmp / "back")  # the legacy configs' read
+        assert _same(src, tmp / "back")
+        load.append(os.getloadavg()[0])
         stored = sum(p.stat().st_size for p in (tmp / "repo" / "blobs").rglob("*") if p.is_file())
         gz_size = gz.stat().st_size
-    print(f"{mb:.0f} MB chunk file, load average {os.getloadavg()[0]:.2f} (1 min); stored: casbackup "
-          f"{stored / 1e6:.0f} MB, gzip {gz_size / 1e6:.0f} MB")
-    print(f"write: casbackup {w:.2f}s ({mb / w:.0f} MB/s), gzip -c | cat > f {lw:.2f}s ({mb / lw:.0f} MB/s), "
-          f"casbackup is {lw / w:.1f}x faster")
-    print(f"read:  casbackup {r:.2f}s ({mb / r:.0f} MB/s), cat f | gunzip {lr:.2f}s ({mb / lr:.0f} MB/s), "
-          f"casbackup is {lr / r:.1f}x faster")
+    print(f"{mb:.0f} MB chunk file; load average {min(load):.2f}-{max(load):.2f} (1 min) during the run; "
+          f"stored: casbackup {stored / 1e6:.0f} MB, gzip {gz_size / 1e6:.0f} MB")
+    print(f"write: casbackup create-for-write {w:.2f}s ({mb / w:.0f} MB/s), gzip -c | cat > f {lw:.2f}s "
+          f"({mb / lw:.0f} MB/s): casbackup {lw / w:.1f}x as fast")
+    print(f"read:  casbackup open-for-read {r:.2f}s ({mb / r:.0f} MB/s), cat f | gunzip {lr:.2f}s "
+          f"({mb / lr:.0f} MB/s): casbackup {lr / r:.1f}x as fast")
 
 
 def main() -> None:
