@@ -157,7 +157,7 @@ def test_helm_configs_build_the_repository_from_the_chart_env(tmp_path, name, ch
 
 def test_helm_s3_config_against_moto(moto_endpoint, tmp_path, cli):
     """The s3 config end to end, with only what the chart sets (BUCKET, SUB_DIR, AWS_*)."""
-    from conftest import S3_TEST_ENV, make_bucket
+    from aptos_backend_fixtures import S3_TEST_ENV, make_bucket  # loaded by this folder's conftest
 
     bucket = make_bucket(moto_endpoint)
     env = {k: v for k, v in tool_env().items() if not k.startswith("AWS_")}

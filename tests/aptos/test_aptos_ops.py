@@ -98,7 +98,7 @@ def _bucket_state(endpoint: str, bucket: str) -> dict[str, str]:
 
 
 def test_public_bucket_reads_unsigned_and_writes_nothing(moto_endpoint, tmp_path, cli):
-    from conftest import S3_TEST_ENV, make_bucket
+    from aptos_backend_fixtures import S3_TEST_ENV, make_bucket  # loaded by this folder's conftest
 
     from aptos_harness import Adapter, AdapterError, write_config
 
