@@ -7,11 +7,20 @@ Old handles stay valid because data handles keep their `<backup_handle>/<file>` 
 Every file is checked before it goes in; anything half-written, unparsable or unsafe
 (symlinks, odd names) is reported and left out, never imported silently. A second run
 compares content IDs and imports nothing twice.
+
+The legacy object-store configs pipe every file (data and metadata) through `gzip -c` and
+read it back through `gzip -cd`. Such files are stored decompressed, so each handle yields
+through `open-for-read` exactly what the legacy read produced. `gzip="auto"` decompresses a
+file that starts with the gzip magic bytes (1f 8b 08); no raw Aptos file can: a chunk starts
+with a record length below 128 MiB, a manifest or metadata file with `{`. The whole stream
+must then be valid gzip (CRC and length checked), else the file is reported and left out.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import stat
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
@@ -37,9 +46,21 @@ from .storage import AptosStorage, FileValue, read_pieces_bytes
 from .streams import read_pieces, stream_id, write_stream
 
 
+GZIP_MAGIC = b"\x1f\x8b\x08"
+GZIP_MODES = ("auto", "always", "never")
+# What a damaged gzip stream raises while it is read (BadGzipFile: bad header or trailing junk,
+# EOFError: cut short, zlib.error: corrupt deflate data; a wrong CRC or length is a BadGzipFile).
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+class NotGzip(Exception):
+    """A file that --gzip always requires to be gzip is not."""
+
+
 @dataclass
 class ImportReport:
     backups: int = 0
+    gunzipped: int = 0
     files_imported: int = 0
     files_present: int = 0
     bytes_imported: int = 0
@@ -69,6 +90,21 @@ def _open_regular(path: Path) -> BinaryIO:
 
 
 @contextmanager
+def _content(path: Path, mode: str) -> Iterator[tuple[BinaryIO, bool]]:
+    """The file's content as the legacy open-for-read returns it: (reader, was it gzip)."""
+    with _open_regular(path) as f:
+        magic = f.read(len(GZIP_MAGIC))
+        f.seek(0)
+        if mode == "always" and magic != GZIP_MAGIC:
+            raise NotGzip("not gzip-compressed (--gzip always)")
+        if mode == "never" or magic != GZIP_MAGIC:
+            yield f, False
+            return
+        with gzip.GzipFile(fileobj=f, mode="rb") as g:
+            yield g, True  # type: ignore[misc]
+
+
+@contextmanager
 def _committing(txn: Transaction) -> Iterator[Transaction]:
     """Commit only if something was staged: a re-run that finds everything present writes nothing."""
     try:
@@ -83,7 +119,11 @@ def _committing(txn: Transaction) -> Iterator[Transaction]:
 
 
 class LegacyImporter:
-    def __init__(self, storage: AptosStorage, root: Path, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, storage: AptosStorage, root: Path, progress: Callable[[str], None] | None = None,
+                 gzip_mode: str = "auto") -> None:
+        if gzip_mode not in GZIP_MODES:
+            raise UsageError(f"gzip mode {gzip_mode!r}: expected one of {', '.join(GZIP_MODES)}")
+        self.gzip_mode = gzip_mode
         self.storage = storage
         self.repo = storage.repo
         self.root = root
@@ -141,22 +181,35 @@ class LegacyImporter:
                 self.report.backups += 1
             for path in files:
                 key = f"{backup}/{path.name}"
-                existing = head.entry(NS_FILES, key)
-                if existing is not None:
-                    old = FileValue.decode(head.value(existing), f"{NS_FILES}/{key}")
-                    with _open_regular(path) as f:
-                        cid, _ = stream_id(read_pieces(f))
-                    if cid == old.file.id:
-                        self.report.files_present += 1
-                    else:
-                        self.report.reject(key, f"differs from the file already imported under this handle "
-                                                f"(stored {old.file.id[:16]}, legacy {cid[:16]})")
-                    continue
-                with _open_regular(path) as f:
-                    ref, size = write_stream(read_pieces(f), txn.put_blob, txn.put_structured)
-                txn.put(NS_FILES, key, FileValue(ref, size).encode(), refs=[ref])
-                self.report.files_imported += 1
-                self.report.bytes_imported += size
+                try:
+                    self._import_file(head, txn, key, path)
+                except NotGzip as exc:
+                    self.report.reject(key, str(exc))
+                except GZIP_ERRORS as exc:
+                    self.report.reject(key, f"starts like gzip but is not a valid gzip stream (cut short or "
+                                            f"damaged: {exc}); use --gzip never if it is stored raw")
+
+    def _import_file(self, head: Snapshot, txn: Transaction, key: str, path: Path) -> None:
+        existing = head.entry(NS_FILES, key)
+        if existing is not None:
+            old = FileValue.decode(head.value(existing), f"{NS_FILES}/{key}")
+            with _content(path, self.gzip_mode) as (f, _):
+                cid, _n = stream_id(read_pieces(f))
+            if cid == old.file.id:
+                self.report.files_present += 1
+            else:
+                self.report.reject(key, f"differs from the file already imported under this handle "
+                                        f"(stored {old.file.id[:16]}, legacy {cid[:16]})")
+            return
+        with _content(path, self.gzip_mode) as (f, was_gzip):
+            ref, size = write_stream(read_pieces(f), txn.put_blob, txn.put_structured)
+        if size == 0:
+            self.report.reject(key, "empty after gunzip (an interrupted write?)")
+            return
+        txn.put(NS_FILES, key, FileValue(ref, size).encode(), refs=[ref])
+        self.report.files_imported += 1
+        self.report.bytes_imported += size
+        self.report.gunzipped += was_gzip
 
     # ---- metadata ------------------------------------------------------------------------
 
@@ -179,8 +232,19 @@ class LegacyImporter:
             if p.stat().st_size > MAX_METADATA_BYTES:
                 self.report.reject(rel, f"larger than {MAX_METADATA_BYTES} bytes")
                 continue
-            with _open_regular(p) as f:
-                data = f.read()
+            try:
+                with _content(p, self.gzip_mode) as (f, was_gzip):
+                    data = f.read(MAX_METADATA_BYTES + 1)
+            except NotGzip as exc:
+                self.report.reject(rel, str(exc))
+                continue
+            except GZIP_ERRORS as exc:
+                self.report.reject(rel, f"half-written or damaged gzip, not imported: {exc}")
+                continue
+            if len(data) > MAX_METADATA_BYTES:
+                self.report.reject(rel, f"larger than {MAX_METADATA_BYTES} bytes after gunzip")
+                continue
+            self.report.gunzipped += was_gzip
             try:
                 check_lines(data, rel)
                 parse_file(p.name, data)

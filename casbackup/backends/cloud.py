@@ -33,7 +33,7 @@ _SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")  # used with fullmatc
 # Options every cloud scheme accepts, plus per-scheme ones (names as the user types them).
 COMMON_OPTIONS = {"timeout", "connect_timeout", "attempts", "allow_http"}
 SCHEME_OPTIONS = {
-    "s3": {"endpoint", "region", "virtual_hosted_style"},
+    "s3": {"endpoint", "region", "virtual_hosted_style", "skip_signature"},
     "gs": {"base_url"},
     "az": {"account_name", "endpoint", "use_emulator"},
 }
@@ -109,6 +109,7 @@ class StoreSpec:
     connect_timeout: float
     attempts: int
     allow_http: bool
+    unsigned: bool = False  # s3 skip_signature: anonymous requests, so the backend only reads
 
 
 def store_spec(url: str, options: Mapping[str, str] | None = None,
@@ -138,6 +139,7 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
             raise UsageError(f"option {name}= is empty: give a value, or leave the option out")
     config: dict[str, Any] = {}
     endpoint: str | None = None
+    unsigned = False
 
     def pick(option: str, *env_names: str) -> str | None:
         """An explicit --option always wins; then the first environment variable set."""
@@ -165,6 +167,10 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
             "virtual_hosted_style",
             pick("virtual_hosted_style", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST") or ("false" if endpoint else "true"))
         config["conditional_put"] = "etag"
+        if _bool("skip_signature", options.get("skip_signature", "false")):
+            # A public bucket read without credentials; no AWS_* variable can turn it on by accident.
+            config["skip_signature"] = True
+            unsigned = True
     elif cu.scheme == "gs":
         endpoint = pick("base_url", "GOOGLE_BASE_URL")
         if endpoint:
@@ -192,7 +198,7 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
     if allow_http and (endpoint is None or not is_loopback_url(endpoint)):
         raise UsageError("allow_http is only accepted for a loopback endpoint (127.0.0.1, ::1, localhost); "
                          "credentials and data must not cross a network unencrypted")
-    return StoreSpec(cu, config, timeout, connect_timeout, attempts, allow_http)
+    return StoreSpec(cu, config, timeout, connect_timeout, attempts, allow_http, unsigned)
 
 
 def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStoreBackend:
@@ -209,4 +215,41 @@ def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStor
         except Exception as exc:  # obstore raises builtins and its own errors for bad config
             raise UsageError(f"cannot configure {spec.url.scheme}:// store: {str(exc).splitlines()[0]}") from None
 
-    return ObjectStoreBackend(make, url, attempts=spec.attempts, cas_by_version=spec.url.scheme == "gs")
+    backend = ObjectStoreBackend(make, url, attempts=spec.attempts, cas_by_version=spec.url.scheme == "gs")
+    return UnsignedReader(backend) if spec.unsigned else backend  # type: ignore[return-value]
+
+
+class UnsignedReader:
+    """An S3 store read with unsigned requests (skip_signature=true): a public bucket, no credentials.
+
+    Every write is refused here, before a request is sent, with one clear message: an anonymous
+    write would fail anyway (or, on a misconfigured bucket, succeed without anyone's name on it).
+    Readers on it must not pin (`unsigned` tells the CLI so)."""
+
+    unsigned = True
+
+    def __init__(self, inner: ObjectStoreBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def _refuse(self, what: str) -> UsageError:
+        return UsageError(f"{self._inner.description}: skip_signature=true sends unsigned requests, which can only "
+                          f"read a public bucket, and this command would write ({what}); reads there take --no-pin, "
+                          "writes need credentials and no skip_signature")
+
+    def create(self, key: str, data: bytes) -> bool:
+        raise self._refuse(f"create {key}")
+
+    def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
+        raise self._refuse(f"update {key}")
+
+    def delete(self, key: str) -> None:
+        raise self._refuse(f"delete {key}")
+
+    def now(self) -> float:
+        raise self._refuse("a clock probe object")

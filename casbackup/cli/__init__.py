@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 from typing import NoReturn
@@ -11,9 +12,42 @@ import click
 from .. import __version__
 from ..errors import CasbackupError
 from .common import TEXT, Context, die
-from .aptos import register as register_aptos
-from .core import register as register_core
-from .files import register as register_files
+
+# Modules that register commands (each has `register(cli)`), loaded only when a command of theirs
+# runs: an Aptos adapter call is a new process per file, and must not pay for the files layer.
+COMMAND_MODULES = ("core", "files", "aptos")
+# Known homes of commands, so that these load only their own module. Any other name (or --help)
+# loads every module, so a command added to a module needs no entry here.
+COMMAND_HINTS = {"aptos": "aptos"}
+
+
+class LazyGroup(click.Group):
+    """A click group whose command modules are imported on first use."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._loaded: set[str] = set()
+
+    def _load(self, module: str) -> None:
+        if module not in self._loaded:
+            self._loaded.add(module)
+            importlib.import_module(f"{__name__}.{module}").register(self)
+
+    def _load_all(self) -> None:
+        for module in COMMAND_MODULES:
+            self._load(module)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        hint = COMMAND_HINTS.get(cmd_name)
+        if hint is not None:
+            self._load(hint)
+        if cmd_name not in self.commands:
+            self._load_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_all()
+        return super().list_commands(ctx)
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -22,7 +56,7 @@ EXIT_STORAGE = 8
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="casbackup")
 @click.option("-r", "--repo", envvar="CASBACKUP_REPO", default=None, metavar="REPO", type=TEXT,
               help="Repository: a path (local disk, the default), file://PATH, s3://BUCKET/PREFIX, ... "
@@ -44,10 +78,6 @@ def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_s
     ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin)
     ctx.call_on_close(ctx.obj.close)
 
-
-register_core(cli)
-register_files(cli)
-register_aptos(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..aptos.errors import AptosInconsistent, ImportIncomplete
-from ..aptos.legacy import LegacyImporter
-from ..aptos.metadata import storage_report
 from ..aptos.names import MAX_METADATA_BYTES, parse_handle
 from ..aptos.parent import ancestry, writer_gone
 from ..aptos.storage import DEFAULT_LIST_PIN_TTL, AptosStorage
@@ -26,6 +25,16 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def _no_pin() -> bool:
     return bool(click.get_current_context().find_root().meta.get("aptos_no_pin"))
+
+
+def _open_for_reading(ctx: Context) -> AptosStorage:
+    """The repository for a read. Unsigned (public-bucket) storage takes no writes at all, so its
+    reads never pin, as with `aptos --no-pin`."""
+    repo = ctx.open()
+    if getattr(repo.backend, "unsigned", False):
+        repo.pin_reads = False
+        click.get_current_context().find_root().meta["aptos_no_pin"] = True
+    return AptosStorage(repo)
 
 
 def _print_handle_and_close(handle: str) -> None:
@@ -79,7 +88,7 @@ def create_for_write(ctx: Context, backup_handle: str | None, file_name: str | N
 @pass_ctx
 def open_for_read(ctx: Context, file_handle: str | None) -> None:
     """Write the file to stdout, every piece hash-verified before it is written; non-zero if anything is off."""
-    store = AptosStorage(ctx.open())
+    store = _open_for_reading(ctx)
     value = store.resolve(parse_handle(file_handle))
     out = sys.stdout.buffer
     for piece in store.read_file(value):
@@ -111,7 +120,7 @@ def save_metadata_line(ctx: Context, file_name: str | None) -> None:
 @pass_ctx
 def list_metadata_files(ctx: Context, pin_ttl: float) -> None:
     """One generation's live metadata files, one handle per line; that generation stays pinned."""
-    store = AptosStorage(ctx.open())
+    store = _open_for_reading(ctx)
     handles, _pin = store.list_metadata(None if _no_pin() else pin_ttl)
     out = "".join(h + "\n" for h in handles)
     sys.stdout.write(out)
@@ -134,45 +143,69 @@ def backup_metadata_file(ctx: Context, file_name: str | None) -> None:
 @pass_ctx
 def status(ctx: Context, json_out: bool) -> None:
     """Storage state and transaction / epoch-ending ranges, with gaps, overlaps and conflicts."""
-    store = AptosStorage(ctx.open())
+    from ..aptos.metadata import storage_report  # lazily: adapter calls do not parse metadata
+
+    store = _open_for_reading(ctx)
     with store.view("aptos status", pin=not _no_pin()) as snap:
         report = storage_report(store.metadata_files(snap))
         report["generation"] = snap.generation.seq
     if json_out:
         emit_json(report)
     else:
-        st = report["storage_state"]
-        click.echo(f"generation {report['generation']}: {report['metadata_files']} metadata files, "
-                   f"{report['lines']} lines")
-        click.echo(f"latest epoch ending epoch: {st['latest_epoch_ending_epoch']}")
-        click.echo(f"latest transaction version: {st['latest_transaction_version']}")
-        click.echo(f"latest state snapshot: epoch {st['latest_state_snapshot_epoch']} "
-                   f"version {st['latest_state_snapshot_version']}")
-        for label in ("transaction", "epoch_ending"):
-            r = report[label]
-            click.echo(f"{label}: {r['ranges']} ranges {r['first']}..{r['last']}, {r['duplicates']} duplicate lines")
-        for p in report["problems"]:
-            click.echo(f"problem: {p}")
+        for text in status_lines(report):
+            click.echo(text)
     if not report["ok"]:
         raise AptosInconsistent(f"{len(report['problems'])} problems in the Aptos metadata: "
                                 + "; ".join(report["problems"][:3]))
 
 
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """The text form of `aptos status` (README "aptos status"): an absent value reads "none", never None."""
+    st = report["storage_state"]
+
+    def v(x: object) -> str:
+        return "none" if x is None else str(x)
+
+    snap = ("none" if st["latest_state_snapshot_version"] is None else
+            f"epoch {st['latest_state_snapshot_epoch']} version {st['latest_state_snapshot_version']}")
+    out = [f"generation {report['generation']}: {report['metadata_files']} metadata files, {report['lines']} lines",
+           f"latest epoch ending epoch: {v(st['latest_epoch_ending_epoch'])}",
+           f"latest transaction version: {v(st['latest_transaction_version'])}",
+           f"latest state snapshot: {snap} ({len(report['state_snapshots'])} state snapshots)"]
+    for label in ("transaction", "epoch_ending"):
+        r = report[label]
+        span = f" {r['first']}..{r['last']}" if r["ranges"] else ""
+        out.append(f"{label}: {r['ranges']} ranges{span}, {r['duplicates']} duplicate lines")
+    out.append(f"identity: {', '.join(report['identity']) or 'none'}")
+    out.append(f"latest compaction: {v(report['latest_compaction'])}")
+    out += [f"problem: {p}" for p in report["problems"]]
+    return out
+
+
 @aptos.command("import")
 @click.argument("legacy_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@click.option("--gzip", "gzip_mode", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True,
+              help="Files written through `gzip -c` (the legacy object-store configs) are stored decompressed, "
+                   "as their `gzip -cd` read returns them. auto: every file that starts with the gzip magic "
+                   "bytes; always: every file must be gzip; never: store the bytes as they are.")
 @pass_ctx
-def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool) -> None:
-    """Migrate a folder in the tool's local layout; bad files are reported and left out."""
+def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool, gzip_mode: str) -> None:
+    """Migrate a folder in the tool's layout (a local store, or a legacy bucket copied down); bad files are
+    reported and left out."""
+    from ..aptos.legacy import LegacyImporter  # lazily: adapter calls do not import
+
     store = AptosStorage(ctx.open(write=True))
-    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out)).run()
+    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out), gzip_mode).run()
     if json_out:
         emit_json(report.to_json())
     else:
         click.echo(f"{report.backups} backups; files: {report.files_imported} imported "
                    f"({report.bytes_imported} bytes), {report.files_present} already present; metadata: "
                    f"{report.metadata_imported} imported, {report.metadata_present} already present; replaced "
-                   f"metadata: {report.replaced_imported} imported, {report.replaced_present} already present")
+                   f"metadata: {report.replaced_imported} imported, {report.replaced_present} already present; "
+                   f"{report.gunzipped} files were gzip and are stored decompressed")
         for r in report.rejected:
             click.echo(f"not imported: {r['path']}: {r['reason']}")
     if report.rejected:

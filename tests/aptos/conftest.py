@@ -66,3 +66,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     saved = build(LibraryStorage(r))
     r.close()
     return Built(repo, saved)
+
+
+def _backend_fixtures():  # type: ignore[no-untyped-def]
+    """tests/backends/conftest.py's servers (moto on 127.0.0.1), shared rather than copied."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "backends" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("aptos_backend_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_bf = _backend_fixtures()
+moto_endpoint = _bf.moto_endpoint
+make_bucket = _bf.make_bucket
+S3_TEST_ENV = _bf.S3_TEST_ENV

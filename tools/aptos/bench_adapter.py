@@ -1,18 +1,34 @@
-"""Throughput of one Aptos chunk file through the adapter, against the tool's LocalFs in the same run.
+"""The adapter's cost per call and per byte, each against the legacy path in the same run.
 
-    python tools/aptos/bench_adapter.py [--mib 128]
+    python tools/aptos/bench_adapter.py calls [--calls 20]
+    python tools/aptos/bench_adapter.py bytes [--mib 1024]
 
-Writes and reads one u32-length-prefixed record file (half random, half repetitive payloads,
-so zstd has something to do) through tools/aptos/casbackup.yaml exactly as the tool would
-(bash -c, strict mode, stdout then stdin), and the same bytes as the legacy LocalFs does
-(create, write, fsync). Prints seconds, MB/s and the ratio casbackup / legacy.
+`calls`: wall time of one `open-for-read` of a 1 KiB file, run exactly as the tool runs it
+(`bash -c "set -o ...; exec casbackup -q aptos open-for-read"`), median of N calls, against
+`bash -c 'cat f'` of the same file and against the bare interpreter (`python -c pass`), which
+no Python adapter can beat. Also the peak RSS of each adapter process (wait4's ru_maxrss).
+
+`bytes`: one u32-length-prefixed record file (half random, half repetitive payloads), streamed
+from a file through create-for-write and read back through open-for-read into a file, against
+the legacy configs' `gzip -c | cat > f` and `cat f | gunzip` of the same bytes, in the same run.
+Both results are compared with the source byte for byte.
+
+Python must find compiled bytecode (as after `pip install`): with PYTHONDONTWRITEBYTECODE
+set and no __pycache__, every call recompiles casbackup from source; `calls` therefore
+runs `compileall` on this checkout first and says so.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
+import filecmp
 import os
 import random
+import resource
+import shutil
+import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,58 +38,161 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "aptos"))
 
-from aptos_harness import Adapter, write_config  # noqa: E402
+from aptos_harness import STRICT, Adapter, tool_env, write_config  # noqa: E402
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
 
 
-def make_chunk(size: int) -> bytes:
-    rng = random.Random(1)
+def make_chunk(size: int, seed: int = 1) -> bytes:
+    """Records of a u32 length + payload: odd ones random (incompressible), even ones repetitive."""
+    rng = random.Random(seed)
     out = bytearray()
-    n = 0
+    n = seed * 1_000_000
     while len(out) < size:
         body = rng.randbytes(300) if n % 2 else (b"account:%08d;" % n) * 20
         out += struct.pack(">I", len(body)) + body
         n += 1
-    return bytes(out)
+    return bytes(out[:size])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mib", type=int, default=128)
-    args = ap.parse_args()
-    data = make_chunk(args.mib * 1024 * 1024)
-    mb = len(data) / 1e6
+def write_source(path: Path, size: int, block: int = 16 * 1024 * 1024) -> None:
+    """The chunk file, generated block by block (every block different: nothing deduplicates)."""
+    with open(path, "wb") as f:
+        for i, off in enumerate(range(0, size, block)):
+            f.write(make_chunk(min(block, size - off), seed=i + 1))
+
+
+def timed_call(script: str, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `bash -c` call, stdout drained like the tool does. CPU time (user +
+    system of the call's processes) depends much less on the machine's load than wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(["bash", "-c", STRICT + script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"call failed ({proc.returncode}): {script}")
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def peak_rss(script: str, env: dict[str, str], tmp: Path) -> int | None:
+    """Peak RSS in bytes of one call, through GNU time: a child forked from this (big) process would
+    report this process's RSS as its own peak. None if /usr/bin/time is not installed."""
+    if not Path("/usr/bin/time").exists():
+        return None
+    out = tmp / "rss"
+    subprocess.run(["/usr/bin/time", "-o", str(out), "-f", "%M", "bash", "-c", STRICT + script],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, check=True)
+    return int(out.read_text().split()[-1]) * 1024
+
+
+def bench_calls(n: int) -> None:
+    compileall.compile_dir(str(ROOT / "casbackup"), quiet=1)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         Repository.init(LocalBackend(tmp / "repo", create=True)).close()
         a = Adapter(write_config(tmp / "c.yaml", str(tmp / "repo")))
+        data = os.urandom(1024)
+        handle = a.create_for_write(a.create_backup("transaction_0-.beef"), "0-9.chunk", data)
+        (tmp / "f").write_bytes(data)
+        env = dict(tool_env())
+        env.update(a.env_vars)
+        env["FILE_HANDLE"] = handle
+        cases = {
+            "bash -c 'cat f'": f"cat {tmp / 'f'}",
+            "python -c pass": f"exec {sys.executable} -c pass",
+            "adapter open-for-read": a.commands["open_for_read"],
+        }
+        walls: dict[str, list[float]] = {k: [] for k in cases}
+        cpus: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(n):  # interleaved, so a change in load hits every case alike
+            for name, script in cases.items():
+                wall, cpu = timed_call(script, env)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        rss = {name: [peak_rss(script, env, tmp) for _ in range(3)] for name, script in cases.items()}
+    print(f"{n} calls each, 1 KiB file, load average {os.getloadavg()[0]:.2f} (1 min), bytecode precompiled")
+    for name, w in walls.items():
+        peaks = [r for r in rss[name] if r is not None]
+        shown = f"{max(peaks) / 1e6:5.1f} MB" if peaks else "n/a (no /usr/bin/time)"
+        print(f"{name:24s} median {statistics.median(w) * 1000:6.1f} ms  min {min(w) * 1000:6.1f} ms  "
+              f"CPU {statistics.median(cpus[name]) * 1000:6.1f} ms  peak RSS {shown}")
+
+
+def _write_through(script: str, env: dict[str, str], src: Path, handle_first: bool = True) -> tuple[str, float]:
+    """The tool's write: read the handle to EOF, then stream the file into stdin. (handle, seconds)
+    handle_first=False: a plain pipeline that prints nothing (the legacy commands' data part)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(["bash", "-c", STRICT + script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE if handle_first else subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None
+    handle = proc.stdout.read().decode().strip() if proc.stdout is not None else ""
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, proc.stdin, 1024 * 1024)
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit(f"write failed: {script}")
+    return handle, time.perf_counter() - t
+
+
+def _read_through(script: str, env: dict[str, str], dest: Path) -> float:
+    """The tool's read: the command's stdout, consumed as it comes (here into a file)."""
+    t = time.perf_counter()
+    with open(dest, "wb") as out:
+        if subprocess.run(["bash", "-c", STRICT + script], stdin=subprocess.DEVNULL, stdout=out, env=env).returncode:
+            raise SystemExit(f"read failed: {script}")
+    return time.perf_counter() - t
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+
+
+def bench_bytes(mib: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        src = tmp / "chunk"
+        write_source(src, mib * 1024 * 1024)
+        mb = src.stat().st_size / 1e6
+        Repository.init(LocalBackend(tmp / "repo", create=True)).close()
+        a = Adapter(write_config(tmp / "c.yaml", str(tmp / "repo")))
+        env = {**tool_env(), **a.env_vars}
+        load = [os.getloadavg()[0]]
         bh = a.create_backup("transaction_0-.beef")
-        t = time.perf_counter()
-        h = a.create_for_write(bh, "0-999.chunk", data)
-        w = time.perf_counter() - t
-        t = time.perf_counter()
-        back = a.open_for_read(h)
-        r = time.perf_counter() - t
-        assert back == data
-        legacy = tmp / "legacy" / bh
-        legacy.mkdir(parents=True)
-        t = time.perf_counter()
-        with open(legacy / "0-999.chunk", "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        lw = time.perf_counter() - t
-        t = time.perf_counter()
-        assert (legacy / "0-999.chunk").read_bytes() == data
-        lr = time.perf_counter() - t
+        h, w = _write_through(a.commands["create_for_write"], {**env, "BACKUP_HANDLE": bh,
+                                                               "FILE_NAME": "0-999.chunk"}, src)
+        load.append(os.getloadavg()[0])
+        gz = tmp / "legacy.gz"
+        _, lw = _write_through(f"gzip -c | cat > {gz}", env, src, handle_first=False)  # the legacy configs' write
+        load.append(os.getloadavg()[0])
+        r = _read_through(a.commands["open_for_read"], {**env, "FILE_HANDLE": h}, tmp / "back")
+        assert _same(src, tmp / "back")
+        (tmp / "back").unlink()
+        load.append(os.getloadavg()[0])
+        lr = _read_through(f"cat {gz} | gunzip", env, tmp / "back")  # the legacy configs' read
+        assert _same(src, tmp / "back")
+        load.append(os.getloadavg()[0])
         stored = sum(p.stat().st_size for p in (tmp / "repo" / "blobs").rglob("*") if p.is_file())
-    print(f"{mb:.0f} MB chunk file; stored {stored / 1e6:.0f} MB in casbackup")
-    print(f"write: casbackup {w:.2f}s ({mb / w:.0f} MB/s), legacy LocalFs {lw:.2f}s ({mb / lw:.0f} MB/s), "
-          f"ratio {w / lw:.1f}x")
-    print(f"read:  casbackup {r:.2f}s ({mb / r:.0f} MB/s), legacy LocalFs {lr:.2f}s ({mb / lr:.0f} MB/s), "
-          f"ratio {r / lr:.1f}x")
+        gz_size = gz.stat().st_size
+    print(f"{mb:.0f} MB chunk file; load average {min(load):.2f}-{max(load):.2f} (1 min) during the run; "
+          f"stored: casbackup {stored / 1e6:.0f} MB, gzip {gz_size / 1e6:.0f} MB")
+    print(f"write: casbackup create-for-write {w:.2f}s ({mb / w:.0f} MB/s), gzip -c | cat > f {lw:.2f}s "
+          f"({mb / lw:.0f} MB/s): casbackup {lw / w:.1f}x as fast")
+    print(f"read:  casbackup open-for-read {r:.2f}s ({mb / r:.0f} MB/s), cat f | gunzip {lr:.2f}s "
+          f"({mb / lr:.0f} MB/s): casbackup {lr / r:.1f}x as fast")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    sub.add_parser("calls").add_argument("--calls", type=int, default=20)
+    sub.add_parser("bytes").add_argument("--mib", type=int, default=1024)
+    args = ap.parse_args()
+    if args.what == "calls":
+        bench_calls(args.calls)
+    else:
+        bench_bytes(args.mib)
 
 
 if __name__ == "__main__":
