@@ -69,15 +69,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def _backend_fixtures():  # type: ignore[no-untyped-def]
-    """tests/backends/conftest.py's servers (moto on 127.0.0.1), shared rather than copied."""
-    import importlib.util
+    """tests/backends/conftest.py's servers (moto on 127.0.0.1), shared rather than copied.
 
-    path = Path(__file__).resolve().parents[1] / "backends" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("aptos_backend_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
+    Imported as the package module pytest itself uses (`backends.conftest`: tests/ is on sys.path
+    through tests/conftest.py), so its relative imports work; the tests here import it by an alias."""
+    import importlib
+
+    mod = importlib.import_module("backends.conftest")
+    sys.modules["aptos_backend_fixtures"] = mod
     return mod
 
 
