@@ -10,7 +10,7 @@ Index body: {"v": 1, "parts":  [[FILE id (32-byte bin), size], ...]}    refs: th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from .codec import ID_LEN, BlobType, Ref
 from .errors import BlobCorrupt
@@ -135,3 +135,20 @@ def iter_chunks(read_structured: ReadStructured, file_id: str, expected_size: in
             push(item.id, item.size)
         else:
             yield item
+
+
+def read_full(stream: IO[bytes], size: int) -> bytes:
+    """Up to `size` bytes, fewer only at end of stream: pipes return short reads, and a stream's
+    pieces must be full so that the same bytes always cut into the same chunks."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    filled = 0
+    while filled < size:
+        n = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        filled += n
+    del view
+    if filled < size:
+        del buf[filled:]
+    return bytes(buf)

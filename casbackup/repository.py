@@ -14,7 +14,7 @@ from typing import IO, Any, Callable, Generator, Iterable, Iterator, TypeVar
 
 from .backends.base import Backend
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, BTree, Entry, Op
-from .chunklist import Piece, iter_chunks, write_file
+from .chunklist import Piece, iter_chunks, read_full, write_file
 from .codec import BlobType, Ref
 from .errors import (
     BackendError,
@@ -93,20 +93,6 @@ def _validate_name(kind: str, text: str) -> str:
     return text
 
 
-def _read_full(stream: IO[bytes], size: int) -> bytes:
-    """Up to `size` bytes, fewer only at end of stream (pipes return short reads)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    filled = 0
-    while filled < size:
-        n = stream.readinto(view[filled:])  # type: ignore[attr-defined]
-        if not n:
-            break
-        filled += n
-    del view
-    if filled < size:
-        del buf[filled:]
-    return bytes(buf)
 
 
 class _NullLease:
@@ -577,7 +563,7 @@ class Transaction:
         VALUE_PIECE bytes are uploaded (and touched) as CHUNK blobs, at most VALUE_IN_FLIGHT at
         a time, and listed by a FILE blob. Returns the value's size."""
         refs = self._check_entry(namespace, key, refs)
-        first = _read_full(stream, VALUE_BLOB_MAX + 1)
+        first = read_full(stream, VALUE_BLOB_MAX + 1)
         if len(first) <= VALUE_BLOB_MAX:  # small: the same entry put() would make
             if len(first) > INLINE_VALUE_MAX:
                 entry = Entry(namespace, key, None, self.put_blob(BlobType.VALUE, first).ref, refs)
@@ -592,12 +578,12 @@ class Transaction:
 
         def read_pieces() -> Iterator[bytes]:
             yield head
-            rest = carry + _read_full(stream, VALUE_PIECE - len(carry))
+            rest = carry + read_full(stream, VALUE_PIECE - len(carry))
             while rest:
                 yield rest
                 if len(rest) < VALUE_PIECE:
                     return
-                rest = _read_full(stream, VALUE_PIECE)
+                rest = read_full(stream, VALUE_PIECE)
 
         with ThreadPoolExecutor(VALUE_WORKERS, thread_name_prefix="casbackup-value") as pool:
             pending: deque[tuple[Future[PutResult], int]] = deque()

@@ -10,6 +10,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterator
 
+from ..chunklist import read_full
 from ..codec import BlobType, Ref, blob_id, pack_structured
 from ..errors import BlobCorrupt
 
@@ -23,17 +24,10 @@ PutStructured = Callable[[BlobType, list[Ref], Any], Any]
 def read_pieces(src: BinaryIO, piece: int = STREAM_PIECE) -> Iterator[bytes]:
     """Full pieces of `piece` bytes until EOF (the last may be shorter); nothing for empty input."""
     while True:
-        buf = bytearray(piece)
-        view = memoryview(buf)
-        filled = 0
-        while filled < piece:
-            n = src.readinto(view[filled:])  # type: ignore[attr-defined]
-            if not n:
-                break
-            filled += n
-        if filled:
-            yield bytes(view[:filled])
-        if filled < piece:
+        data = read_full(src, piece)
+        if data:
+            yield data
+        if len(data) < piece:
             return
 
 
