@@ -102,7 +102,8 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli):
         a.backup_metadata_file("metadata/transaction_0-99.meta")
         assert a.list_metadata_files() == []
         # The sandbox is real: the same wrapper cannot write outside /tmp, even where root could.
-        probe = subprocess.run([str(base / "as-operator"), "touch", str(PROJECT_ROOT / ".probe")], capture_output=True)
+        # (probe / itself: the checkout may live under /tmp, which stays writable for the operator)
+        probe = subprocess.run([str(base / "as-operator"), "touch", "/.casbackup-probe"], capture_output=True)
         assert probe.returncode != 0 and b"Read-only file system" in probe.stderr
         # Everything the operator's processes created is inside the repository.
         created = _owned_by(UID, Path("/tmp")) - before
