@@ -204,15 +204,22 @@ class Restorer:
         assert node.target is not None
         tmp = self._tmp()
         os.symlink(node.target, tmp, dir_fd=handle.fd)
+        self._place(handle, node, tmp, chmod=False)  # a symlink's mode cannot be set on Linux
+        self.summary.symlinks += 1
+
+    def _place(self, handle: DirHandle, node: Node, tmp: bytes, chmod: bool) -> None:
+        """Owner, then mode (so setuid/setgid bits survive the chown), then times of a node made
+        under a temp name of ours, never following it; then rename it into place."""
         try:
             if self.owner:
                 os.chown(tmp, node.uid, node.gid, dir_fd=handle.fd, follow_symlinks=False)
+            if chmod:
+                os.chmod(tmp, node.mode, dir_fd=handle.fd)  # the name is ours: it was created exclusively
             os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns), dir_fd=handle.fd, follow_symlinks=False)
             os.rename(tmp, node.name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd)
         except BaseException:
             _unlink(tmp, handle.fd)
             raise
-        self.summary.symlinks += 1
 
     def special(self, handle: DirHandle, node: Node) -> None:
         """A FIFO, socket or device node: created under a temp name, owner before mode (so
@@ -222,15 +229,7 @@ class Restorer:
             return
         tmp = self._tmp()
         os.mknod(tmp, SPECIAL_IFMT[node.kind] | 0o600, node.rdev, dir_fd=handle.fd)
-        try:
-            if self.owner:
-                os.chown(tmp, node.uid, node.gid, dir_fd=handle.fd, follow_symlinks=False)
-            os.chmod(tmp, node.mode, dir_fd=handle.fd)  # the name is ours: mknod refused an existing one
-            os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns), dir_fd=handle.fd, follow_symlinks=False)
-            os.rename(tmp, node.name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd)
-        except BaseException:
-            _unlink(tmp, handle.fd)
-            raise
+        self._place(handle, node, tmp, chmod=True)
         self.summary.specials += 1
 
     def file(self, handle: DirHandle, node: Node, path: str) -> None:
