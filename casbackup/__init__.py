@@ -9,6 +9,6 @@ __version__ = "0.1.0"
 
 from .backends import LocalBackend, MemoryBackend, open_backend  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
-from .repository import Repository, Snapshot, Transaction  # noqa: E402
+from .repository import Repository, Reader, Transaction  # noqa: E402
 
-__all__ = ["__version__", "Repository", "Snapshot", "Transaction", "LocalBackend", "MemoryBackend", "open_backend"]
+__all__ = ["__version__", "Repository", "Reader", "Transaction", "LocalBackend", "MemoryBackend", "open_backend"]

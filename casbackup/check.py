@@ -20,7 +20,7 @@ from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
 from .records import CONFIG_KEY, GC_LEASE_KEY, Config, Generation, LeaseRecord
-from .repository import Repository, Snapshot
+from .repository import Repository, Reader
 from .store import blob_key
 
 # (blob id, refs, body) -> None; raises BlobCorrupt. Raw types get their payload as body.
@@ -153,7 +153,7 @@ def check(repo: Repository, read_data: bool = False, progress: Callable[[str], N
     repo.store.clear_cache()
     _check_records(repo, report)
     try:
-        snap = repo.open_snapshot("check")
+        snap = repo.open_reader("check")
     except (BlobCorrupt, UnsupportedFormat) as exc:
         report.corrupt_records.append(Problem("root", None, _reason(exc)))
         return report
@@ -164,7 +164,7 @@ def check(repo: Repository, read_data: bool = False, progress: Callable[[str], N
 
 
 class _Checker:
-    def __init__(self, repo: Repository, snap: Snapshot, report: CheckReport, read_data: bool,
+    def __init__(self, repo: Repository, snap: Reader, report: CheckReport, read_data: bool,
                  progress: Callable[[str], None] | None, validators: Mapping[BlobType, Validator] | None,
                  entry_validators: Mapping[str, EntryValidator] | None) -> None:
         self.repo = repo

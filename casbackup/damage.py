@@ -93,7 +93,7 @@ def known_blobs(snap: Any) -> dict[str, str]:
 def known_blobs_of(repo: Any, generation: Any) -> set[str]:
     """known_blobs for a generation read without a pin (gc holds the gc lease instead)."""
     out: set[str] = set()
-    for e in repo.tree.iterate(generation.tree, (NAMESPACE, BLOB_PREFIX), generation.id):
+    for e in repo.index.iterate(generation.index, (NAMESPACE, BLOB_PREFIX), generation.id):
         if e.namespace != NAMESPACE or not e.key.startswith(BLOB_PREFIX):
             break
         out.add(e.key[len(BLOB_PREFIX):])

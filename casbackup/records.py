@@ -227,7 +227,7 @@ class Generation:
     id: str
     seq: int
     parent: str | None
-    tree: Ref | None
+    index: Ref | None  # root PAGE of the entry B+tree (stored as field "tree")
     entries: int
     time: float
     write_id: str
@@ -237,7 +237,7 @@ class Generation:
         return {
             "seq": self.seq,
             "parent": bytes.fromhex(self.parent) if self.parent else None,
-            "tree": bytes.fromhex(self.tree.id) if self.tree else None,
+            "tree": bytes.fromhex(self.index.id) if self.index else None,
             "entries": self.entries,
             "time": self.time,
             "write_id": self.write_id,

@@ -155,7 +155,7 @@ def repair_root(repo: Repository, apply: bool = False, generation: str | None = 
         floor_gen = parent
         verified += 1
     namespaces: dict[str, int] = {}
-    for e in repo.tree.iterate(chosen.tree, ("", ""), chosen.id):
+    for e in repo.index.iterate(chosen.index, ("", ""), chosen.id):
         namespaces[e.namespace] = namespaces.get(e.namespace, 0) + 1
     out.generation = {"seq": chosen.seq, "id": chosen.id, "time": chosen.time, "entries": chosen.entries,
                       "message": chosen.message, "namespaces": namespaces,
@@ -309,13 +309,13 @@ def repair_blobs(repo: Repository, apply: bool = False,
     with repo.reader("repair blobs") as snap:
         head = snap.generation
         pages: set[str] = {head.id}
-        stack = [head.tree] if head.tree else []
+        stack = [head.index] if head.index else []
         while stack:
             ref = stack.pop()
             pages.add(ref.id)
             if ref.id in bad:
                 break
-            stack.extend(c for _, c in repo.tree.load(ref, head.id).children)
+            stack.extend(c for _, c in repo.index.load(ref, head.id).children)
         broken = sorted(pages & bad.keys())
         if broken:
             raise CheckFailed(f"the head generation's own metadata blob {broken[0]} is damaged; repair blobs cannot "

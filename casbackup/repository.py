@@ -123,7 +123,7 @@ class Repository:
         self.config = config
         self.writable = writable
         self.store = BlobStore(backend, level=config.compression_level)
-        self.tree = BTree(self.store)
+        self.index = BTree(self.store)  # the entry B+tree (spec §6.2)
         self.monotonic = monotonic
         self.sleep = sleep
 
@@ -198,11 +198,11 @@ class Repository:
         gen = Generation.from_body(gen_id, refs, body)
         return gen
 
-    def _write_generation(self, seq: int, parent: str | None, tree: Ref | None, entries: int, write_id: str,
+    def _write_generation(self, seq: int, parent: str | None, index: Ref | None, entries: int, write_id: str,
                           message: str) -> Generation:
-        draft = Generation("", seq, parent, tree, entries, self.backend.now(), write_id, message)
-        res = self.store.put_structured(BlobType.GENERATION, [tree] if tree else [], draft.body())
-        return Generation(res.ref.id, seq, parent, tree, entries, draft.time, write_id, message)
+        draft = Generation("", seq, parent, index, entries, self.backend.now(), write_id, message)
+        res = self.store.put_structured(BlobType.GENERATION, [index] if index else [], draft.body())
+        return Generation(res.ref.id, seq, parent, index, entries, draft.time, write_id, message)
 
     def log(self) -> Iterator[Generation]:
         """Generations newest first, down to what GC has kept."""
@@ -258,27 +258,27 @@ class Repository:
     # ---- reading -----------------------------------------------------------------------
 
     @contextmanager
-    def reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, pin: bool | None = None) -> Iterator["Snapshot"]:
-        snap = self.open_snapshot(purpose, ttl, pin=pin)
+    def reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, pin: bool | None = None) -> Iterator["Reader"]:
+        snap = self.open_reader(purpose, ttl, pin=pin)
         try:
             yield snap
         finally:
             snap.close()
 
-    def open_snapshot(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True,
-                      pin: bool | None = None) -> "Snapshot":
+    def open_reader(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL, renew: bool = True,
+                      pin: bool | None = None) -> "Reader":
         """Resolve the root once, pin its generation, and validate the pin (spec §8.2).
 
         pin=False (default: `self.pin_reads`) resolves the root once and writes nothing: for
         storage that refuses writes. A concurrent gc may then remove what it reads (loudly)."""
         if not (self.pin_reads if pin is None else pin):
             root, _ = self.read_root()
-            return Snapshot(self, self.load_generation(root.generation), _NullLease(), gc_epoch=root.gc_epoch)
-        return run_steps(self.open_snapshot_steps(purpose, ttl, renew))
+            return Reader(self, self.load_generation(root.generation), _NullLease(), gc_epoch=root.gc_epoch)
+        return run_steps(self.open_reader_steps(purpose, ttl, renew))
 
-    def open_snapshot_steps(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL,
-                            renew: bool = True) -> "Steps[Snapshot]":
-        """open_snapshot as steps: yields after the first root read and after the pin write."""
+    def open_reader_steps(self, purpose: str = "read", ttl: float = DEFAULT_PIN_TTL,
+                            renew: bool = True) -> "Steps[Reader]":
+        """open_reader as steps: yields after the first root read and after the pin write."""
         for _ in range(PIN_VALIDATION_ATTEMPTS):
             first, _ = self.read_root()
             yield "root-read"
@@ -294,14 +294,14 @@ class Repository:
                 unchanged_head = second.generation == first.generation
                 no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
                 if unchanged_head or no_gc_transition:
-                    return Snapshot(self, self.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
+                    return Reader(self, self.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
             except BaseException:
                 lease.release()
                 raise
             lease.release()
         raise CommitConflict("could not pin a generation: the root kept changing under gc; try again")
 
-    def attach(self, pin_id: str) -> "Snapshot":
+    def attach(self, pin_id: str) -> "Reader":
         """Read under an existing live pin (e.g. one a listing process left for later readers)."""
         key = f"{PIN_PREFIX}{pin_id}"
         try:
@@ -317,7 +317,7 @@ class Repository:
         if left <= _margin(record.expires - record.created):
             raise LeaseExpired(f"pin {pin_id} has expired; list again to get a fresh pin")
         lease = _AttachedLease(key, started + left - _margin(record.expires - record.created), self.monotonic)
-        return Snapshot(self, self.load_generation(record.generation), lease)
+        return Reader(self, self.load_generation(record.generation), lease)
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -358,7 +358,7 @@ class _AttachedLease:
         return self._deadline - self._monotonic()
 
 
-class Snapshot:
+class Reader:
     """A pinned, read-only view of one generation; every read checks the lease first."""
 
     def __init__(self, repo: Repository, generation: Generation, lease: Lease | _AttachedLease | _NullLease,
@@ -382,7 +382,7 @@ class Snapshot:
     def entry(self, namespace: str, key: str) -> Entry | None:
         self._guard()
         try:
-            return self.repo.tree.get(self.generation.tree, namespace, key, self.generation.id)
+            return self.repo.index.get(self.generation.index, namespace, key, self.generation.id)
         except BlobMissing as exc:
             raise self._on_missing(exc) from None
 
@@ -443,7 +443,7 @@ class Snapshot:
         self._guard()
         start = (namespace or "", prefix if namespace is not None else "")
         try:
-            for n, e in enumerate(self.repo.tree.iterate(self.generation.tree, start, self.generation.id)):
+            for n, e in enumerate(self.repo.index.iterate(self.generation.index, start, self.generation.id)):
                 if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
                     break
                 if not n & 1023:  # every page fetch is guarded too: a missing blob checks the lease
@@ -469,7 +469,7 @@ class Snapshot:
     def close(self) -> None:
         self.lease.release()
 
-    def __enter__(self) -> "Snapshot":
+    def __enter__(self) -> "Reader":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -515,7 +515,7 @@ class Transaction:
     def __init__(self, repo: Repository, message: str, ttl: float) -> None:
         self.repo = repo
         self.message = message
-        self.base = repo.open_snapshot("commit", ttl, pin=True)
+        self.base = repo.open_reader("commit", ttl, pin=True)
         # GC epoch before anything was touched: if it moved by commit time, a sweep may have
         # deleted a blob this transaction found present (dedup), so presence is checked again.
         self._gc_epoch = self.base.gc_epoch
@@ -663,12 +663,12 @@ class Transaction:
                 root, etag = repo.read_root()
                 head = repo.load_generation(root.generation)
                 for k in self.expect_absent:
-                    if repo.tree.get(head.tree, k[0], k[1], head.id) is not None:
+                    if repo.index.get(head.index, k[0], k[1], head.id) is not None:
                         raise CommitConflict(f"key {k[1]!r} in namespace {k[0]!r} already exists")
                 for k in self.expect_present:
-                    if repo.tree.get(head.tree, k[0], k[1], head.id) is None:
+                    if repo.index.get(head.index, k[0], k[1], head.id) is None:
                         raise CommitConflict(f"key {k[1]!r} in namespace {k[0]!r} was removed by a concurrent commit")
-                new_tree, delta, pages = repo.tree.apply(head.tree, list(self.ops.values()))
+                new_index, delta, pages = repo.index.apply(head.index, list(self.ops.values()))
                 touched = {r.id for r in self.touched} | {r.id for r in pages}
                 sweeping = load_gcstate(repo.store, root.sweeping)
                 blocked = touched & sweeping.keys()
@@ -699,7 +699,7 @@ class Transaction:
                         condemned_id = write_gcstate(repo.store, "condemned",
                                                      {r: t for r, t in condemned.items() if r not in rescued})
                 write_id = new_write_id()
-                gen = repo._write_generation(root.seq + 1, root.generation, new_tree, head.entries + delta, write_id,
+                gen = repo._write_generation(root.seq + 1, root.generation, new_index, head.entries + delta, write_id,
                                              self.message)
                 new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
                                 root.retain_floor, repo.backend.now())

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from ..codec import packb
 from ..errors import UsageError
-from ..repository import Snapshot, Transaction
+from ..repository import Reader, Transaction
 from .metadata import MetaError, parse_file
 from .names import (
     MAX_METADATA_BYTES,
@@ -189,7 +189,7 @@ class LegacyImporter:
                     self.report.reject(key, f"starts like gzip but is not a valid gzip stream (cut short or "
                                             f"damaged: {exc}); use --gzip never if it is stored raw")
 
-    def _import_file(self, head: Snapshot, txn: Transaction, key: str, path: Path) -> None:
+    def _import_file(self, head: Reader, txn: Transaction, key: str, path: Path) -> None:
         existing = head.entry(NS_FILES, key)
         if existing is not None:
             old = FileValue.decode(head.value(existing), f"{NS_FILES}/{key}")
@@ -283,7 +283,7 @@ class LegacyImporter:
                 txn.put(NS_METADATA_BACKUP, name, tomb.encode())  # replaced: kept only while pinned or in grace
                 self.report.replaced_imported += 1
 
-    def _present(self, head: Snapshot, name: str, data: bytes, sub: str) -> bool:
+    def _present(self, head: Reader, name: str, data: bytes, sub: str) -> bool:
         """Already imported (live or since replaced)? A different content under the name is rejected."""
         found = self.storage._existing_metadata(head, name)  # noqa: SLF001 - same package
         if found is None:

@@ -19,7 +19,7 @@ from ..btree import Entry
 from ..codec import BlobType, Ref, packb, unpackb
 from ..errors import BlobCorrupt, BlobMissing, CommitConflict, NotFound, UsageError
 from ..pins import MAX_LEASE
-from ..repository import Repository, Snapshot
+from ..repository import Repository, Reader
 from .names import (
     NS_BACKUPS,
     NS_FILES,
@@ -83,12 +83,12 @@ class AptosStorage:
 
     # ---- views ---------------------------------------------------------------------------
 
-    def head(self) -> Snapshot:
+    def head(self) -> Reader:
         """The current generation without a pin: for reads that must not write anything."""
         root, _ = self.repo.read_root()
-        return Snapshot(self.repo, self.repo.load_generation(root.generation), _Unpinned())  # type: ignore[arg-type]
+        return Reader(self.repo, self.repo.load_generation(root.generation), _Unpinned())  # type: ignore[arg-type]
 
-    def _on_head(self, fn: Callable[[Snapshot], Any]) -> Any:
+    def _on_head(self, fn: Callable[[Reader], Any]) -> Any:
         """Run a short lookup on the head; if GC collected a page of an old head meanwhile, retry."""
         last: BlobMissing | None = None
         for _ in range(HEAD_RETRIES):
@@ -103,7 +103,7 @@ class AptosStorage:
         raise last
 
     @contextmanager
-    def view(self, purpose: str, pin: bool, ttl: float = 600.0) -> Iterator[Snapshot]:
+    def view(self, purpose: str, pin: bool, ttl: float = 600.0) -> Iterator[Reader]:
         """A pinned reader (released at the end), or the unpinned head when pins are off."""
         if pin:
             with self.repo.reader(purpose, ttl) as snap:
@@ -135,7 +135,7 @@ class AptosStorage:
         name = check_name("file name", file_name)
         handle = Handle("data", backup, name)
 
-        def probe(snap: Snapshot) -> None:
+        def probe(snap: Reader) -> None:
             if snap.entry(NS_BACKUPS, backup) is None:
                 raise NotFound(f"unknown backup handle {backup!r}: create it with create-backup first")
             if snap.entry(NS_FILES, handle.key) is not None:
@@ -160,7 +160,7 @@ class AptosStorage:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def resolve(self, handle: Handle, snap: Snapshot | None = None) -> FileValue:
+    def resolve(self, handle: Handle, snap: Reader | None = None) -> FileValue:
         """The content a handle denotes: live entry first, then a replaced metadata file's tombstone."""
         if handle.kind == "data":
             spaces = [NS_FILES]
@@ -169,7 +169,7 @@ class AptosStorage:
         else:
             spaces = [NS_METADATA_BACKUP]
 
-        def lookup(view: Snapshot) -> FileValue:
+        def lookup(view: Reader) -> FileValue:
             for ns in spaces:
                 e = view.entry(ns, handle.key)
                 if e is not None:
@@ -178,7 +178,7 @@ class AptosStorage:
 
         return lookup(snap) if snap is not None else self._on_head(lookup)
 
-    def read_file(self, value: FileValue, snap: Snapshot | None = None) -> Iterator[bytes]:
+    def read_file(self, value: FileValue, snap: Reader | None = None) -> Iterator[bytes]:
         """Verified pieces of a file, in order; the total length is checked too."""
         view = snap or self.head()
         seen = 0
@@ -188,7 +188,7 @@ class AptosStorage:
         if seen != value.size:
             raise BlobCorrupt(value.file.id, f"stream holds {seen} bytes, its entry declares {value.size}")
 
-    def read_all(self, handle: str, snap: Snapshot | None = None) -> bytes:
+    def read_all(self, handle: str, snap: Reader | None = None) -> bytes:
         h = parse_handle(handle)
         return b"".join(self.read_file(self.resolve(h, snap), snap))
 
@@ -233,7 +233,7 @@ class AptosStorage:
             raise
 
     @staticmethod
-    def _existing_metadata(snap: Snapshot, name: str) -> tuple[str, FileValue] | None:
+    def _existing_metadata(snap: Reader, name: str) -> tuple[str, FileValue] | None:
         for ns in (NS_METADATA, NS_METADATA_BACKUP):
             e = snap.entry(ns, name)
             if e is not None:
@@ -250,7 +250,7 @@ class AptosStorage:
             return self._on_head(lambda s: [metadata_handle(e.key) for e in s.list(NS_METADATA)]), None
         if not 0 < pin_ttl <= MAX_LEASE:
             raise UsageError(f"pin TTL {pin_ttl:g}s is out of range (0, {MAX_LEASE:g}s]")
-        snap = self.repo.open_snapshot("aptos list-metadata-files", pin_ttl, renew=False)
+        snap = self.repo.open_reader("aptos list-metadata-files", pin_ttl, renew=False)
         try:
             handles = [metadata_handle(e.key) for e in snap.list(NS_METADATA)]
         except BaseException:
@@ -279,7 +279,7 @@ class AptosStorage:
             txn.abort()
             raise
 
-    def metadata_files(self, snap: Snapshot, namespace: str = NS_METADATA) -> Iterator[tuple[str, bytes]]:
+    def metadata_files(self, snap: Reader, namespace: str = NS_METADATA) -> Iterator[tuple[str, bytes]]:
         """(name, content) of every metadata file in a generation, content verified."""
         entries: list[Entry] = list(snap.list(namespace))
         for e in entries:

@@ -1,4 +1,4 @@
-"""Read file trees through a pinned Snapshot: nodes, chunk lists, path lookup, walking.
+"""Read file trees through a pinned Reader: nodes, chunk lists, path lookup, walking.
 
 Every read path (ls, cat, restore, diff, the files cache) goes through here, so the checks a
 reader owes the format live in one place: index TREEs are flattened with their order checked

@@ -369,7 +369,7 @@ def check_includes(reader: TreeReader, tree: str, includes: list[str]) -> None:
 
 
 def restore_snapshot(snap: Any, info: SnapshotInfo, opts: RestoreOptions) -> RestoreSummary:
-    """Restore through an already pinned Snapshot."""
+    """Restore through an already pinned Reader."""
     started = time.monotonic()
     summary = RestoreSummary()
     progress = Progress("restore", opts.progress, total_bytes=info.size or None)

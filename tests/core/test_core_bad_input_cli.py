@@ -60,8 +60,8 @@ def value_blob(path: Path) -> str:
 def tree_root(path: Path) -> str:
     repo = library(path)
     gen = repo.load_generation(repo.read_root()[0].generation)
-    assert gen.tree is not None
-    return gen.tree.id
+    assert gen.index is not None
+    return gen.index.id
 
 
 def head(path: Path) -> str:

@@ -144,7 +144,7 @@ def test_reader_refuses_pin_when_gc_collected_its_generation(world: tuple[FakeCl
     clock, repo = world
     repo.commit(puts=[("data", "a", b"1" * 10000)])
     old_head = repo.read_root()[0].generation
-    opener = repo.open_snapshot_steps("race", 300.0, renew=False)
+    opener = repo.open_reader_steps("race", 300.0, renew=False)
     assert next(opener) == "root-read"  # the reader resolved the root, but has not pinned yet
     repo.commit(puts=[("data", "a", b"2" * 10000)])
     clock.advance(GRACE + 1)

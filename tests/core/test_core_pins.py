@@ -15,7 +15,7 @@ from casbackup.repository import Repository
 
 def test_background_renewal_keeps_a_lease_alive(mem_repo: Repository) -> None:
     mem_repo.commit(puts=[("n", "k", b"v")])
-    snap = mem_repo.open_snapshot("renewal test", ttl=0.6)
+    snap = mem_repo.open_reader("renewal test", ttl=0.6)
     try:
         first = PinRecord.decode(mem_repo.backend.get(snap.lease.key), snap.lease.key)
         time.sleep(1.5)  # > 2 ttl: only renewal keeps it alive
@@ -30,7 +30,7 @@ def test_background_renewal_keeps_a_lease_alive(mem_repo: Repository) -> None:
 def test_lease_expired_before_it_lapses(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"v")])
-    snap = repo.open_snapshot("lapse", ttl=100.0, renew=False)
+    snap = repo.open_reader("lapse", ttl=100.0, renew=False)
     record = PinRecord.decode(repo.backend.get(snap.lease.key), snap.lease.key)
     assert record.expires == pytest.approx(clock() + 100.0)
     clock.advance(85)
@@ -48,7 +48,7 @@ def test_lease_expired_before_it_lapses(world: tuple[FakeClock, Repository]) -> 
 
 def test_manual_renew_extends_the_deadline(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    snap = repo.open_snapshot("renew", ttl=100.0, renew=False)
+    snap = repo.open_reader("renew", ttl=100.0, renew=False)
     for _ in range(5):
         clock.advance(60)
         snap.lease.renew()  # type: ignore[union-attr]
@@ -61,7 +61,7 @@ def test_manual_renew_extends_the_deadline(world: tuple[FakeClock, Repository]) 
 def test_expired_pin_is_ignored_by_gc_and_cleaned(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "old", b"o" * 20000)])
-    dead = repo.open_snapshot("dead reader", ttl=100.0, renew=False)  # its holder "dies"
+    dead = repo.open_reader("dead reader", ttl=100.0, renew=False)  # its holder "dies"
     old_gen = dead.generation.id
     repo.commit(deletes=[("n", "old")], puts=[("n", "new", b"n")])
     clock.advance(50)
@@ -80,7 +80,7 @@ def test_expired_pin_is_ignored_by_gc_and_cleaned(world: tuple[FakeClock, Reposi
 def test_live_pin_keeps_history_back_to_it(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"0" * 10000)])
-    snap = repo.open_snapshot("long restore", ttl=10_000.0, renew=False)
+    snap = repo.open_reader("long restore", ttl=10_000.0, renew=False)
     for i in range(1, 6):
         repo.commit(puts=[("n", "k", str(i).encode() * 10000)])
     for _ in range(3):
@@ -109,7 +109,7 @@ def test_unreadable_pin_counts_as_live(world: tuple[FakeClock, Repository]) -> N
 def test_attach_to_a_live_pin_and_to_a_gone_one(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"v")])
-    owner = repo.open_snapshot("lister", ttl=100.0, renew=False)
+    owner = repo.open_reader("lister", ttl=100.0, renew=False)
     borrowed = repo.attach(owner.pin_id)
     assert borrowed.get("n", "k") == b"v"
     clock.advance(95)

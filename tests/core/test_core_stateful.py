@@ -29,7 +29,7 @@ from casbackup.backends import MemoryBackend
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobMissing, CommitConflict, LeaseExpired
 from casbackup.gc import Collector
-from casbackup.repository import Repository, Snapshot, Transaction
+from casbackup.repository import Repository, Reader, Transaction
 
 GRACE = 50.0
 READER_TTL = 100.0
@@ -52,8 +52,8 @@ class WriterState:
 @dataclass
 class ReaderState:
     repo: Repository
-    steps: Generator[str, None, Snapshot] | None = None
-    snap: Snapshot | None = None
+    steps: Generator[str, None, Reader] | None = None
+    snap: Reader | None = None
 
 
 class CoreMachine(RuleBasedStateMachine):
@@ -219,7 +219,7 @@ class CoreMachine(RuleBasedStateMachine):
         if rs.snap is not None:
             return
         if rs.steps is None:
-            rs.steps = rs.repo.open_snapshot_steps("stateful", READER_TTL, renew=False)
+            rs.steps = rs.repo.open_reader_steps("stateful", READER_TTL, renew=False)
         try:
             next(rs.steps)
         except StopIteration as stop:
@@ -281,7 +281,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ---- invariants ----------------------------------------------------------------------
 
-    def _read_all(self, snap: Snapshot) -> dict[str, int]:
+    def _read_all(self, snap: Reader) -> dict[str, int]:
         got: dict[str, int] = {}
         for e in snap.list("data"):
             chunk = int(snap.value(e))
@@ -299,7 +299,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.checker.store.clear_cache()
         gen = self.checker.load_generation(root.generation)
         got = {}
-        for e in self.checker.tree.iterate(gen.tree, ("data", ""), gen.id):
+        for e in self.checker.index.iterate(gen.index, ("data", ""), gen.id):
             chunk = int(e.value or b"-1")
             assert self.checker.store.get(e.refs[0], gen.id) == POOL[chunk]
             got[e.key] = chunk

@@ -31,7 +31,7 @@ import pytest
 from casbackup.backends import LocalBackend
 from casbackup.codec import BlobType, Ref
 from casbackup.errors import BlobMissing, CommitConflict, GcBusy, LeaseExpired
-from casbackup.repository import Repository, Snapshot
+from casbackup.repository import Repository, Reader
 
 from casb_testutil import IN_CI
 
@@ -80,7 +80,7 @@ def writer(repo_path: str, name: str, logs: str, stop: str) -> None:
             time.sleep(0.2)
 
 
-def verify_generation(snap: Snapshot) -> int:
+def verify_generation(snap: Reader) -> int:
     """Check a whole generation; returns its number of groups. Raises on any inconsistency."""
     counters: dict[str, int] = {}
     groups: dict[tuple[str, int], dict[str, bytes]] = {}

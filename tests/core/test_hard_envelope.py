@@ -42,7 +42,7 @@ def _small_repository() -> tuple[MemoryBackend, dict[str, BlobType]]:
         txn.put_blob(BlobType.TREE, pack_structured([chunk], {"v": 1, "entries": [["a", 1]]}, BlobType.TREE))
         txn.put_blob(BlobType.FILE, pack_structured([chunk, small], {"v": 1, "size": 964}, BlobType.FILE))
     write_gcstate(repo.store, "condemned", {small.id: 1700000000.0})
-    repo.open_snapshot("flip test", renew=False)  # leaves a pin behind
+    repo.open_reader("flip test", renew=False)  # leaves a pin behind
     acquire_gc_lease(backend).stop_renewing()
     types = {}
     for info in backend.list("blobs/"):

@@ -27,7 +27,7 @@ def _build(tmp_path: Path) -> Path:
     assert run_cli("-r", str(repo), "gc", "--grace", "0s", "--force").code == 0  # leaves locks/gc (released)
     r = Repository.open(LocalBackend(repo), write=True)
     r.store.put(BlobType.CHUNK, b"an unreferenced orphan " * 10)
-    r.open_snapshot("left behind", renew=False)  # a live pin record, never released
+    r.open_reader("left behind", renew=False)  # a live pin record, never released
     return repo
 
 

@@ -41,7 +41,7 @@ def test_a_renewal_that_lands_after_the_deadline_does_not_revive_the_lease(
         world: tuple[FakeClock, Repository], monkeypatch: pytest.MonkeyPatch) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"v")])
-    snap = repo.open_snapshot("stalled reader", ttl=100.0, renew=False)  # deadline: +90 s
+    snap = repo.open_reader("stalled reader", ttl=100.0, renew=False)  # deadline: +90 s
     clock.advance(50)
     real_cas = repo.backend.compare_and_swap
 
@@ -66,7 +66,7 @@ def test_a_slow_renewal_within_the_deadline_still_extends(
         world: tuple[FakeClock, Repository], monkeypatch: pytest.MonkeyPatch) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"v")])
-    snap = repo.open_snapshot("slow but in time", ttl=100.0, renew=False)
+    snap = repo.open_reader("slow but in time", ttl=100.0, renew=False)
     clock.advance(50)
     real_cas = repo.backend.compare_and_swap
 

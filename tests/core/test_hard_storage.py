@@ -146,7 +146,7 @@ def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path
     repo.commit(puts=[("ns", "k", b"v"), ("ns", "big", b"b" * 50000)])
     ro = Repository.open(_ReadOnly(tmp_path / "repo"))
     with pytest.raises(WriteRefused, match="--no-pin") as info:
-        ro.open_snapshot()
+        ro.open_reader()
     assert info.value.exit_code == 8 and "Read-only file system" in str(info.value)
     with ro.reader(pin=False) as snap:
         assert snap.get("ns", "k") == b"v" and snap.get("ns", "big") == b"b" * 50000
@@ -159,7 +159,7 @@ def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path
 def test_unpinned_reader_still_fails_loudly_on_a_collected_blob() -> None:
     repo = Repository.init(MemoryBackend())
     repo.commit(puts=[("ns", "big", b"b" * 50000)])
-    snap = repo.open_snapshot(pin=False)
+    snap = repo.open_reader(pin=False)
     repo.commit(deletes=[("ns", "big")])
     for _ in range(5):
         repo.commit(puts=[("ns", "other", os.urandom(8))])
