@@ -7,11 +7,7 @@ from typing import Any, ClassVar
 
 from .codec import MAX_PAYLOAD, BlobType, RecordType, Ref, decode_record, encode_record, is_blob_id
 from .errors import BlobCorrupt, RecordCorrupt, UnsupportedFormat, UsageError
-
-CONFIG_KEY = "config"
-ROOT_KEY = "root"
-PIN_PREFIX = "pins/"
-GC_LEASE_KEY = "locks/gc"
+from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY  # noqa: F401 - re-exported: keys live in layout
 REPO_FORMAT = 1
 ID_MODES = ("blake3",)  # "blake3-keyed" arrives with encryption
 

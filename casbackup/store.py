@@ -18,13 +18,11 @@ from .codec import (
     pack_structured,
     unpack_structured,
 )
-from .errors import BackendError, BlobCorrupt, BlobMissing, KeyMissing, OutcomeUnknown
+from .cas import resolve
+from .errors import BlobCorrupt, BlobMissing, KeyMissing
+from .layout import BLOB_PREFIX, blob_key
 
-BLOB_PREFIX = "blobs/"
-
-
-def blob_key(blob_id: str) -> str:
-    return f"{BLOB_PREFIX}{blob_id[:2]}/{blob_id}"
+__all__ = ["BLOB_PREFIX", "BlobStore", "PutResult", "blob_key"]
 
 
 @dataclass(frozen=True)
@@ -68,13 +66,10 @@ class BlobStore:
 
     def put_encoded(self, blob: EncodedBlob) -> PutResult:
         key = blob_key(blob.id)
-        for _ in range(3):
-            try:
-                created = self.backend.create(key, blob.stored)
-                return PutResult(Ref(blob.type, blob.id), created, len(blob.stored))
-            except OutcomeUnknown:
-                continue  # create-if-absent of identical bytes is idempotent: just ask again
-        raise BackendError(f"could not confirm the upload of blob {blob.id}")
+        # A lost reply is resolved by asking again: create-if-absent of identical bytes is
+        # idempotent, and a repeat that finds our own first attempt answers "existed".
+        created = resolve(lambda: self.backend.create(key, blob.stored), lambda: None, f"the upload of blob {blob.id}")
+        return PutResult(Ref(blob.type, blob.id), created, len(blob.stored))
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -133,11 +128,14 @@ class BlobStore:
             self._cached_bytes = 0
 
     def exists(self, blob_id: str) -> bool:
+        return self.stat(blob_id) is not None
+
+    def stat(self, blob_id: str) -> ObjectInfo | None:
+        """The stored blob's size and mtime (gc's age test), or None if it is not stored."""
         try:
-            self.backend.stat(blob_key(blob_id))
-            return True
+            return self.backend.stat(blob_key(blob_id))
         except KeyMissing:
-            return False
+            return None
 
     def list(self) -> Iterator[tuple[str, ObjectInfo]]:
         """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""

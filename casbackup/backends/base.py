@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
+import blake3
+
 from ..errors import UsageError
 
 # \Z, not $: `$` also matches before a trailing newline ("root\n" would pass).
@@ -21,6 +23,12 @@ def validate_key(key: str) -> str:
     if not isinstance(key, str) or not _KEY_RE.fullmatch(key) or len(key) > 512:
         raise UsageError(f"invalid storage key {key!r}")
     return key
+
+
+def content_etag(data: bytes) -> str:
+    """The etag of a backend that keeps no version of its own (local, memory, command): a short
+    hash of the content, one definition so they all hand out the same etags."""
+    return blake3.blake3(data).hexdigest(length=16)
 
 
 @dataclass(frozen=True)
@@ -86,3 +94,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+@runtime_checkable
+class TempFileCleaner(Protocol):
+    """An optional ability: a backend that leaves temporary files behind after a crash (local
+    disk writes to a temp file, then renames) lets gc remove the stale ones."""
+
+    def remove_stale_temp_files(self, older_than: float) -> int:
+        """Remove temp files older than `older_than` seconds; returns how many were removed."""
+        ...
+
+
+def location(backend: Backend) -> str:
+    """The path or URL that messages name (every backend sets `location`; wrappers may not)."""
+    return str(getattr(backend, "location", None) or backend)

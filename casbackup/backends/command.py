@@ -21,11 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import blake3
 import yaml
 
 from ..errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, UsageError
-from .base import Capabilities, ObjectInfo, validate_key
+from .base import Capabilities, ObjectInfo, content_etag, validate_key
 
 PRELUDE = "set -o nounset -o errexit -o pipefail; "
 REQUIRED = ("read", "create", "replace", "list", "delete", "stat")
@@ -178,12 +177,12 @@ class CommandBackend:
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
-        return data, _etag(data)
+        return data, content_etag(data)
 
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         """Read, compare, write: correct for one writer only (the capabilities say so)."""
         try:
-            current: str | None = _etag(self.get(key))
+            current: str | None = content_etag(self.get(key))
         except KeyMissing:
             current = None
         if current != expected_etag:
@@ -193,7 +192,7 @@ class CommandBackend:
                 raise EtagMismatch(f"{key} was created concurrently")
         else:
             self._keyed("replace", key, stdin=bytes(data))
-        return _etag(data)
+        return content_etag(data)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -268,10 +267,6 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
-
-
-def _etag(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest(length=16)
 
 
 def _valid_key(key: str) -> bool:

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import blake3
-
 from ..errors import BackendError, EtagMismatch, KeyMissing, RepositoryNotFound, WriteRefused
-from .base import Capabilities, ObjectInfo, validate_key
+from .base import Capabilities, ObjectInfo, content_etag, validate_key
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
@@ -127,7 +125,7 @@ class LocalBackend:
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
-        return data, _etag(data)
+        return data, content_etag(data)
 
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         path = self._path(key)
@@ -145,7 +143,7 @@ class LocalBackend:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 try:
-                    current: str | None = _etag(path.read_bytes())
+                    current: str | None = content_etag(path.read_bytes())
                 except FileNotFoundError:
                     current = None
                 if current != expected_etag:
@@ -159,7 +157,7 @@ class LocalBackend:
                 _fsync_dir(path.parent)
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-        return _etag(data)
+        return content_etag(data)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only the directory the prefix names (listing pins/ must not walk every blob).
@@ -238,10 +236,6 @@ class LocalBackend:
         for p in stale:
             _unlink_quiet(p)
         return len(stale)
-
-
-def _etag(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest(length=16)
 
 
 def _fsync_dir(directory: Path) -> None:

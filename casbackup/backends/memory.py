@@ -5,10 +5,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
-import blake3
-
 from ..errors import EtagMismatch, KeyMissing
-from .base import Capabilities, ObjectInfo, validate_key
+from .base import Capabilities, ObjectInfo, content_etag, validate_key
 
 
 class MemoryBackend:
@@ -44,17 +42,17 @@ class MemoryBackend:
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data = self._get(key)[0]
-        return data, _etag(data)
+        return data, content_etag(data)
 
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         validate_key(key)
         with self._lock:
             current = self._objects.get(key)
-            current_etag = None if current is None else _etag(current[0])
+            current_etag = None if current is None else content_etag(current[0])
             if current_etag != expected_etag:
                 raise EtagMismatch(f"{key} changed (expected {expected_etag}, found {current_etag})")
             self._objects[key] = (bytes(data), self._clock())
-            return _etag(data)
+            return content_etag(data)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._lock:
@@ -80,7 +78,3 @@ class MemoryBackend:
     def raw_put(self, key: str, data: bytes, mtime: float | None = None) -> None:
         with self._lock:
             self._objects[key] = (data, self._clock() if mtime is None else mtime)
-
-
-def _etag(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest(length=16)
