@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .backends.base import Backend
-from .errors import (BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, OutcomeUnknown,
-                     UnsupportedFormat, UsageError)
-from .records import GC_LEASE_KEY, PIN_PREFIX, LeaseRecord, PinRecord
+from .errors import (BackendError, BlobCorrupt, EtagMismatch, GcBusy, KeyMissing, LeaseExpired, UnsupportedFormat,
+                     UsageError)
+from .layout import GC_LEASE_KEY, PIN_PREFIX, pin_key
+from .records import LeaseRecord, PinRecord
+from .root import swap_record
 
 MAX_LEASE = 7 * 86400.0
 DEFAULT_PIN_TTL = 600.0
@@ -57,29 +59,11 @@ class Lease:
         now = self.backend.now()
         if self._created is None:
             self._created = now
-        self._etag = self._swap(expected_etag, self._make(self._created, now + self.ttl))
+        self._etag = swap_record(self.backend, self.key, expected_etag, self._make(self._created, now + self.ttl))
         self._deadline = started + self.ttl - _margin(self.ttl)
         if self._renew_enabled and self._thread is None:
             self._thread = threading.Thread(target=self._renew_loop, name=f"lease:{self.key}", daemon=True)
             self._thread.start()
-
-    def _swap(self, expected_etag: str | None, data: bytes) -> str:
-        """CAS the record; a lost reply is resolved by reading back our own bytes (they are
-        unique: they carry this write's expiry time)."""
-        for _ in range(5):
-            try:
-                return self.backend.compare_and_swap(self.key, expected_etag, data)
-            except OutcomeUnknown:
-                try:
-                    current, etag = self.backend.read_versioned(self.key)
-                except KeyMissing:
-                    current, etag = None, None
-                if current == data and etag is not None:
-                    return etag
-                if etag != expected_etag:
-                    raise EtagMismatch(f"lease {self.key} changed while our write's reply was lost") from None
-                # Unchanged: our write did not apply (yet); the same condition guards a retry.
-        raise BackendError(f"could not learn whether the write of lease {self.key} applied (replies kept getting lost)")
 
     def renew(self) -> None:
         with self._lock:
@@ -92,7 +76,8 @@ class Lease:
                 self._renew_enabled = False
                 raise LeaseExpired(f"lease {self.key} lapsed before it could be renewed; start again")
             now = self.backend.now()
-            self._etag = self._swap(self._etag, self._make(self._created or now, now + self.ttl))
+            record = self._make(self._created or now, now + self.ttl)
+            self._etag = swap_record(self.backend, self.key, self._etag, record)
             if self._monotonic() > self._deadline:
                 # The write landed after the old deadline (the holder or the storage stalled):
                 # GC may have treated the lease as lapsed in between, so the new record must not
@@ -151,7 +136,7 @@ def new_pin(backend: Backend, generation: str, seq: int, purpose: str, ttl: floa
     def make(created: float, expires: float) -> bytes:
         return PinRecord(pin_id, generation, seq, host, pid, purpose, created, expires).encode()
 
-    lease = Lease(backend, f"{PIN_PREFIX}{pin_id}", ttl, make, renew=renew, monotonic=monotonic)
+    lease = Lease(backend, pin_key(pin_id), ttl, make, renew=renew, monotonic=monotonic)
     lease.pin_id = pin_id  # type: ignore[attr-defined]
     lease.write(None)
     return lease
@@ -248,6 +233,6 @@ def release_gc_lease(lease: Lease) -> None:
             return
         lease.released = True
         try:
-            lease.backend.compare_and_swap(lease.key, lease._etag, lease._make(0.0, 0.0))  # noqa: SLF001
-        except (EtagMismatch, BackendError):
+            swap_record(lease.backend, lease.key, lease._etag, lease._make(0.0, 0.0))  # noqa: SLF001
+        except BackendError:  # a mismatch included: someone took the lease over, it is theirs now
             pass
