@@ -11,14 +11,16 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .errors import BlobCorrupt, KeyMissing, UsageError
+from .backends.base import TempFileCleaner
+from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Root, new_write_id
+from .layout import SELFTEST_PREFIX
 from .repository import Repository, Steps, run_steps
-from .store import blob_key
+from .steps import Step
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
@@ -85,7 +87,7 @@ class Collector:
         if not self.dry_run:
             self.lease = acquire_gc_lease(self.backend, monotonic=self.repo.monotonic)
         try:
-            yield "lease"
+            yield Step.LEASE
             root, _ = self.repo.read_root()
             if root.sweeping is not None and not self.dry_run:
                 self.progress("finishing a sweep an earlier gc left unfinished")
@@ -139,7 +141,7 @@ class Collector:
             self._check_lease()
             new_root = replace(root, condemned=write_gcstate(self.store, "condemned", candidates),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
-            yield "mark-cas"
+            yield Step.MARK_CAS
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 break
             root, etag = self.repo.read_root()
@@ -165,7 +167,7 @@ class Collector:
             new_root = replace(root, condemned=write_gcstate(self.store, "condemned", rest),
                                sweeping=write_gcstate(self.store, "sweeping", chosen),
                                gc_epoch=root.gc_epoch + 1, write_id=new_write_id(), time=self.backend.now())
-            yield "announce-cas"
+            yield Step.ANNOUNCE_CAS
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 break
             root, etag = self.repo.read_root()
@@ -174,7 +176,7 @@ class Collector:
     def _sweep_announced(self, sweeping: dict[str, float]) -> "Steps[None]":
         # Re-read the root and the pins *after* the announcement: anything that now covers a
         # blob in the set (a new pin, a new commit) takes it out of the set.
-        yield "announced"
+        yield Step.ANNOUNCED
         root, _ = self.repo.read_root()
         pins: list[PinState] = list_pins(self.backend)
         reach = Reachability(self.repo, known_missing=self._known_damage(root))
@@ -183,7 +185,7 @@ class Collector:
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress(f"deleting {len(doomed)} blobs")
         sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
-        yield "planned"
+        yield Step.PLANNED
         for n, blob_id in enumerate(doomed):
             if n % 64 == 0:
                 self._check_lease()
@@ -194,13 +196,13 @@ class Collector:
             self.report.deleted += 1
             self.report.deleted_bytes += sizes.get(blob_id, 0)
             self.report.deleted_ids.append(blob_id)
-            yield "deleted"
+            yield Step.DELETED
         floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
             new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
                                retain_floor=max(root.retain_floor, floor), time=self.backend.now())
-            yield "clear-cas"
+            yield Step.CLEAR_CAS
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
 
@@ -211,11 +213,8 @@ class Collector:
     def _recreated(self, blob_id: str) -> bool:
         """True if the blob was stored again within the grace period (deleted by an earlier,
         interrupted sweep and uploaded anew by a writer): it is young, so it is not deleted."""
-        try:
-            info = self.backend.stat(blob_key(blob_id))
-        except KeyMissing:
-            return False
-        return info.mtime > self.backend.now() - self.grace
+        info = self.store.stat(blob_id)
+        return info is not None and info.mtime > self.backend.now() - self.grace
 
     # ---- housekeeping ------------------------------------------------------------------
 
@@ -225,12 +224,11 @@ class Collector:
             if not pin.live(now):
                 self.backend.delete(pin.key)
                 self.report.expired_pins_removed += 1
-        for info in self.backend.list("selftest/"):
+        for info in self.backend.list(SELFTEST_PREFIX):
             if info.mtime < now - TEMP_FILE_AGE:
                 self.backend.delete(info.key)
-        remove_temp = getattr(self.backend, "remove_stale_temp_files", None)
-        if remove_temp is not None:
-            self.report.temp_files_removed = remove_temp(max(self.grace, TEMP_FILE_AGE))
+        if isinstance(self.backend, TempFileCleaner):  # an optional ability (local disk)
+            self.report.temp_files_removed = self.backend.remove_stale_temp_files(max(self.grace, TEMP_FILE_AGE))
 
 
 def collect(repo: Repository, **kwargs: object) -> GcReport:

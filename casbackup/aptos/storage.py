@@ -38,19 +38,6 @@ DEFAULT_LIST_PIN_TTL = 24 * 3600.0
 HEAD_RETRIES = 5
 
 
-class _Unpinned:
-    """Stand-in lease for reads that must not write: never expires, never released."""
-
-    key = "pins/none"
-    released = False
-
-    def check(self) -> None:
-        return None
-
-    def release(self) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class FileValue:
     """Decoded value of an aptos.files / aptos.metadata / aptos.metadata_backup entry."""
@@ -85,8 +72,7 @@ class AptosStorage:
 
     def head(self) -> Reader:
         """The current generation without a pin: for reads that must not write anything."""
-        root, _ = self.repo.read_root()
-        return Reader(self.repo, self.repo.load_generation(root.generation), _Unpinned())  # type: ignore[arg-type]
+        return self.repo.open_reader(pin=False)
 
     def _on_head(self, fn: Callable[[Reader], Any]) -> Any:
         """Run a short lookup on the head; if GC collected a page of an old head meanwhile, retry."""

@@ -16,7 +16,7 @@ from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import CommitConflict
 from casbackup.gc import Collector
 from casbackup.gcstate import load_gcstate
-from casbackup.repository import Repository
+from casbackup.repository import Repository, Step
 
 GRACE = 100.0
 X = b"the chunk everybody dedups against " * 50
@@ -97,7 +97,7 @@ def test_commit_waits_for_a_sweep_of_its_blob_then_conflicts(world: tuple[FakeCl
     sweep = gc(repo)
     until(sweep, "announced")  # X is in the root's sweeping set now
     commit = txn.commit_steps()
-    assert next(commit).startswith("wait:")  # blocked while the sweep runs
+    assert next(commit) is Step.WAIT_SWEEP  # blocked while the sweep runs
     finish(sweep)
     with pytest.raises(CommitConflict, match=XREF.id):
         finish(commit)

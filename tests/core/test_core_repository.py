@@ -8,7 +8,7 @@ import pytest
 
 from casbackup.backends import MemoryBackend
 from casbackup.errors import CapabilityError, CommitConflict, EtagMismatch, OutcomeUnknown
-from casbackup.repository import Repository
+from casbackup.repository import Repository, Step
 
 
 def test_racing_transactions_both_land(mem_repo: Repository) -> None:
@@ -20,7 +20,7 @@ def test_racing_transactions_both_land(mem_repo: Repository) -> None:
     assert next(steps_a) == "cas" and next(steps_b) == "cas"  # both read the same head
     with pytest.raises(StopIteration):
         next(steps_a)  # a wins the swap
-    assert next(steps_b).startswith("wait:")  # b lost it: it rebases instead of overwriting
+    assert next(steps_b) is Step.WAIT_ROOT  # b lost it: it rebases instead of overwriting
     assert next(steps_b) == "cas"
     with pytest.raises(StopIteration) as done:
         next(steps_b)

@@ -1,0 +1,280 @@
+"""Reading one generation: the pinned view `Reader` and the leases a reader holds (spec §8).
+
+A reader resolves the root once and pins that generation (a renewing `pins.Lease`), borrows
+a pin another process left (`_AttachedLease`), or, on storage that refuses writes, pins
+nothing (`_NullLease`). Every read checks the lease first, so a lapsed lease is reported as
+such, never as data that silently vanished.
+"""
+from __future__ import annotations
+
+import builtins
+import io
+from collections import deque
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Union
+
+from .btree import Entry
+from .chunklist import Piece, iter_chunks
+from .codec import BlobType, Ref
+from .errors import BlobCorrupt, BlobMissing, CommitConflict, KeyMissing, LeaseExpired, NotFound, WriteRefused
+from .layout import PIN_PREFIX, pin_id_of, pin_key
+from .pins import Lease, _margin, new_pin, read_pin
+from .records import Generation, Root
+from .steps import Step, Steps
+from .transfer import get_many
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+PIN_VALIDATION_ATTEMPTS = 50
+VALUE_READ_REQUESTS = 4      # downloads ahead of the consumer
+VALUE_READ_BYTES = 32 * 1024 * 1024
+
+
+class _NullLease:
+    """The lease of an unpinned reader (--no-pin): writes nothing, never expires.
+
+    Nothing protects what it reads from a concurrent gc; a blob gc removed is still a loud
+    BlobMissing, never skipped."""
+
+    key = PIN_PREFIX
+    released = False
+    remaining = float("inf")
+
+    def check(self) -> None:
+        pass
+
+    def release(self) -> None:
+        self.released = True
+
+
+class _AttachedLease:
+    """A borrowed pin: we check its deadline but neither renew nor release it."""
+
+    def __init__(self, key: str, deadline: float, monotonic: Callable[[], float]) -> None:
+        self.key = key
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self.released = False
+
+    def check(self) -> None:
+        if self._monotonic() > self._deadline:
+            raise LeaseExpired(f"pin {self.key} expired; list again to get a fresh pin")
+
+    def release(self) -> None:
+        self.released = True
+
+    @property
+    def remaining(self) -> float:
+        return self._deadline - self._monotonic()
+
+
+# What a Reader checks before every read (all three answer check/release/key/remaining).
+ReaderLease = Union[Lease, _AttachedLease, _NullLease]
+
+
+class Reader:
+    """A pinned, read-only view of one generation; every read checks the lease first."""
+
+    def __init__(self, repo: "Repository", generation: Generation, lease: ReaderLease,
+                 gc_epoch: int | None = None) -> None:
+        self.repo = repo
+        self.generation = generation
+        self.lease = lease
+        self.gc_epoch = gc_epoch  # the root's gc_epoch when it was resolved, before the pin
+
+    @property
+    def pin_id(self) -> str:
+        return pin_id_of(self.lease.key)
+
+    def _guard(self) -> None:
+        self.lease.check()
+
+    def _on_missing(self, exc: BlobMissing) -> BlobMissing:
+        self._guard()  # a lapsed lease explains a missing blob better than the blob does
+        return exc
+
+    def entry(self, namespace: str, key: str) -> Entry | None:
+        """The entry itself (its refs and how its value is stored), or None: for callers that
+        need more than the bytes, e.g. to stream a large value or to reuse its refs."""
+        self._guard()
+        try:
+            return self.repo.index.get(self.generation.index, namespace, key, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def get(self, namespace: str, key: str) -> bytes:
+        """The value of one key in this generation, whole; NotFound if absent. The common read:
+        the key's value as the pinned generation had it, however large or however stored."""
+        e = self.entry(namespace, key)
+        if e is None:
+            raise NotFound(f"no key {key!r} in namespace {namespace!r} (generation {self.generation.seq})")
+        return self.value(e)
+
+    def value(self, e: Entry) -> bytes:
+        """An entry's whole value in memory, wherever it is stored (inline, a VALUE blob, a FILE of
+        chunks), verified; use iter_value/open_value to stream values of any size."""
+        if e.value is not None:
+            return e.value
+        assert e.value_ref is not None
+        if e.value_ref.type == BlobType.VALUE:
+            return self.read_blob(e.value_ref)
+        return b"".join(self.iter_value(e))
+
+    def iter_value(self, e: Entry) -> Iterator[bytes]:
+        """The value piece by piece, each hash-verified; a FILE value's pieces are checked
+        against the sizes its chunk list gives (a short list or chunk is corrupt, never silent).
+        Memory: a few pieces (VALUE_READ_BYTES) ahead of the consumer."""
+        if e.value is not None:
+            yield e.value
+            return
+        ref = e.value_ref
+        assert ref is not None
+        if ref.type == BlobType.VALUE:
+            yield self.read_blob(ref)
+            return
+        if ref.type != BlobType.FILE:
+            raise BlobCorrupt(ref.id, f"a value cannot be a {ref.type.name} blob", self.generation.id)
+        self._guard()
+        sizes: deque[Piece] = deque()
+
+        def chunks() -> Iterator[tuple[Ref, int]]:
+            for piece in iter_chunks(self.read_structured, ref.id):
+                sizes.append(piece)
+                yield piece.ref, piece.size
+
+        try:
+            for data in get_many(self.repo.store, chunks(), requests=VALUE_READ_REQUESTS,
+                                 max_bytes=VALUE_READ_BYTES, generation=self.generation.id):
+                piece = sizes.popleft()
+                if len(data) != piece.size:
+                    raise BlobCorrupt(piece.id, f"chunk holds {len(data)} bytes, value FILE {ref.id} lists {piece.size}",
+                                      self.generation.id)
+                self._guard()
+                yield data
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def open_value(self, e: Entry) -> IO[bytes]:
+        """A read-only binary stream of the value (streams; never holds it whole)."""
+        return io.BufferedReader(_PieceReader(self.iter_value(e)), buffer_size=1024 * 1024)
+
+    def list(self, namespace: str | None = None, prefix: str = "") -> Iterator[Entry]:
+        """Entries in key order, lazily (a generation may hold millions): all of them, one
+        namespace's, or its keys under `prefix`. Page fetches keep checking the lease."""
+        self._guard()
+        start = (namespace or "", prefix if namespace is not None else "")
+        try:
+            for n, e in enumerate(self.repo.index.iterate(self.generation.index, start, self.generation.id)):
+                if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
+                    break
+                if not n & 1023:  # every page fetch is guarded too: a missing blob checks the lease
+                    self._guard()
+                yield e
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_blob(self, ref: Ref) -> bytes:
+        self._guard()
+        try:
+            return self.repo.store.get(ref, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_structured(self, ref: Ref) -> tuple[builtins.list[Ref], Any]:
+        self._guard()
+        try:
+            return self.repo.store.get_structured(ref, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def close(self) -> None:
+        self.lease.release()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _PieceReader(io.RawIOBase):
+    """A raw binary stream over an iterator of byte pieces."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: Any) -> int:
+        while not self._buf:
+            nxt = next(self._pieces, None)
+            if nxt is None:
+                return 0
+            self._buf = memoryview(nxt)
+        n = min(len(out), len(self._buf))
+        out[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
+
+def open_unpinned(repo: "Repository", root: Root | None = None) -> Reader:
+    """A reader of `root`'s generation (default: the current root) that writes nothing, for
+    storage that refuses writes. A concurrent gc may remove what it reads (loudly)."""
+    if root is None:
+        root, _ = repo.read_root()
+    return Reader(repo, repo.load_generation(root.generation), _NullLease(), gc_epoch=root.gc_epoch)
+
+
+def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool = True) -> "Steps[Reader]":
+    """Resolve the root, pin its generation, and validate the pin (spec §8.1), as steps: yields
+    after the first root read and after the pin write. The pin holds unless gc moved between
+    the two root reads, when the pinned generation may already be condemned: then it retries."""
+    for _ in range(PIN_VALIDATION_ATTEMPTS):
+        first, _ = repo.read_root()
+        yield Step.ROOT_READ
+        try:
+            lease = new_pin(repo.backend, first.generation, first.seq, purpose, ttl, renew=renew,
+                            monotonic=repo.monotonic)
+        except WriteRefused as exc:
+            raise WriteRefused(f"cannot write a reader pin: {exc}; to read without a pin, pass --no-pin "
+                               "(or set CASBACKUP_NO_PIN=1; library: reader(pin=False))") from None
+        try:
+            yield Step.PINNED
+            second, _ = repo.read_root()
+            unchanged_head = second.generation == first.generation
+            no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
+            if unchanged_head or no_gc_transition:
+                return Reader(repo, repo.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
+        except BaseException:
+            lease.release()
+            raise
+        lease.release()
+    raise CommitConflict("could not pin a generation: the root kept changing under gc; try again")
+
+
+def attach(repo: "Repository", pin_id: str) -> Reader:
+    """Read under an existing live pin (e.g. one a listing process left for later readers)."""
+    key = pin_key(pin_id)
+    try:
+        # stat before get: if the holder renews in between, the clamp errs on the early side
+        state = read_pin(repo.backend, key, repo.backend.stat(key).mtime)
+    except KeyMissing:
+        raise LeaseExpired(f"pin {pin_id} does not exist (expired and cleaned up?)") from None
+    record = state.record
+    if record is None:
+        raise LeaseExpired(f"pin {pin_id} is unreadable ({state.error}); list again to get a fresh pin")
+    started = repo.monotonic()
+    left = state.expires - repo.backend.now()  # clamped to mtime + MAX_LEASE, as gc counts it
+    if left <= _margin(record.expires - record.created):
+        raise LeaseExpired(f"pin {pin_id} has expired; list again to get a fresh pin")
+    lease = _AttachedLease(key, started + left - _margin(record.expires - record.created), repo.monotonic)
+    return Reader(repo, repo.load_generation(record.generation), lease)

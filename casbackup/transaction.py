@@ -1,0 +1,306 @@
+"""The commit: puts and deletes published by one root compare-and-swap (spec §7.2, §9.3).
+
+`Transaction.commit_steps` rebases on the current head until its swap lands; before each
+swap it applies the committer's rules of §9.3, one function each: the conflict checks of
+`if_absent`/replace-style updates, the sweep barrier, the epoch re-check, and the rescue of
+condemned blobs.
+"""
+from __future__ import annotations
+
+import io
+import random
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
+
+from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
+from .chunklist import Piece, read_full, write_file
+from .codec import BlobType, Ref
+from .errors import CommitConflict, NotFound, UsageError
+from .gcstate import load_gcstate, write_gcstate
+from .records import Generation, Root, new_write_id
+from .steps import Step, Steps
+from .store import PutResult
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+COMMIT_TIMEOUT = 300.0
+
+# Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
+# larger, a FILE (chunklist.py) of VALUE_PIECE-byte CHUNK blobs, so any size round-trips.
+VALUE_BLOB_MAX = 4 * 1024 * 1024
+VALUE_PIECE = 4 * 1024 * 1024
+VALUE_WORKERS = 2            # upload threads for a large value
+VALUE_IN_FLIGHT = 4          # pieces queued or uploading at once (bounded memory)
+
+
+def _validate_name(kind: str, text: str) -> str:
+    try:
+        size = len(text.encode()) if isinstance(text, str) else 0
+    except UnicodeEncodeError:  # undecodable bytes from argv or a file name (surrogates)
+        size = 0
+    if not size or size > 1024 or "\x00" in text:
+        raise UsageError(f"invalid {kind} {text!r}: it must be 1-1024 bytes of UTF-8 with no NUL")
+    return text
+
+
+class Transaction:
+    """Puts and deletes applied atomically by one root compare-and-swap (spec §7.2).
+
+    The base generation stays pinned until the commit, so blobs found through it (dedup) are
+    protected; every blob the transaction uploads or reuses is "touched" and takes part in the
+    GC rescue rule at commit time.
+    """
+
+    def __init__(self, repo: "Repository", message: str, ttl: float) -> None:
+        self.repo = repo
+        self.message = message
+        self.base = repo.open_reader("commit", ttl, pin=True)
+        # GC epoch before anything was touched: if it moved by commit time, a sweep may have
+        # deleted a blob this transaction found present (dedup), so presence is checked again.
+        self._gc_epoch = self.base.gc_epoch
+        self.ops: dict[tuple[str, str], Op] = {}
+        self.expect_absent: set[tuple[str, str]] = set()
+        self.expect_present: set[tuple[str, str]] = set()  # replace-style updates (files `tag`)
+        self.touched: set[Ref] = set()
+        self.result: Generation | None = None
+        self._done = False
+        self._waited_for_sweep: set[str] = set()  # blobs a sweep held back; checked once it ends
+
+    # -- staging --
+    def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
+        self.base._guard()
+        res = self.repo.store.put(blob_type, payload)
+        self.touched.add(res.ref)
+        return res
+
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
+        self.base._guard()
+        res = self.repo.store.put_structured(blob_type, refs, body)
+        self.touched.add(res.ref)
+        self.touched.update(refs)
+        return res
+
+    def use(self, refs: Iterable[Ref]) -> None:
+        """Declare blobs this transaction references without uploading them (dedup)."""
+        self.touched.update(refs)
+
+    def put(self, namespace: str, key: str, value: bytes, refs: Iterable[Ref] = (), if_absent: bool = False) -> None:
+        """Stage a value of any size (inline, one VALUE blob, or a FILE of chunks; spec §6.1).
+
+        Its blobs are uploaded now, but nothing is visible until commit. `refs` keeps other
+        blobs alive through this entry; if_absent makes the commit fail if the key exists."""
+        if len(value) > VALUE_BLOB_MAX:
+            self.put_stream(namespace, key, io.BytesIO(value), refs, if_absent)
+            return
+        refs = self._check_entry(namespace, key, refs)
+        if len(value) > INLINE_VALUE_MAX:
+            vref = self.put_blob(BlobType.VALUE, bytes(value)).ref
+            entry = Entry(namespace, key, None, vref, refs)
+        else:
+            entry = Entry(namespace, key, bytes(value), None, refs)
+        self._stage(entry, if_absent)
+
+    def put_stream(self, namespace: str, key: str, stream: IO[bytes], refs: Iterable[Ref] = (),
+                   if_absent: bool = False) -> int:
+        """Stage a value read from a binary stream until EOF, never holding it whole: pieces of
+        VALUE_PIECE bytes are uploaded (and touched) as CHUNK blobs, at most VALUE_IN_FLIGHT at
+        a time, and listed by a FILE blob. Returns the value's size."""
+        refs = self._check_entry(namespace, key, refs)
+        first = read_full(stream, VALUE_BLOB_MAX + 1)
+        if len(first) <= VALUE_BLOB_MAX:  # small: the same entry put() would make
+            if len(first) > INLINE_VALUE_MAX:
+                entry = Entry(namespace, key, None, self.put_blob(BlobType.VALUE, first).ref, refs)
+            else:
+                entry = Entry(namespace, key, first, None, refs)
+            self._stage(entry, if_absent)
+            return len(first)
+        pieces: list[Piece] = []
+        carry = first[VALUE_PIECE:]
+        head = first[:VALUE_PIECE]
+        del first
+
+        def read_pieces() -> Iterator[bytes]:
+            yield head
+            rest = carry + read_full(stream, VALUE_PIECE - len(carry))
+            while rest:
+                yield rest
+                if len(rest) < VALUE_PIECE:
+                    return
+                rest = read_full(stream, VALUE_PIECE)
+
+        with ThreadPoolExecutor(VALUE_WORKERS, thread_name_prefix="casbackup-value") as pool:
+            pending: deque[tuple[Future[PutResult], int]] = deque()
+            try:
+                for data in read_pieces():
+                    pending.append((pool.submit(self.put_blob, BlobType.CHUNK, data), len(data)))
+                    del data
+                    while len(pending) >= VALUE_IN_FLIGHT:
+                        fut, n = pending.popleft()
+                        pieces.append(Piece(fut.result().ref.id, n))
+                while pending:
+                    fut, n = pending.popleft()
+                    pieces.append(Piece(fut.result().ref.id, n))
+            finally:
+                for fut, _ in pending:
+                    fut.cancel()
+        file_ref, size = write_file(self.put_structured, pieces)
+        self._stage(Entry(namespace, key, None, file_ref, refs), if_absent)
+        return size
+
+    @staticmethod
+    def _check_entry(namespace: str, key: str, refs: Iterable[Ref]) -> tuple[Ref, ...]:
+        _validate_name("namespace", namespace)
+        _validate_name("key", key)
+        out = tuple(sorted(set(refs)))
+        if len(out) > MAX_ENTRY_REFS:
+            raise UsageError(f"entry {key!r} in namespace {namespace!r} names {len(out)} refs, over the limit of "
+                             f"{MAX_ENTRY_REFS}: keep many blobs alive through one structured blob (a FILE or TREE) "
+                             "and reference that")
+        return out
+
+    def _stage(self, entry: Entry, if_absent: bool) -> None:
+        namespace, key, refs = entry.namespace, entry.key, entry.refs
+        self.touched.update(refs)
+        self.ops[(namespace, key)] = Op(namespace, key, entry)
+        if if_absent:
+            self.expect_absent.add((namespace, key))
+
+    def delete(self, namespace: str, key: str) -> None:
+        """Stage removing a key from the live set (absent keys are fine); gc reclaims its
+        blobs later, once no generation it keeps and no pin still needs them."""
+        self.ops[(namespace, key)] = Op(namespace, key, None)
+
+    def get(self, namespace: str, key: str) -> bytes:
+        """A key's value as this transaction would commit it: its own staged put or delete
+        first, else the pinned base generation (read-your-writes)."""
+        op = self.ops.get((namespace, key))
+        if op is not None:
+            if op.entry is None:
+                raise NotFound(f"no key {key!r} in namespace {namespace!r}")
+            return self.base.value(op.entry)
+        return self.base.get(namespace, key)
+
+    # -- publishing --
+    def commit(self) -> Generation:
+        """Publish every staged put and delete as one new generation, or none of them.
+
+        Rebases on whatever rivals committed meanwhile (backing off between tries) and gives
+        up after COMMIT_TIMEOUT; CommitConflict if an if_absent key appeared, a replaced key
+        vanished, or gc swept a blob this transaction relies on (re-running re-uploads it)."""
+        deadline = self.repo.monotonic() + COMMIT_TIMEOUT
+        steps = self.commit_steps()
+        attempt = 0
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if step.waits:
+                try:
+                    attempt = self._backoff(attempt, deadline, step.why)
+                except BaseException:
+                    steps.close()
+                    raise
+
+    def commit_steps(self) -> "Steps[Generation]":
+        """commit as steps: yields Step.CAS just before each root swap, and a waiting step
+        (Step.WAIT_SWEEP, Step.WAIT_ROOT) when it must back off."""
+        if self._done:
+            raise UsageError("transaction already finished")
+        repo = self.repo
+        self._waited_for_sweep = set()
+        try:
+            while True:
+                self.base._guard()
+                root, etag = repo.read_root()
+                head = repo.load_generation(root.generation)
+                self._check_expectations(head)
+                new_index, delta, pages = repo.index.apply(head.index, list(self.ops.values()))
+                touched = {r.id for r in self.touched} | {r.id for r in pages}
+                if not self._sweep_barrier(root, touched):
+                    yield Step.WAIT_SWEEP
+                    continue
+                self._recheck_epoch(root)
+                condemned_id = self._rescue(root, touched)
+                write_id = new_write_id()
+                gen = repo._write_generation(root.seq + 1, root.generation, new_index, head.entries + delta, write_id,
+                                             self.message)
+                new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
+                                root.retain_floor, repo.backend.now())
+                yield Step.CAS
+                if repo.swap_root(etag, new_root, creates_generation=True):
+                    self.result = gen
+                    return gen
+                yield Step.WAIT_ROOT
+        finally:
+            self._done = True
+            self.base.close()
+
+    def _check_expectations(self, head: Generation) -> None:
+        """Conflicts: an if_absent key must still be absent, a replaced key still present."""
+        index = self.repo.index
+        for ns, key in self.expect_absent:
+            if index.get(head.index, ns, key, head.id) is not None:
+                raise CommitConflict(f"key {key!r} in namespace {ns!r} already exists")
+        for ns, key in self.expect_present:
+            if index.get(head.index, ns, key, head.id) is None:
+                raise CommitConflict(f"key {key!r} in namespace {ns!r} was removed by a concurrent commit")
+
+    def _sweep_barrier(self, root: Root, touched: set[str]) -> bool:
+        """Sweep barrier (§9.3): False while the root's sweeping set holds a touched blob (do
+        not publish; wait). Once it no longer does, every blob waited for must still exist."""
+        blocked = touched & load_gcstate(self.repo.store, root.sweeping).keys()
+        if blocked:
+            self._waited_for_sweep |= blocked
+            return False
+        if self._waited_for_sweep:
+            self._fail_if_gone(sorted(self._waited_for_sweep))
+            self._waited_for_sweep = set()
+        return True
+
+    def _recheck_epoch(self, root: Root) -> None:
+        """Epoch re-check (§9.3), the fossil race: if gc_epoch moved since the base was read, a
+        blob touched earlier (uploaded, or found present and not uploaded) may have been swept
+        since, so every touched blob must still exist. Any sweep that starts after this root
+        read changes the root, so the swap fails and this runs again."""
+        if root.gc_epoch != self._gc_epoch:
+            self._fail_if_gone([r.id for r in sorted(self.touched)])
+            self._gc_epoch = root.gc_epoch
+
+    def _rescue(self, root: Root, touched: set[str]) -> str | None:
+        """Rescue (§9.3): the condemned set the new root names, without the touched blobs."""
+        if root.condemned is None:
+            return None
+        condemned = load_gcstate(self.repo.store, root.condemned)
+        rescued = touched & condemned.keys()
+        if not rescued:
+            return root.condemned
+        return write_gcstate(self.repo.store, "condemned", {r: t for r, t in condemned.items() if r not in rescued})
+
+    def _fail_if_gone(self, blob_ids: Iterable[str]) -> None:
+        gone = [i for i in blob_ids if not self.repo.store.exists(i)]
+        if gone:
+            raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
+                                 "run the command again (it re-uploads what is missing)")
+
+    def _backoff(self, attempt: int, deadline: float, why: str) -> int:
+        if self.repo.monotonic() > deadline:
+            raise CommitConflict(f"commit gave up after {COMMIT_TIMEOUT:g}s: {why}")
+        self.repo.sleep(random.uniform(0, min(0.002 * (2 ** attempt), 0.5)))
+        return attempt + 1
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self.base.close()
+
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
