@@ -28,7 +28,8 @@ from .errors import (
 )
 from .layout import BLOB_PREFIX, CONFIG_KEY, ROOT_KEY, selftest_key
 from .pins import DEFAULT_PIN_TTL
-from .reader import PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUESTS, Reader, attach, open_pinned_steps, open_unpinned
+from .reader import (PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUESTS, Reader, attach, open_pinned_steps,
+                     open_unpinned)
 from .records import Config, Generation, Root, new_write_id
 from .root import RootRecord
 from .steps import Step, Steps, run_steps
