@@ -11,7 +11,7 @@ from typing import Callable
 
 from .backends.base import Backend, location
 from .cas import resolve
-from .errors import EtagMismatch, KeyMissing, RepositoryNotFound
+from .errors import BlobCorrupt, EtagMismatch, KeyMissing, RepositoryNotFound, UnsupportedFormat
 from .layout import ROOT_KEY
 from .records import Root
 
@@ -63,6 +63,38 @@ class RootRecord:
             return None  # not applied (yet): asking again is safe, the same condition still guards it
 
         return resolve(attempt, landed, "the root update")
+
+    def install(self, expected_etag: str | None, new_root: Root) -> bool:
+        """Replace a missing (expected_etag None) or unreadable root (repair root, spec §11.1).
+        True if installed, False if the root changed meanwhile. Decided like `swap`, by our
+        write-id, except that the root read back may itself be missing or corrupt."""
+        def read_back() -> tuple[Root | None, str | None]:
+            try:
+                data, etag = self.backend.read_versioned(ROOT_KEY)
+            except KeyMissing:
+                return None, None
+            try:
+                return Root.decode(data), etag
+            except (BlobCorrupt, UnsupportedFormat):
+                return None, etag
+
+        def ours(current: Root | None) -> bool:
+            return current is not None and current.write_id == new_root.write_id
+
+        def attempt() -> bool:
+            try:
+                self.backend.compare_and_swap(ROOT_KEY, expected_etag, new_root.encode())
+                return True
+            except EtagMismatch:
+                return ours(read_back()[0])
+
+        def landed() -> bool | None:
+            current, etag = read_back()
+            if ours(current):
+                return True
+            return None if etag == expected_etag else False
+
+        return resolve(attempt, landed, "the new root")
 
     def _landed(self, current: Root, ours: Root, creates_generation: bool) -> bool:
         if current.write_id == ours.write_id:

@@ -158,3 +158,16 @@ def test_a_commit_survives_a_lost_reply_of_its_root_swap() -> None:
     gen = repo.commit(puts=[("ns", "k", b"v")], message="lost reply")
     assert repo.read_root()[0].generation == gen.id
     assert [g.message for g in repo.log()] == ["lost reply", "init"]
+
+
+def test_root_install_over_a_corrupt_root_whose_reply_was_lost() -> None:
+    backend, repo, roots = _root_record()
+    root, etag = roots.read()
+    backend.compare_and_swap(ROOT_KEY, etag, b"not a root record")
+    _, corrupt_etag = backend.read_versioned(ROOT_KEY)
+    fresh = Root(root.generation, root.seq, new_write_id(), root.gc_epoch, time=backend.now())
+    backend.swaps, backend.lose = 0, 1
+    assert roots.install(corrupt_etag, fresh) is True
+    assert backend.swaps == 1
+    assert roots.read()[0].write_id == fresh.write_id
+    assert roots.install(corrupt_etag, Root(root.generation, root.seq, new_write_id(), time=backend.now())) is False
