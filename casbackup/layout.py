@@ -17,6 +17,9 @@ PIN_PREFIX = "pins/"
 GC_LEASE_KEY = "locks/gc"
 # transient: the capability self-test's probe keys (§2.3); gc removes stale ones
 SELFTEST_PREFIX = "selftest/"
+# transient, object stores only: clock/<random>, the probe that reads the store's clock
+# (spec/backends.md; deleted right after it is read)
+CLOCK_PREFIX = "clock/"
 
 
 def blob_key(blob_id: str) -> str:

@@ -28,6 +28,7 @@ from obstore.exceptions import (
 )
 
 from ..errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, WriteRefused
+from ..layout import CLOCK_PREFIX
 from .base import Capabilities, ObjectInfo, validate_key
 
 T = TypeVar("T")
@@ -36,7 +37,6 @@ DEFAULT_TIMEOUT = 30.0          # seconds for a whole request, body included
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_ATTEMPTS = 6            # for requests that may safely be repeated
 CLOCK_REFRESH = 600.0           # re-measure the storage clock this often (seconds)
-CLOCK_KEY_PREFIX = "clock/"
 
 _STATUS_RE = re.compile(r"status code: (\d{3})")
 _CONNECT_RE = re.compile(r"HttpError \{\s*kind: Connect\b")
@@ -285,7 +285,7 @@ class ObjectStoreBackend:
         with self._clock_lock:
             mono = time.monotonic()
             if self._clock is None or mono - self._clock[1] > CLOCK_REFRESH:
-                key = f"{CLOCK_KEY_PREFIX}{secrets.token_hex(16)}"
+                key = f"{CLOCK_PREFIX}{secrets.token_hex(16)}"
                 before = time.monotonic()
                 if not self.create(key, b"clock probe"):
                     raise BackendError(f"{self.description}: clock probe {key} unexpectedly existed")
