@@ -15,10 +15,10 @@ from .backends.base import TempFileCleaner
 from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
+from .layout import SELFTEST_PREFIX
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Root, new_write_id
-from .layout import SELFTEST_PREFIX
 from .repository import Repository, Steps, run_steps
 from .steps import Step
 
