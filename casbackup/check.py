@@ -10,7 +10,7 @@ removes legitimately (history below the retain floor, a sweep in progress) are n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from .btree import BTree, Entry, Page
 from .codec import RAW_TYPES, BlobType, Ref, decode_blob, unpack_structured
@@ -22,6 +22,7 @@ from .pins import list_pins
 from .records import CONFIG_KEY, GC_LEASE_KEY, Config, Generation, LeaseRecord
 from .repository import Repository, Reader
 from .store import blob_key
+from .walk import Walker, below_floor, chain
 
 # (blob id, refs, body) -> None; raises BlobCorrupt. Raw types get their payload as body.
 Validator = Callable[[str, list[Ref], Any], None]
@@ -163,6 +164,13 @@ def check(repo: Repository, read_data: bool = False, progress: Callable[[str], N
         snap.close()
 
 
+class _Visit(NamedTuple):
+    """Whose blobs a visit walks, for the messages and for judging what is missing."""
+    gen: Generation | None
+    mode: str            # "head", "history", "below-floor", "pin" or "gcstate"
+    pin: str | None = None
+
+
 class _Checker:
     def __init__(self, repo: Repository, snap: Reader, report: CheckReport, read_data: bool,
                  progress: Callable[[str], None] | None, validators: Mapping[BlobType, Validator] | None,
@@ -176,7 +184,10 @@ class _Checker:
         self.validators: dict[BlobType, Validator] = {**(validators or {}), **CORE_VALIDATORS}
         self.entry_validators: dict[str, EntryValidator] = {DAMAGE_NAMESPACE: _validate_damage_entry,
                                                             **(entry_validators or {})}
-        self.seen: set[str] = set()
+        self.walker = Walker(lambda ref, gen_id: self.store.get_structured(ref, gen_id, cache=False),
+                             on_raw=self._read_raw, on_body=self._read_body,
+                             on_missing=self._on_missing, on_corrupt=self._on_corrupt)
+        self.seen: set[str] = self.walker.seen
         self.stored: dict[str, int] = {}
         self.known: dict[str, str] = {}
         # Missing blobs outside the pinned head, judged at the end against what gc did meanwhile:
@@ -227,36 +238,35 @@ class _Checker:
         except BlobCorrupt as exc:
             raise BlobCorrupt(page.id, f"entry {e.namespace}/{e.key}: {exc.reason}") from None
 
+    # The walker's hooks: a raw blob is read only with read_data (else its presence is checked);
+    # a structured body is decoded by its type; each blob read and verified counts once.
+
+    def _read_raw(self, ref: Ref, gen_id: str | None) -> None:
+        if not self.read_data:
+            if ref.id not in self.stored and not self.store.exists(ref.id):
+                raise BlobMissing(ref.id, gen_id)
+            return
+        payload = self.store.get(ref, gen_id)
+        validator = self.validators.get(ref.type)
+        if validator is not None:
+            validator(ref.id, [], payload)
+        self.report.blobs_read += 1
+
+    def _read_body(self, ref: Ref, refs: list[Ref], body: Any, gen_id: str | None) -> None:
+        self._validate(ref, refs, body, gen_id)
+        self.report.blobs_read += 1
+
+    def _on_missing(self, ref: Ref, _exc: BlobMissing, visit: _Visit) -> None:
+        what = "is missing" if ref.id not in self.stored else "vanished during check"
+        self._missing(ref, visit.gen, visit.mode, what, visit.pin)
+
+    def _on_corrupt(self, ref: Ref, exc: Exception, visit: _Visit) -> None:
+        blob = getattr(exc, "blob_id", None) or ref.id
+        self.report.corrupt.append(Problem(blob, visit.gen.id if visit.gen else None, _reason(exc)))
+
     def visit(self, start: Ref, gen: Generation | None, mode: str, owner: str | None = None) -> None:
         """Walk everything reachable from `start`, reading (and so verifying) each blob once."""
-        gen_id = gen.id if gen else None
-        stack = [start]
-        while stack:
-            ref = stack.pop()
-            if ref.id in self.seen:
-                continue
-            self.seen.add(ref.id)
-            if ref.type in RAW_TYPES and not self.read_data:
-                if ref.id not in self.stored and not self.store.exists(ref.id):
-                    self._missing(ref, gen, mode, "is missing", owner)
-                continue
-            try:
-                if ref.type in RAW_TYPES:
-                    payload = self.store.get(ref, gen_id)
-                    validator = self.validators.get(ref.type)
-                    if validator is not None:
-                        validator(ref.id, [], payload)
-                else:
-                    refs, body = self.store.get_structured(ref, gen_id, cache=False)
-                    stack.extend(refs)  # walked even if the body is bad: what it names is still checked
-                    self._validate(ref, refs, body, gen_id)
-                self.report.blobs_read += 1
-            except BlobMissing:
-                self._missing(ref, gen, mode, "is missing" if ref.id not in self.stored else "vanished during check",
-                              owner)
-            except (BlobCorrupt, UnsupportedFormat) as exc:
-                blob = getattr(exc, "blob_id", None) or ref.id
-                self.report.corrupt.append(Problem(blob, gen_id, _reason(exc)))
+        self.walker.walk([start], gen.id if gen else None, _Visit(gen, mode, owner))
 
     # ---- the whole repository -------------------------------------------------------------
 
@@ -277,21 +287,7 @@ class _Checker:
         self.visit(Ref(BlobType.GENERATION, head.id), head, "head")
         report.generations_checked = 1
         self._walk_history(head, root_start.retain_floor)
-
-        own = self.snap.lease.key
-        now = repo.backend.now()
-        for pin in list_pins(repo.backend):
-            if pin.key == own:
-                continue
-            if pin.record is None:
-                report.unreadable_pins.append(pin.key)
-                report.corrupt_records.append(Problem(pin.key, None, pin.error or "unreadable pin record"))
-            elif not pin.live(now):
-                report.expired_pins.append(pin.key)
-            else:
-                report.live_pins += 1
-                self.visit(Ref(BlobType.GENERATION, pin.record.generation), None, "pin", owner=pin.key)
-        report.pins_on_collected_generations = sorted(self.pin_gaps)
+        self._walk_pins()
         for state in (root_start.condemned, root_start.sweeping):
             if state:
                 self.visit(Ref(BlobType.GCSTATE, state), None, "gcstate")
@@ -307,32 +303,43 @@ class _Checker:
         self._judge(root_start)
         return report
 
+    def _walk_pins(self) -> None:
+        """Every other live pin's generation; a pin on a generation gc collected before the pin
+        was written is information (its reader's validation refused it, §9.1)."""
+        report, own, now = self.report, self.snap.lease.key, self.repo.backend.now()
+        for pin in list_pins(self.repo.backend):
+            if pin.key == own:
+                continue
+            if pin.record is None:
+                report.unreadable_pins.append(pin.key)
+                report.corrupt_records.append(Problem(pin.key, None, pin.error or "unreadable pin record"))
+            elif not pin.live(now):
+                report.expired_pins.append(pin.key)
+            else:
+                report.live_pins += 1
+                self.visit(Ref(BlobType.GENERATION, pin.record.generation), None, "pin", owner=pin.key)
+        report.pins_on_collected_generations = sorted(self.pin_gaps)
+
     def _walk_history(self, head: Generation, floor: int) -> None:
         """The head's parent chain. Its blobs are not pinned by us: a gc running beside check may
         collect old generations, so what goes missing here is judged at the end."""
-        gen = head
-        while gen.parent is not None:
-            below = gen.seq <= floor  # the parent is below the retain floor: gc promised nothing
-            parent_id = gen.parent
-            try:
-                parent = self.repo.load_generation(parent_id)
-            except BlobMissing:
-                if below:
-                    self.report.history_collected_below_seq = gen.seq
-                else:
-                    self.tentative.append((Problem(parent_id, gen.id, "generation is missing"), gen.seq - 1,
-                                           "history"))
-                return
-            except (BlobCorrupt, UnsupportedFormat) as exc:
-                self.report.corrupt.append(Problem(parent_id, parent_id, _reason(exc)))
-                return
-            if parent.seq != gen.seq - 1:
-                self.report.corrupt.append(Problem(gen.id, gen.id, f"generation {gen.seq} names a parent with seq "
-                                                                   f"{parent.seq}"))
-                return
-            self.visit(Ref(BlobType.GENERATION, parent.id), parent, "below-floor" if below else "history")
+        def missing(gen_id: str, child: Generation | None, below: bool, _exc: BlobMissing) -> None:
+            assert child is not None  # the chain starts at the head we hold
+            if below:
+                self.report.history_collected_below_seq = child.seq
+            else:
+                self.tentative.append((Problem(gen_id, child.id, "generation is missing"), child.seq - 1, "history"))
+
+        def corrupt(gen_id: str, exc: Exception) -> None:
+            self.report.corrupt.append(Problem(gen_id, gen_id, _reason(exc)))
+
+        history = chain(self.repo.load_generation, head, floor, on_missing=missing, on_corrupt=corrupt,
+                        verify_links=True)
+        next(history)  # the head itself, walked already
+        for gen in history:
+            mode = "below-floor" if below_floor(gen.seq, floor) else "history"
+            self.visit(Ref(BlobType.GENERATION, gen.id), gen, mode)
             self.report.generations_checked += 1
-            gen = parent
 
     def _read_unreferenced(self, blob_id: str, condemned: bool) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
+from .btree import Entry
 from .check import CheckReport, EntryValidator, Validator, _Checker, check
 from .codec import HEADER_LEN, MAGIC, RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
@@ -19,6 +20,7 @@ from .pins import Lease, acquire_gc_lease, release_gc_lease
 from .records import ROOT_KEY, Generation, Root, new_write_id
 from .repository import Repository, location
 from .store import blob_key
+from .walk import Walker, chain
 
 Progress = Callable[[str], None]
 
@@ -107,17 +109,7 @@ def repair_root(repo: Repository, apply: bool = False, generation: str | None = 
     as the root by compare-and-swap: against absence, or against a corrupt root's etag."""
     say = progress or _quiet
     where = location(repo.backend)
-    try:
-        data, etag = repo.backend.read_versioned(ROOT_KEY)
-        try:
-            current = Root.decode(data)
-        except (BlobCorrupt, UnsupportedFormat) as exc:
-            previous, previous_error, expected = "corrupt", str(getattr(exc, "reason", exc)), etag
-        else:
-            raise UsageError(f"the repository at {where} has a readable root (generation {current.seq}, "
-                             f"{current.generation[:16]}); repair root only replaces a missing or corrupt one")
-    except KeyMissing:
-        previous, previous_error, expected = "missing", None, None
+    previous, previous_error, expected = _unreadable_root(repo, where)
     out = RootRepair(where, previous, previous_error, dry_run=not apply)
     gens, unreadable = _scan_generations(repo, say)
     out.generations_found = len(gens)
@@ -126,34 +118,14 @@ def repair_root(repo: Repository, apply: bool = False, generation: str | None = 
         gens = [g for g in gens if g.id == generation or (len(generation) >= 8 and g.id.startswith(generation))]
         if len(gens) != 1:
             raise NotFound(f"no single readable generation {generation!r} among the stored blobs")
-    chosen: Generation | None = None
-    checker: _Checker | None = None
-    for gen in gens:
-        say(f"verifying generation {gen.seq} ({gen.id[:16]})")
-        checker = _new_checker(repo, gen, validators, entry_validators)
-        why = _verify(checker, gen)
-        if why is None:
-            chosen = gen
-            break
-        out.passed_over.append(Candidate(gen.id, gen.seq, gen.time, gen.entries, why))
+    chosen, checker = _newest_complete(repo, gens, out, validators, entry_validators, say)
     if chosen is None or checker is None:
         if not gens and not unreadable:
             raise NotFound(f"{where} holds no generation at all; if it was never used, "
                            f"'casbackup -r {where} init' completes it")
         raise CheckFailed(f"no complete generation found at {where} ({len(gens)} examined); "
                           "nothing was changed")
-    # The chain below it, as far as it is complete too: check then verifies down to that floor.
-    floor_gen = chosen
-    verified = 1
-    while floor_gen.parent is not None:
-        try:
-            parent = repo.load_generation(floor_gen.parent)
-        except (BlobMissing, BlobCorrupt, UnsupportedFormat):
-            break
-        if parent.seq != floor_gen.seq - 1 or _verify(checker, parent) is not None:
-            break
-        floor_gen = parent
-        verified += 1
+    floor_gen, out.generations_verified = _complete_history(repo, checker, chosen)
     namespaces: dict[str, int] = {}
     for e in repo.index.iterate(chosen.index, ("", ""), chosen.id):
         namespaces[e.namespace] = namespaces.get(e.namespace, 0) + 1
@@ -161,7 +133,6 @@ def repair_root(repo: Repository, apply: bool = False, generation: str | None = 
                       "message": chosen.message, "namespaces": namespaces,
                       "known_damage": len(checker.report.known_damage)}
     out.retain_floor = floor_gen.seq
-    out.generations_verified = verified
     if not apply:
         return out
     lease = acquire_gc_lease(repo.backend, monotonic=repo.monotonic)
@@ -173,6 +144,54 @@ def repair_root(repo: Repository, apply: bool = False, generation: str | None = 
     finally:
         release_gc_lease(lease)
     return out
+
+
+def _unreadable_root(repo: Repository, where: str) -> tuple[str, str | None, str | None]:
+    """(missing or corrupt, the decode error, the etag to swap against); a readable root is refused."""
+    try:
+        data, etag = repo.backend.read_versioned(ROOT_KEY)
+    except KeyMissing:
+        return "missing", None, None
+    try:
+        current = Root.decode(data)
+    except (BlobCorrupt, UnsupportedFormat) as exc:
+        return "corrupt", str(getattr(exc, "reason", exc)), etag
+    raise UsageError(f"the repository at {where} has a readable root (generation {current.seq}, "
+                     f"{current.generation[:16]}); repair root only replaces a missing or corrupt one")
+
+
+def _newest_complete(repo: Repository, gens: list[Generation], out: RootRepair,
+                     validators: Mapping[BlobType, Validator] | None,
+                     entry_validators: Mapping[str, EntryValidator] | None,
+                     say: Progress) -> tuple[Generation | None, _Checker | None]:
+    """The first of `gens` (newest first) whose whole reach verifies, and the checker that
+    verified it; the others examined go to out.passed_over with the reason."""
+    for gen in gens:
+        say(f"verifying generation {gen.seq} ({gen.id[:16]})")
+        checker = _new_checker(repo, gen, validators, entry_validators)
+        why = _verify(checker, gen)
+        if why is None:
+            return gen, checker
+        out.passed_over.append(Candidate(gen.id, gen.seq, gen.time, gen.entries, why))
+    return None, None
+
+
+def _stop(*_args: object) -> None:
+    """A chain hook: an unreadable generation simply ends the complete part of the chain."""
+
+
+def _complete_history(repo: Repository, checker: _Checker, chosen: Generation) -> tuple[Generation, int]:
+    """The chain below `chosen`, as far as it is complete too (the lowest such generation, and
+    how many were verified): check then verifies down to that floor."""
+    floor_gen, verified = chosen, 1
+    history = chain(repo.load_generation, chosen, chosen.seq, on_missing=_stop, on_corrupt=_stop,
+                    verify_links=True)
+    next(history)  # chosen itself, verified already
+    for parent in history:
+        if _verify(checker, parent) is not None:
+            break
+        floor_gen, verified = parent, verified + 1
+    return floor_gen, verified
 
 
 def _install_root(repo: Repository, expected: str | None, new_root: Root, where: str) -> None:
@@ -241,40 +260,35 @@ def _reread(repo: Repository, blob_id: str, validators: Mapping[BlobType, Valida
     return blob_type.name, None
 
 
-def _closure_hits(repo: Repository, roots: list[Ref], bad: set[str], memo: dict[str, frozenset[str]],
-                  generation: str) -> frozenset[str]:
-    """The bad blobs reachable from `roots` (structure only; raw blobs are leaves)."""
-    empty: frozenset[str] = frozenset()
-    hits: set[str] = set()
-    for root in roots:
-        stack: list[tuple[Ref, bool]] = [(root, False)]
-        children: dict[str, list[Ref]] = {}
-        while stack:
-            ref, expanded = stack.pop()
-            if ref.id in memo:
-                continue
-            if ref.id in bad:
-                memo[ref.id] = frozenset([ref.id])
-                continue
-            if ref.type in RAW_TYPES:
-                memo[ref.id] = empty
-                continue
-            if not expanded:
-                try:
-                    refs, _ = repo.store.get_structured(ref, generation, cache=False)
-                except (BlobMissing, BlobCorrupt):
-                    memo[ref.id] = frozenset([ref.id])  # unreadable now: as bad as a listed one
-                    continue
-                children[ref.id] = refs
-                stack.append((ref, True))
-                stack.extend((r, False) for r in refs if r.id not in memo)
-                continue
-            acc: set[str] = set()
-            for r in children.pop(ref.id, []):
-                acc |= memo.get(r.id, empty)
-            memo[ref.id] = frozenset(acc) if acc else empty
-        hits |= memo.get(root.id, empty)
-    return frozenset(hits)
+def _damage_reach(repo: Repository, entries: list[Entry], bad: set[str], generation: str) -> list[frozenset[str]]:
+    """For each entry, the bad blobs its refs reach (raw blobs are leaves, read by no one). One
+    walk over all entries' refs records who names whom (bad blobs are leaves; one unreadable
+    now is as bad as a listed one); then each bad blob marks everything above it."""
+    sources = set(bad)
+    named_by: dict[str, set[str]] = {}
+
+    def record(ref: Ref, refs: list[Ref], _body: Any, _gen: str | None) -> None:
+        for r in refs:
+            named_by.setdefault(r.id, set()).add(ref.id)
+
+    def unreadable(ref: Ref, _exc: Exception, _owner: Any) -> None:
+        sources.add(ref.id)
+
+    walker = Walker(lambda ref, gen_id: repo.store.get_structured(ref, gen_id, cache=False),
+                    on_blob=lambda ref: ref.id not in bad, on_body=record, on_missing=unreadable,
+                    on_corrupt=unreadable)
+    for e in entries:
+        walker.walk(e.all_refs(), generation)
+    reaches: dict[str, set[str]] = {}  # blob -> the bad blobs it reaches (itself, if bad)
+    for source in sources:
+        above, todo = {source}, [source]
+        while todo:
+            blob = todo.pop()
+            reaches.setdefault(blob, set()).add(source)
+            fresh = named_by.get(blob, set()) - above
+            above |= fresh
+            todo.extend(fresh)
+    return [frozenset().union(*(reaches.get(r.id, set()) for r in e.all_refs())) for e in entries]
 
 
 def repair_blobs(repo: Repository, apply: bool = False,
@@ -285,12 +299,25 @@ def repair_blobs(repo: Repository, apply: bool = False,
     `_damage` namespace each removed (or already missing) blob and each head entry whose data
     reached one, in one commit."""
     say = progress or _quiet
-    where = location(repo.backend)
     validators = dict(validators or {})
     say("checking every stored blob")
     report = check(repo, read_data=True, progress=say, validators=validators, entry_validators=entry_validators)
-    out = BlobRepair(where, dry_run=not apply)
-    bad: dict[str, tuple[str, str, str]] = {}  # id -> (type, reason, where)
+    out = BlobRepair(location(repo.backend), dry_run=not apply)
+    bad = _confirmed_damage(repo, report, validators, out)
+    out.removed = [{"blob": i, "type": t, "reason": r, "where": w} for i, (t, r, w) in sorted(bad.items())]
+    if not bad:
+        return out
+    _find_damaged_entries(repo, bad, out, say)
+    if apply:
+        _apply_blob_repair(repo, bad, out, say)
+    return out
+
+
+def _confirmed_damage(repo: Repository, report: CheckReport, validators: Mapping[BlobType, Validator],
+                      out: BlobRepair) -> dict[str, tuple[str, str, str]]:
+    """id -> (type, reason, where) of each corrupt blob that a fresh re-read still finds bad
+    (the others go to out.spared), and of each missing one."""
+    bad: dict[str, tuple[str, str, str]] = {}
     for kind, problems in (("reachable", report.corrupt), ("unreferenced", report.corrupt_unreferenced)):
         for p in problems:
             if not is_blob_id(p.blob) or p.blob in bad:
@@ -303,34 +330,39 @@ def repair_blobs(repo: Repository, apply: bool = False,
     for p in report.dangling:
         if is_blob_id(p.blob) and p.blob not in bad:
             bad[p.blob] = (p.reason.split(" ", 1)[0], p.reason, "missing")
-    out.removed = [{"blob": i, "type": t, "reason": r, "where": w} for i, (t, r, w) in sorted(bad.items())]
-    if not bad:
-        return out
+    return bad
+
+
+def _find_damaged_entries(repo: Repository, bad: Mapping[str, object], out: BlobRepair, say: Progress) -> None:
+    """Refuse if the head's own generation or index pages are bad (no record could be committed
+    on them); else list in out.damaged_entries each head entry whose data reaches a bad blob."""
     with repo.reader("repair blobs") as snap:
         head = snap.generation
         pages: set[str] = {head.id}
-        stack = [head.index] if head.index else []
-        while stack:
-            ref = stack.pop()
+
+        def index_page(ref: Ref) -> bool:
+            if ref.type != BlobType.PAGE:
+                return False  # an entry's data, not the index
             pages.add(ref.id)
-            if ref.id in bad:
-                break
-            stack.extend(c for _, c in repo.index.load(ref, head.id).children)
+            return ref.id not in bad
+
+        if head.index:
+            Walker(repo.store.get_structured, on_blob=index_page).walk([head.index], head.id)
         broken = sorted(pages & bad.keys())
         if broken:
             raise CheckFailed(f"the head generation's own metadata blob {broken[0]} is damaged; repair blobs cannot "
                               "rebuild it. Install an older complete generation instead (repair root --generation)")
         say("finding the entries whose data reached a damaged blob")
-        memo: dict[str, frozenset[str]] = {}
-        reached = set(bad)
-        for e in snap.list():
-            if e.namespace == DAMAGE_NAMESPACE:
-                continue
-            hits = _closure_hits(repo, e.all_refs(), reached, memo, head.id)
+        entries = [e for e in snap.list() if e.namespace != DAMAGE_NAMESPACE]
+        for e, hits in zip(entries, _damage_reach(repo, entries, set(bad), head.id)):
             if hits:
                 out.damaged_entries.append({"namespace": e.namespace, "key": e.key, "blobs": sorted(hits)})
-    if not apply:
-        return out
+
+
+def _apply_blob_repair(repo: Repository, bad: dict[str, tuple[str, str, str]], out: BlobRepair,
+                       say: Progress) -> None:
+    """Under the gc lease: delete the bad stored blobs through the sweep protocol, then commit
+    the damage records in one transaction."""
     doomed = sorted(i for i, (_t, _r, w) in bad.items() if w != "missing")
     lease = acquire_gc_lease(repo.backend, monotonic=repo.monotonic)
     try:
@@ -348,7 +380,6 @@ def repair_blobs(repo: Repository, apply: bool = False,
         out.applied = True
     finally:
         release_gc_lease(lease)
-    return out
 
 
 def _remove(repo: Repository, lease: Lease, doomed: list[str], say: Progress) -> None:
