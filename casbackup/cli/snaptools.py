@@ -7,12 +7,12 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import NotFound, UsageError
+from ..errors import UsageError
 from ..files.dump import ARCHIVES, dump
-from ..files.find import Finder, match_json
+from ..files.find import Finder, match_json, search_snapshots, snapshots_to_search
 from ..files.progress import human
 from ..files.reader import TreeReader
-from ..files.snapshots import SnapshotFilter, list_snapshots, resolve
+from ..files.snapshots import SnapshotFilter, resolve
 from ..files.tagging import tag_snapshots
 from .common import Context, emit_json
 from .files import _ts, pass_ctx, snapshot_filter
@@ -44,18 +44,8 @@ def find(ctx: Context, patterns: tuple[str, ...], snapshot_ids: tuple[str, ...],
     finder = Finder(list(patterns), fold=ignore_case)
     repo = ctx.open()
     docs = []
-    with repo.reader("find") as snap:
-        if snapshot_ids:
-            chosen = list({s.id: s for s in (resolve(snap, i, flt) for i in snapshot_ids)}.values())
-        else:
-            chosen = flt.apply(list_snapshots(snap))
-            if not chosen and not flt.empty():
-                raise NotFound(f"no snapshot matches {flt.describe()}")
-        reader = TreeReader(snap)
-        for info in chosen:
-            hits = list(finder.search(reader, info))
-            if not hits:
-                continue
+    with repo.reader("find") as reader:
+        for info, hits in search_snapshots(reader, finder, snapshots_to_search(reader, snapshot_ids, flt)):
             if json_out:
                 docs.append({"snapshot": info.id, "hits": len(hits),
                              "matches": [match_json(p, n, _ts) for p, n in hits]})
