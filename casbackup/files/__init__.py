@@ -1,6 +1,6 @@
 """File backups on top of the core: chunking, TREEs, snapshots, backup, restore (spec/files.md).
 
-The public API is what `__all__` names. A snapshot is an entry in namespace `snapshots` of a
+The public API is what `__all__` names. A snapshot is an entry in namespace `NAMESPACE` ("snapshots") of a
 generation; functions that only read take a pinned `casbackup.Reader`, functions that commit take
 the `casbackup.Repository`:
 
@@ -8,7 +8,8 @@ the `casbackup.Repository`:
 - read: `list_snapshots(reader)`, `resolve(reader, "latest" | ID | prefix)`, `restore_snapshot`
   (or `run_restore(repo, ...)`, which pins for you), `diff_trees`, `search_snapshots`, and
   `TreeReader` for paths, listings and file content
-- summarise: `repository_stats(repo)`
+- summarise: `repository_stats(repo)`; verify: `check_validators()` gives the TREE, FILE and
+  snapshot-entry checks to pass to `casbackup.check_repository`
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, latest_per_serie
 from .stats import RepositoryStats, repository_stats
 from .tagging import tag_snapshots
 from .tree import Node
+from .verify import check_validators
 
 __all__ = [
     "NAMESPACE", "SnapshotInfo", "SnapshotFilter", "list_snapshots", "resolve", "latest_per_series",
@@ -33,4 +35,5 @@ __all__ = [
     "Finder", "snapshots_to_search", "search_snapshots",
     "TreeReader", "Node",
     "RepositoryStats", "repository_stats",
+    "check_validators",
 ]
