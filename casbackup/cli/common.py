@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
@@ -64,6 +65,11 @@ class TextType(click.ParamType):
 
 
 TEXT = TextType()
+
+
+def utc_time(t: float) -> str:
+    """A Unix time as the RFC 3339 UTC text every command prints."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def die(message: str, code: int) -> NoReturn:

@@ -7,7 +7,6 @@ import signal
 import stat as statmod
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,8 +23,9 @@ from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
 from ..files.stats import repository_stats
-from ..files.tree import DEVICES, SPECIAL_IFMT
-from .common import Context, die, emit_json
+from ..files.tree import DEVICES, SPECIAL_IFMT, Node
+from ..repository import Repository
+from .common import Context, die, emit_json, utc_time
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -57,8 +57,9 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[dict[str, int]]:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def snapshot_path(path: str) -> str:
+    """A path argument as the absolute path inside a snapshot ("docs/." -> "/docs")."""
+    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
 
 
 def _show_progress(ctx: Context, json_out: bool) -> bool:
@@ -80,7 +81,7 @@ def snapshot_filter(fn: Any) -> Any:
     return wrapper
 
 
-def _own_repository(repo: Any) -> list[str]:
+def _own_repository(repo: Repository) -> list[str]:
     """A local repository inside a backed-up tree is never backed up into itself."""
     root = getattr(repo.backend, "root", None)
     return [os.path.abspath(str(root))] if isinstance(root, Path) else []
@@ -174,13 +175,13 @@ def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bo
         return
     for s in rows:
         if compact:
-            click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
+            click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
             continue
-        click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
+        click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
                    f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
 
 
-def _node_json(path: str, n: Any) -> dict[str, Any]:
+def _node_json(path: str, n: Node) -> dict[str, Any]:
     d = {"path": path, "type": n.kind, "mode": n.mode, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid}
     if n.kind == "file":
         d["size"] = n.size
@@ -203,7 +204,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: Snapshot
     with repo.reader("ls") as snap:
         info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
-        start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+        start = snapshot_path(path)
         node = reader.lookup(info.tree, start)
         rows = ((p or "/", n) for p, n in reader.walk(node, start))
         if json_out:
@@ -219,7 +220,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: Snapshot
                 kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
                                          "symlink": statmod.S_IFLNK, **SPECIAL_IFMT}[n.kind] | n.mode)
                 extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
-                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {_ts(n.mtime_ns / 1e9)} {shown!s}{extra}"
+                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {utc_time(n.mtime_ns / 1e9)} {shown!s}{extra}"
                            .replace("\n", "\\n"))
 
 
@@ -320,7 +321,7 @@ def forget(ctx: Context, snapshot_ids: tuple[str, ...], keep_last: int, keep_dai
         emit_json(result.to_json())
         return
     for s in result.remove:
-        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {_ts(s.time)}  {' '.join(s.paths)}")
+        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {utc_time(s.time)}  {' '.join(s.paths)}")
     if not result.remove and not ctx.quiet:
         click.echo("nothing to remove", err=True)
     if result.generation is not None and result.remove and not ctx.quiet:
