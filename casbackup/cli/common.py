@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
 
-from ..backends import open_backend
+from .. import init as init_repository
+from .. import open as open_repository
 from ..errors import UsageError
 from ..repository import Repository
 
@@ -65,6 +67,11 @@ class TextType(click.ParamType):
 TEXT = TextType()
 
 
+def utc_time(t: float) -> str:
+    """A Unix time as the RFC 3339 UTC text every command prints."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
 def die(message: str, code: int) -> NoReturn:
     click.echo(f"casbackup: error: {message}", err=True)
     sys.exit(code)
@@ -100,16 +107,14 @@ class Context:
         return self.url
 
     def init(self, **settings: Any) -> Repository:
-        backend = open_backend(self._url(), self.options, create=True)
-        self._repo = Repository.init(backend, unsafe_single_writer=self.unsafe_single_writer, **settings)
+        self._repo = init_repository(self._url(), self.options, self.unsafe_single_writer, **settings)
         return self._repo
 
     def open(self, write: bool = False) -> Repository:
         if write and self.no_pin:
             raise UsageError("--no-pin (CASBACKUP_NO_PIN) is for reading only: a command that writes pins the "
                              "generation it builds on; run it without --no-pin")
-        backend = open_backend(self._url(), self.options)
-        self._repo = Repository.open(backend, write=write, unsafe_single_writer=self.unsafe_single_writer)
+        self._repo = open_repository(self._url(), write, self.options, self.unsafe_single_writer)
         if self.no_pin:
             self._repo.pin_reads = False
             if not self._warned_no_pin:

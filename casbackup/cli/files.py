@@ -7,7 +7,6 @@ import signal
 import stat as statmod
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,14 +16,16 @@ import click
 from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import diff_trees
-from ..files.forget import Policy, apply_policy
+from ..files.forget import Policy, check_request, forget_snapshots
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
 from ..files.reader import TreeReader
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
-from ..files.snapshots import NAMESPACE, SnapshotFilter, list_snapshots, resolve
-from ..files.tree import DEVICES, SPECIAL_IFMT
-from .common import Context, die, emit_json
+from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
+from ..files.stats import repository_stats
+from ..files.tree import DEVICES, SPECIAL_IFMT, Node
+from ..repository import Repository
+from .common import Context, die, emit_json, utc_time
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -56,8 +57,9 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[dict[str, int]]:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def snapshot_path(path: str) -> str:
+    """A path argument as the absolute path inside a snapshot ("docs/." -> "/docs")."""
+    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
 
 
 def _show_progress(ctx: Context, json_out: bool) -> bool:
@@ -79,7 +81,7 @@ def snapshot_filter(fn: Any) -> Any:
     return wrapper
 
 
-def _own_repository(repo: Any) -> list[str]:
+def _own_repository(repo: Repository) -> list[str]:
     """A local repository inside a backed-up tree is never backed up into itself."""
     root = getattr(repo.backend, "root", None)
     return [os.path.abspath(str(root))] if isinstance(root, Path) else []
@@ -164,26 +166,22 @@ def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes
 def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bool, json_out: bool) -> None:
     """List snapshots: ID, time, host, tags, paths and size."""
     repo = ctx.open()
-    with repo.reader("snapshots") as snap:
-        rows = flt.apply(list_snapshots(snap))
+    with repo.reader("snapshots") as reader:
+        rows = flt.apply(list_snapshots(reader))
     if latest is not None:
-        groups: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
-        for s in rows:
-            groups.setdefault((s.host, tuple(sorted(s.paths))), []).append(s)
-        keep = {s.id for g in groups.values() for s in g[-latest:]}
-        rows = [s for s in rows if s.id in keep]
+        rows = latest_per_series(rows, latest)
     if json_out:
         emit_json([s.to_json() for s in rows])
         return
     for s in rows:
         if compact:
-            click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
+            click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
             continue
-        click.echo(f"{s.id[:8]}  {_ts(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
+        click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
                    f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
 
 
-def _node_json(path: str, n: Any) -> dict[str, Any]:
+def _node_json(path: str, n: Node) -> dict[str, Any]:
     d = {"path": path, "type": n.kind, "mode": n.mode, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid}
     if n.kind == "file":
         d["size"] = n.size
@@ -206,7 +204,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: Snapshot
     with repo.reader("ls") as snap:
         info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
-        start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+        start = snapshot_path(path)
         node = reader.lookup(info.tree, start)
         rows = ((p or "/", n) for p, n in reader.walk(node, start))
         if json_out:
@@ -222,7 +220,7 @@ def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: Snapshot
                 kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
                                          "symlink": statmod.S_IFLNK, **SPECIAL_IFMT}[n.kind] | n.mode)
                 extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
-                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {_ts(n.mtime_ns / 1e9)} {shown!s}{extra}"
+                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {utc_time(n.mtime_ns / 1e9)} {shown!s}{extra}"
                            .replace("\n", "\\n"))
 
 
@@ -316,39 +314,18 @@ def forget(ctx: Context, snapshot_ids: tuple[str, ...], keep_last: int, keep_dai
 
     Space comes back through 'casbackup gc', which never deletes what a pinned reader uses."""
     policy = Policy(keep_last, keep_daily, keep_weekly, keep_monthly)
-    if snapshot_ids and not policy.empty():
-        raise UsageError("give snapshot IDs or a --keep-* policy, not both")
-    if not snapshot_ids and policy.empty():
-        raise UsageError("nothing to forget: give snapshot IDs or a --keep-* policy")
+    check_request(snapshot_ids, policy)
     repo = ctx.open(write=not dry_run)
-
-    def choose(snap: Any) -> tuple[list[Any], list[Any]]:
-        if snapshot_ids:
-            chosen = {s.id: s for s in (resolve(snap, i) for i in snapshot_ids)}
-            return [], list(chosen.values())
-        every = [s for s in list_snapshots(snap) if not tags or set(tags) & set(s.tags)]
-        return apply_policy(every, policy)
-
-    if dry_run:
-        with repo.reader("forget --dry-run") as snap:
-            keep, remove = choose(snap)
-        gen = None
-    else:
-        with repo.transaction("forget") as txn:
-            keep, remove = choose(txn.base)
-            for s in remove:
-                txn.delete(NAMESPACE, s.id)
-        gen = txn.result
+    result = forget_snapshots(repo, snapshot_ids, policy, tags, dry_run=dry_run)
     if json_out:
-        emit_json({"dry_run": dry_run, "removed": [s.id for s in remove], "kept": [s.id for s in keep],
-                   "generation": gen.seq if gen else None})
+        emit_json(result.to_json())
         return
-    for s in remove:
-        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {_ts(s.time)}  {' '.join(s.paths)}")
-    if not remove and not ctx.quiet:
+    for s in result.remove:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {utc_time(s.time)}  {' '.join(s.paths)}")
+    if not result.remove and not ctx.quiet:
         click.echo("nothing to remove", err=True)
-    if gen is not None and remove and not ctx.quiet:
-        click.echo(f"committed generation {gen.seq}; run 'casbackup gc' to reclaim space", err=True)
+    if result.generation is not None and result.remove and not ctx.quiet:
+        click.echo(f"committed generation {result.generation.seq}; run 'casbackup gc' to reclaim space", err=True)
 
 
 @click.command()
@@ -356,24 +333,15 @@ def forget(ctx: Context, snapshot_ids: tuple[str, ...], keep_last: int, keep_dai
 @pass_ctx
 def stats(ctx: Context, json_out: bool) -> None:
     """Logical size (sum over snapshots), stored size, dedup ratio and blob count."""
-    repo = ctx.open()
-    with repo.reader("stats") as snap:
-        every = list_snapshots(snap)
-    logical = sum(s.size for s in every)
-    stored = blobs = 0
-    for _, info in repo.store.list():
-        stored += info.size
-        blobs += 1
-    doc = {"snapshots": len(every), "logical_size": logical, "stored_size": stored, "blobs": blobs,
-           "dedup_ratio": round(logical / stored, 3) if stored else None}
+    st = repository_stats(ctx.open())
     if json_out:
-        emit_json(doc)
+        emit_json(st.to_json())
         return
-    click.echo(f"snapshots:     {len(every)}")
-    click.echo(f"logical size:  {human(logical)} ({logical} bytes)")
-    click.echo(f"stored size:   {human(stored)} ({stored} bytes)")
-    click.echo(f"blobs:         {blobs}")
-    click.echo(f"dedup ratio:   {doc['dedup_ratio']}")
+    click.echo(f"snapshots:     {st.snapshots}")
+    click.echo(f"logical size:  {human(st.logical_size)} ({st.logical_size} bytes)")
+    click.echo(f"stored size:   {human(st.stored_size)} ({st.stored_size} bytes)")
+    click.echo(f"blobs:         {st.blobs}")
+    click.echo(f"dedup ratio:   {st.dedup_ratio}")
 
 
 def register(cli: click.Group) -> None:

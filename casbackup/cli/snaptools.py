@@ -7,15 +7,15 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import NotFound, UsageError
+from ..errors import UsageError
 from ..files.dump import ARCHIVES, dump
-from ..files.find import Finder, match_json
+from ..files.find import Finder, match_json, search_snapshots, snapshots_to_search
 from ..files.progress import human
 from ..files.reader import TreeReader
-from ..files.snapshots import SnapshotFilter, list_snapshots, resolve
+from ..files.snapshots import SnapshotFilter, resolve
 from ..files.tagging import tag_snapshots
-from .common import Context, emit_json
-from .files import _ts, pass_ctx, snapshot_filter
+from .common import Context, emit_json, utc_time
+from .files import pass_ctx, snapshot_filter, snapshot_path
 
 
 @click.command()
@@ -44,26 +44,16 @@ def find(ctx: Context, patterns: tuple[str, ...], snapshot_ids: tuple[str, ...],
     finder = Finder(list(patterns), fold=ignore_case)
     repo = ctx.open()
     docs = []
-    with repo.reader("find") as snap:
-        if snapshot_ids:
-            chosen = list({s.id: s for s in (resolve(snap, i, flt) for i in snapshot_ids)}.values())
-        else:
-            chosen = flt.apply(list_snapshots(snap))
-            if not chosen and not flt.empty():
-                raise NotFound(f"no snapshot matches {flt.describe()}")
-        reader = TreeReader(snap)
-        for info in chosen:
-            hits = list(finder.search(reader, info))
-            if not hits:
-                continue
+    with repo.reader("find") as reader:
+        for info, hits in search_snapshots(reader, finder, snapshots_to_search(reader, snapshot_ids, flt)):
             if json_out:
                 docs.append({"snapshot": info.id, "hits": len(hits),
-                             "matches": [match_json(p, n, _ts) for p, n in hits]})
+                             "matches": [match_json(p, n, utc_time) for p, n in hits]})
                 continue
-            click.echo(f"Found matching entries in snapshot {info.id[:8]} from {_ts(info.time)}")
+            click.echo(f"Found matching entries in snapshot {info.id[:8]} from {utc_time(info.time)}")
             for p, n in hits:
                 size = human(n.size) if n.kind == "file" else "-"
-                click.echo(f"{n.kind:<7} {size:>10}  {_ts(n.mtime_ns / 1e9)}  {p}".replace("\n", "\\n"))
+                click.echo(f"{n.kind:<7} {size:>10}  {utc_time(n.mtime_ns / 1e9)}  {p}".replace("\n", "\\n"))
             click.echo("")
     if json_out:
         emit_json(docs)
@@ -85,7 +75,7 @@ def dump_cmd(ctx: Context, snapshot: str, path: str, archive: str | None, flt: S
     with repo.reader("dump") as snap:
         info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
-        start = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+        start = snapshot_path(path)
         node = reader.lookup(info.tree, start)
         if node.kind == "dir" and out.isatty():
             raise UsageError("refusing to write an archive to a terminal: redirect standard output")

@@ -7,17 +7,21 @@ finds every text file and `/home/*/notes.txt` one file in each home directory.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+from ..errors import NotFound
+from ..repository import Reader
 from .patterns import Pattern, component_regex, split_path
 from .reader import TreeReader
-from .snapshots import SnapshotInfo
+from .snapshots import SnapshotFilter, SnapshotInfo, list_snapshots, resolve
 from .tree import Node
 
 _END = "\x00end"  # a sentinel component: a path pattern must match through the last component
 
 
 class Finder:
+    """Name globs and path patterns, of which an entry must match one."""
+
     def __init__(self, patterns: list[str], fold: bool = False) -> None:
         self.fold = fold
         self.names: list[re.Pattern[str]] = []
@@ -49,7 +53,31 @@ class Finder:
                 yield path, node
 
 
-def match_json(path: str, n: Node, ts: Any) -> dict[str, Any]:
+def snapshots_to_search(reader: Reader, specs: Sequence[str], flt: SnapshotFilter) -> list[SnapshotInfo]:
+    """The given snapshots (IDs, prefixes, 'latest' narrowed by the filter), else every one the
+    filter selects; a filter that selects none is NotFound, while no match inside is not."""
+    if specs:
+        return list({s.id: s for s in (resolve(reader, spec, flt) for spec in specs)}.values())
+    chosen = flt.apply(list_snapshots(reader))
+    if not chosen and not flt.empty():
+        raise NotFound(f"no snapshot matches {flt.describe()}")
+    return chosen
+
+
+Hits = list[tuple[str, Node]]
+
+
+def search_snapshots(reader: Reader, finder: Finder,
+                     snapshots: Sequence[SnapshotInfo]) -> Iterator[tuple[SnapshotInfo, Hits]]:
+    """(snapshot, matching (path, node)s) for each snapshot with at least one match."""
+    trees = TreeReader(reader)
+    for info in snapshots:
+        hits = list(finder.search(trees, info))
+        if hits:
+            yield info, hits
+
+
+def match_json(path: str, n: Node, ts: Callable[[float], str]) -> dict[str, Any]:
     d: dict[str, Any] = {"path": path, "type": n.kind, "mode": n.mode, "mtime": ts(n.mtime_ns / 1e9),
                          "uid": n.uid, "gid": n.gid}
     if n.kind == "file":

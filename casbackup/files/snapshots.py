@@ -10,6 +10,7 @@ import blake3
 from ..codec import BlobType, Ref, packb, unpackb
 from ..damage import damaged_keys, is_damaged
 from ..errors import BlobCorrupt, NotFound, UsageError
+from ..repository import Reader
 
 NAMESPACE = "snapshots"
 SNAPSHOT_VERSION = 1
@@ -79,7 +80,7 @@ def decode(key: str, value: bytes, refs: Iterable[Ref]) -> SnapshotInfo:
     return info
 
 
-def list_snapshots(snap: Any) -> list[SnapshotInfo]:
+def list_snapshots(snap: Reader) -> list[SnapshotInfo]:
     """All snapshots of a pinned generation, oldest first."""
     out = [decode(e.key, snap.value(e), e.refs) for e in snap.list(NAMESPACE)]
     damaged = damaged_keys(snap, NAMESPACE)
@@ -87,6 +88,21 @@ def list_snapshots(snap: Any) -> list[SnapshotInfo]:
         s.damaged = s.id in damaged
     out.sort(key=lambda s: (s.time, s.id))
     return out
+
+
+def series(snapshots: list[SnapshotInfo]) -> list[list[SnapshotInfo]]:
+    """Snapshots of one host and one set of paths form a series: a keep policy and --latest
+    count within each series (restic's default grouping). Each keeps the given order."""
+    groups: dict[tuple[str, tuple[str, ...]], list[SnapshotInfo]] = {}
+    for s in snapshots:
+        groups.setdefault((s.host, tuple(sorted(s.paths))), []).append(s)
+    return list(groups.values())
+
+
+def latest_per_series(snapshots: list[SnapshotInfo], n: int) -> list[SnapshotInfo]:
+    """The last `n` of each series, in the given (oldest first) order."""
+    keep = {s.id for group in series(snapshots) for s in group[-n:]}
+    return [s for s in snapshots if s.id in keep]
 
 
 @dataclass
@@ -123,7 +139,7 @@ class SnapshotFilter:
         return [s for s in every if self.matches(s)]
 
 
-def resolve(snap: Any, spec: str, flt: SnapshotFilter | None = None) -> SnapshotInfo:
+def resolve(snap: Reader, spec: str, flt: SnapshotFilter | None = None) -> SnapshotInfo:
     """'latest' (the newest snapshot the filter selects), a full ID or a unique prefix of one,
     as restic and git accept. As in restic, the filter only narrows 'latest'."""
     if spec == "latest":
