@@ -19,9 +19,9 @@ from .damage import decode_damage_value, known_blobs
 from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
-from .records import CONFIG_KEY, GC_LEASE_KEY, Config, Generation, LeaseRecord
+from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY
+from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader
-from .store import blob_key
 from .walk import Walker, below_floor, chain
 
 # (blob id, refs, body) -> None; raises BlobCorrupt. Raw types get their payload as body.
@@ -156,7 +156,7 @@ def check(repo: Repository, read_data: bool = False, progress: Callable[[str], N
     try:
         snap = repo.open_reader("check")
     except (BlobCorrupt, UnsupportedFormat) as exc:
-        report.corrupt_records.append(Problem("root", None, _reason(exc)))
+        report.corrupt_records.append(Problem(ROOT_KEY, None, _reason(exc)))
         return report
     try:
         return _Checker(repo, snap, report, read_data, progress, validators, entry_validators).run()
@@ -342,9 +342,8 @@ class _Checker:
             self.report.generations_checked += 1
 
     def _read_unreferenced(self, blob_id: str, condemned: bool) -> None:
-        try:
-            stored = self.repo.backend.get(blob_key(blob_id))
-        except KeyMissing:
+        stored = self.repo.store.get_stored(blob_id)
+        if stored is None:
             self.report.collected_during_check += 1  # gc may delete what nothing references
             return
         try:

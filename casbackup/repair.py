@@ -10,16 +10,16 @@ from typing import Any, Callable, Mapping
 
 from .btree import Entry
 from .check import CheckReport, EntryValidator, Validator, _Checker, check
-from .codec import HEADER_LEN, MAGIC, RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
+from .codec import RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
 from .damage import DamagedBlob, DamagedEntry, blob_record_key, entry_record_key, known_blobs_of
-from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, EtagMismatch, KeyMissing,
-                     NotFound, OutcomeUnknown, UnsupportedFormat, UsageError)
+from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, KeyMissing, NotFound,
+                     UnsupportedFormat, UsageError)
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, acquire_gc_lease, release_gc_lease
-from .records import ROOT_KEY, Generation, Root, new_write_id
+from .layout import ROOT_KEY
+from .records import Generation, Root, new_write_id
 from .repository import Repository, location
-from .store import blob_key
 from .walk import Walker, chain
 
 Progress = Callable[[str], None]
@@ -63,11 +63,7 @@ def _scan_generations(repo: Repository, progress: Progress) -> tuple[list[Genera
     found: list[Generation] = []
     bad: list[Candidate] = []
     for blob_id, _info in repo.store.list():
-        try:
-            head = repo.backend.get_range(blob_key(blob_id), 0, HEADER_LEN)
-        except KeyMissing:
-            continue
-        if head[:4] != MAGIC or len(head) < HEADER_LEN or head[5] != BlobType.GENERATION:
+        if repo.store.stored_type(blob_id) != BlobType.GENERATION:
             continue
         try:
             found.append(repo.load_generation(blob_id))
@@ -195,25 +191,9 @@ def _complete_history(repo: Repository, checker: _Checker, chosen: Generation) -
 
 
 def _install_root(repo: Repository, expected: str | None, new_root: Root, where: str) -> None:
-    """One CAS; a lost reply is resolved by reading back our write-id (spec §7.3)."""
-    for _ in range(8):
-        try:
-            repo.backend.compare_and_swap(ROOT_KEY, expected, new_root.encode())
-            return
-        except (EtagMismatch, OutcomeUnknown) as exc:
-            try:
-                data, etag = repo.backend.read_versioned(ROOT_KEY)
-            except KeyMissing:
-                data, etag = None, None
-            if data is not None:
-                try:
-                    if Root.decode(data).write_id == new_root.write_id:
-                        return
-                except (BlobCorrupt, UnsupportedFormat):
-                    pass
-            if isinstance(exc, EtagMismatch) or etag != expected:
-                raise CommitConflict(f"the root at {where} changed while repair root ran; run it again") from None
-    raise CommitConflict(f"could not learn whether the new root at {where} was written; run repair root again")
+    """One CAS against the missing or corrupt root; a lost reply is resolved by reading back (spec §7.3)."""
+    if not repo.root.install(expected, new_root):
+        raise CommitConflict(f"the root at {where} changed while repair root ran; run it again")
 
 
 # ---- repair blobs ---------------------------------------------------------------------------
@@ -234,9 +214,8 @@ class BlobRepair:
 
 def _reread(repo: Repository, blob_id: str, validators: Mapping[BlobType, Validator]) -> tuple[str, str | None]:
     """(type name, why it fails) from a fresh read of the stored bytes; None: it verifies now."""
-    try:
-        stored = repo.backend.get(blob_key(blob_id))
-    except KeyMissing:
+    stored = repo.store.get_stored(blob_id)
+    if stored is None:
         return "?", "missing"
     try:
         blob_type, payload = decode_blob(blob_id, stored)

@@ -34,6 +34,7 @@ from .records import Config, Generation, Root, new_write_id
 from .root import RootRecord
 from .steps import Step, Steps, run_steps
 from .store import BlobStore
+from .walk import chain
 from .transaction import COMMIT_TIMEOUT, VALUE_BLOB_MAX, VALUE_IN_FLIGHT, VALUE_PIECE, VALUE_WORKERS, Transaction
 
 __all__ = [
@@ -158,18 +159,12 @@ class Repository:
     def log(self) -> Iterator[Generation]:
         """Generations newest first, down to what GC has kept."""
         root, _ = self.read_root()
-        gen_id: str | None = root.generation
-        while gen_id is not None:
-            try:
-                gen = self.load_generation(gen_id)
-            except BlobMissing:
-                if gen_id != root.generation:
-                    return  # older history was collected by gc
-                raise
-            yield gen
-            if gen.seq <= root.retain_floor and gen.parent and not self.store.exists(gen.parent):
-                return
-            gen_id = gen.parent
+
+        def collected(gen_id: str, child: Generation | None, below: bool, exc: BlobMissing) -> None:
+            if child is None:
+                raise exc  # the head itself: damage; older history gc may have collected
+
+        yield from chain(self.load_generation, root.generation, root.retain_floor, on_missing=collected)
 
     # ---- reading -----------------------------------------------------------------------
 

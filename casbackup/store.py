@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 from .backends.base import Backend, ObjectInfo
 from .codec import (
+    HEADER_LEN,
+    MAGIC,
     RAW_TYPES,
     BlobType,
     EncodedBlob,
@@ -136,6 +138,25 @@ class BlobStore:
             return self.backend.stat(blob_key(blob_id))
         except KeyMissing:
             return None
+
+    def get_stored(self, blob_id: str) -> bytes | None:
+        """The stored envelope, unverified and uncached, or None: for check and repair, which
+        decode it themselves so they can name what is wrong with it."""
+        try:
+            return self.backend.get(blob_key(blob_id))
+        except KeyMissing:
+            return None
+
+    def stored_type(self, blob_id: str) -> int | None:
+        """The envelope's type byte read from its header alone (repair's scan for GENERATIONs),
+        or None if the blob is gone or does not start with a casbackup header."""
+        try:
+            head = self.backend.get_range(blob_key(blob_id), 0, HEADER_LEN)
+        except KeyMissing:
+            return None
+        if len(head) < HEADER_LEN or head[:4] != MAGIC:
+            return None
+        return head[5]
 
     def list(self) -> Iterator[tuple[str, ObjectInfo]]:
         """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import click
@@ -11,19 +10,16 @@ import click
 from ..check import check as run_check
 from ..codec import BlobType, Ref
 from ..errors import CheckFailed, NotFound, UsageError
+from ..layout import ROOT_KEY
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
 from ..files.chunker import Chunker
 from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
 from ..repair import repair_blobs, repair_root
-from .common import DURATION, TEXT, Context, emit_json
+from .common import DURATION, TEXT, Context, emit_json, utc_time
 
 pass_ctx = click.make_pass_decorator(Context)
-
-
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def _size(text: str) -> int:
@@ -141,7 +137,7 @@ def meta_list(ctx: Context, namespace: str | None, json_out: bool) -> None:
 def log_cmd(ctx: Context, json_out: bool) -> None:
     """Generations, newest first."""
     repo = ctx.open()
-    rows: list[dict[str, Any]] = [{"seq": g.seq, "id": g.id, "parent": g.parent, "time": _ts(g.time), "entries": g.entries,
+    rows: list[dict[str, Any]] = [{"seq": g.seq, "id": g.id, "parent": g.parent, "time": utc_time(g.time), "entries": g.entries,
              "message": g.message} for g in repo.log()]
     if json_out:
         emit_json(rows)
@@ -164,7 +160,7 @@ def pins_cmd(ctx: Context, json_out: bool) -> None:
         if p.record is not None:
             rec = p.record
             row.update(pin_id=rec.pin_id, generation=rec.generation, seq=rec.seq, host=rec.host, pid=rec.pid,
-                       purpose=rec.purpose, created=_ts(rec.created), expires=_ts(rec.expires))
+                       purpose=rec.purpose, created=utc_time(rec.created), expires=utc_time(rec.expires))
         else:
             row["error"] = p.error
         rows.append(row)
@@ -254,7 +250,7 @@ def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
                       if report.collected_during_check else ""))
     if not report.ok:
         hint = ""
-        if any(p.blob == "root" for p in report.corrupt_records):
+        if any(p.blob == ROOT_KEY for p in report.corrupt_records):
             hint = "; the root is corrupt: run 'casbackup repair root'"
         elif report.dangling or report.corrupt or report.corrupt_unreferenced:
             hint = "; 'casbackup repair blobs' removes damaged blobs and marks the snapshots that used them"
@@ -271,7 +267,7 @@ def repair() -> None:
 
 
 def _ts_or(t: Any) -> str:
-    return _ts(t) if isinstance(t, (int, float)) else "-"
+    return utc_time(t) if isinstance(t, (int, float)) else "-"
 
 
 @repair.command("root")
