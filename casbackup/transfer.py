@@ -77,8 +77,11 @@ class Pipeline(Generic[R]):
             raise
 
     def make_room(self, cost: int = 0) -> None:
-        """Take (and drop) the oldest results until `cost` fits: for owners that read results
-        through the Futures submit() returned."""
+        """Take (and drop) the oldest results that are done, then more until `cost` fits: for
+        owners that read results through the Futures submit() returned (the pipeline then
+        holds no finished Future longer than it must)."""
+        while self._pending and self._pending[0][0].done():
+            self.take()
         while self.full(cost):
             self.take()
 

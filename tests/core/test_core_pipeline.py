@@ -112,8 +112,10 @@ def test_push_api_take_make_room_and_cancel():
     assert pipe.full(0) and len(pipe) == 3 and pipe.bytes == 90
     assert pipe.take() == 1 and pipe.bytes == 60
     assert pipe.full(50) and not pipe.full(40)
+    futs[1].result()
+    futs[2].result()
     pipe.make_room(50)
-    assert len(pipe) == 1 and futs[1].result() == 2  # dropped from the count, result kept in its Future
+    assert len(pipe) == 0 and futs[1].result() == 2  # finished ones are dropped, results kept in their Futures
     pipe.cancel()
     assert len(pipe) == 0 and pipe.bytes == 0
     pipe.close()
