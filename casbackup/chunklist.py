@@ -1,19 +1,23 @@
 """FILE blobs: an ordered list of chunks forming one byte stream (spec/FORMAT.md §6.4).
 
-One codec for every stream the core and the files layer store (large metadata values, file
-content). A list longer than PART_CHUNKS is split into FILE parts under an index FILE, so no
+The one codec for every stream any layer stores (large metadata values, file content, Aptos
+files). A list longer than PART_CHUNKS is split into FILE parts under an index FILE, so no
 FILE payload ever exceeds codec.MAX_STRUCTURED_PAYLOAD, whatever the stream's length.
 
 Leaf body:  {"v": 1, "chunks": [[chunk id (32-byte bin), size], ...]}   refs: the CHUNK blobs
 Index body: {"v": 1, "parts":  [[FILE id (32-byte bin), size], ...]}    refs: the FILE parts
+Legacy leaf {"size": total, "chunks": [[chunk id, size], ...]}: what Aptos streams were written
+as before this codec served them. It is read (and checked) like a leaf, never written, and its
+ID is still computed, so content stored that way is recognised as the same content.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Collection, Iterable, Iterator
 
-from .codec import ID_LEN, BlobType, Ref
+from .codec import ID_LEN, BlobType, Ref, blob_id, pack_structured
 from .errors import BlobCorrupt
+from .transfer import ordered_map
 
 FILE_VERSION = 1
 # One [id, size] item costs ~75 payload bytes (33 in refs, ~42 in the body): 32768 of them keep
@@ -22,6 +26,7 @@ PART_CHUNKS = 32768
 MAX_FILE_DEPTH = 4         # 32768^4 chunks: more than any stream can have
 MAX_PIECE = 64 * 1024 * 1024
 
+PutBlob = Callable[[BlobType, bytes], Any]                  # returns something with .ref
 PutStructured = Callable[[BlobType, list[Ref], Any], Any]   # returns something with .ref
 ReadStructured = Callable[[Ref], tuple[list[Ref], Any]]
 
@@ -75,34 +80,86 @@ def write_file(put_structured: PutStructured, chunks: list[Piece]) -> tuple[Ref,
         level, make = written, index_body
 
 
-def _items(raw: Any, limit: int, where: str) -> list[Piece]:
+def store_stream(pieces: Iterable[bytes], put_blob: PutBlob, put_structured: PutStructured, workers: int,
+                 in_flight: int) -> tuple[Ref, int]:
+    """Store each piece as a CHUNK (compressed, hashed and uploaded on `workers` threads, at most
+    `in_flight` pieces held at once), then the FILE naming them; returns (FILE ref, size)."""
+    def put_chunk(data: bytes) -> Piece:
+        return Piece(put_blob(BlobType.CHUNK, data).ref.id, len(data))
+
+    chunks = list(ordered_map(put_chunk, pieces, workers, in_flight, name="casbackup-stream"))
+    return write_file(put_structured, chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Computed:
+    ref: Ref
+
+
+def _compute_id(blob_type: BlobType, refs: list[Ref], body: Any) -> _Computed:
+    return _Computed(Ref(blob_type, blob_id(blob_type, pack_structured(refs, body, blob_type))))
+
+
+def legacy_body(chunks: list[Piece]) -> tuple[list[Ref], dict[str, Any]]:
+    """(refs, body) of the legacy Aptos leaf: only to compute the ID older writers gave a list."""
+    return [c.ref for c in chunks], {"size": sum(c.size for c in chunks),
+                                     "chunks": [[bytes.fromhex(c.id), c.size] for c in chunks]}
+
+
+def file_ids(chunks: list[Piece]) -> tuple[str, str]:
+    """The FILE IDs this chunk list has, stored by write_file or by an older Aptos writer
+    (legacy body), computed without storing anything: the same bytes are the same content."""
+    top, _ = write_file(_compute_id, chunks)
+    return top.id, _compute_id(BlobType.FILE, *legacy_body(chunks)).ref.id
+
+
+def _items(raw: Any, limit: int, where: str, smallest: int = 0) -> list[Piece]:
     if not isinstance(raw, list):
         raise BlobCorrupt(where, "FILE list is not an array")
     out = []
     for item in raw:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes) and len(item[0]) == ID_LEN
-                and type(item[1]) is int and 0 <= item[1] <= limit):
+                and type(item[1]) is int and smallest <= item[1] <= limit):
             raise BlobCorrupt(where, "malformed FILE item")
         out.append(Piece(item[0].hex(), item[1]))
     return out
 
 
+def _listed(items: list[Piece], blob_type: BlobType, refs: Collection[Ref], where: str) -> list[Piece]:
+    """A blob that names another outside its refs would hide it from GC and check: corrupt."""
+    for p in items:
+        if Ref(blob_type, p.id) not in refs:
+            raise BlobCorrupt(where, f"{'chunk' if blob_type == BlobType.CHUNK else 'FILE part'} {p.id} "
+                                     "is not among the blob's references")
+    return items
+
+
+def decode_chunks(raw: Any, refs: Collection[Ref], where: str, limit: int = MAX_PIECE) -> list[Piece]:
+    """A `[[chunk id, size], ...]` list (a leaf's, or one inlined in a TREE entry), validated,
+    each chunk among `refs` (pass a set)."""
+    return _listed(_items(raw, limit, where), BlobType.CHUNK, refs, where)
+
+
+def _legacy(file_id: str, refs: set[Ref], body: dict[str, Any]) -> FileBody:
+    """The legacy Aptos leaf: pieces of 1 byte to MAX_PIECE whose sizes add up to `size`."""
+    chunks = _listed(_items(body["chunks"], MAX_PIECE, file_id, smallest=1), BlobType.CHUNK, refs, file_id)
+    total = sum(c.size for c in chunks)
+    if total != body["size"]:
+        raise BlobCorrupt(file_id, f"chunk lengths add up to {total}, the stream declares {body['size']}")
+    return FileBody(chunks, None)
+
+
 def decode_file(file_id: str, refs: list[Ref], body: Any) -> FileBody:
-    """Validate one FILE blob on its own: shape, sizes, and every named blob among its refs."""
-    if not isinstance(body, dict) or body.get("v") != FILE_VERSION or ("chunks" in body) == ("parts" in body):
-        raise BlobCorrupt(file_id, "not a version-1 FILE blob")
+    """Validate one FILE blob of any form on its own: shape, sizes, and every named blob among
+    its refs. A legacy Aptos body decodes as the leaf it is."""
     refset = set(refs)
+    if isinstance(body, dict) and "v" not in body and type(body.get("size")) is int and "chunks" in body:
+        return _legacy(file_id, refset, body)
+    if not isinstance(body, dict) or body.get("v") != FILE_VERSION or ("chunks" in body) == ("parts" in body):
+        raise BlobCorrupt(file_id, "not a stream FILE body (neither version 1 nor the legacy size/chunks form)")
     if "chunks" in body:
-        chunks = _items(body["chunks"], MAX_PIECE, file_id)
-        for c in chunks:
-            if c.ref not in refset:
-                raise BlobCorrupt(file_id, f"chunk {c.id} is not among the blob's refs")
-        return FileBody(chunks, None)
-    parts = _items(body["parts"], 2**62, file_id)
-    for p in parts:
-        if Ref(BlobType.FILE, p.id) not in refset:
-            raise BlobCorrupt(file_id, f"FILE part {p.id} is not among the blob's refs")
-    return FileBody(None, parts)
+        return FileBody(decode_chunks(body["chunks"], refset, file_id), None)
+    return FileBody(None, _listed(_items(body["parts"], 2**62, file_id), BlobType.FILE, refset, file_id))
 
 
 def iter_chunks(read_structured: ReadStructured, file_id: str, expected_size: int | None = None) -> Iterator[Piece]:

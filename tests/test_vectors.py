@@ -11,7 +11,8 @@ import pytest
 
 from casbackup.backends import LocalBackend
 from casbackup.check import check
-from casbackup.codec import BlobType, RecordType, blob_id, decode_blob, encode_blob, packb, unpack_structured
+from casbackup.codec import (BlobType, RecordType, blob_id, decode_blob, encode_blob, pack_structured, packb,
+                             unpack_structured)
 from casbackup.records import Config, LeaseRecord, PinRecord, Root
 from casbackup.repository import Repository
 
@@ -101,3 +102,44 @@ def test_golden_repository_blobs_all_verify() -> None:
         stored = (VECTORS / "golden-repo" / key).read_bytes()
         assert_sealed(stored)
         cls.decode(stored, key)
+
+
+FILE_VECTORS = json.loads((VECTORS / "file.json").read_text())
+
+
+@pytest.mark.parametrize("vector", FILE_VECTORS["files"], ids=[v["name"] for v in FILE_VECTORS["files"]])
+def test_file_vector(vector: dict) -> None:
+    """Each FILE body of FORMAT.md §6.4 (leaf, index, legacy Aptos) decodes to its list through
+    the one codec, flattens to its stream, and is rebuilt byte for byte by the writers."""
+    from casbackup import chunklist
+    from casbackup.chunklist import Piece
+
+    payload = bytes.fromhex(vector["payload_hex"])
+    assert blob_id(BlobType.FILE, payload) == vector["id"]
+    refs, body = unpack_structured(payload, vector["id"])
+    assert [{"type": r.type.name, "id": r.id} for r in refs] == vector["refs"]
+    assert packb(msgpack.unpackb(payload, raw=False)) == payload  # canonical
+    items = [Piece(i, n) for i, n in vector["items"]]
+    decoded = chunklist.decode_file(vector["id"], refs, body)
+    assert (decoded.parts if vector["form"] == "index" else decoded.chunks) == items
+    assert decoded.size == vector["size"]
+    make = {"leaf": chunklist.leaf_body, "index": chunklist.index_body, "legacy": chunklist.legacy_body}
+    assert pack_structured(*make[vector["form"]](items), BlobType.FILE) == payload
+
+    blobs = {v["id"]: unpack_structured(bytes.fromhex(v["payload_hex"]), v["id"]) for v in FILE_VECTORS["files"]}
+    stream = chunklist.iter_chunks(lambda ref: blobs[ref.id], vector["id"], vector["size"])
+    assert [[c.id, c.size] for c in stream] == vector["stream"]
+    for c in FILE_VECTORS["chunks"]:
+        assert blob_id(BlobType.CHUNK, bytes.fromhex(c["payload_hex"])) == c["id"]
+
+
+def test_file_vector_bodies_of_one_list_are_the_same_content() -> None:
+    """The v1 leaf and the legacy body of one chunk list: two IDs, both known to file_ids (the
+    "already stored?" checks of aptos.md accept either)."""
+    from casbackup import chunklist
+    from casbackup.chunklist import Piece
+
+    by_form = {v["form"]: v for v in FILE_VECTORS["files"] if v["name"].endswith("A then B")}
+    chunks = [Piece(i, n) for i, n in by_form["leaf"]["items"]]
+    assert chunklist.file_ids(chunks) == (by_form["leaf"]["id"], by_form["legacy"]["id"])
+    assert by_form["index"]["stream"] == by_form["leaf"]["stream"] == by_form["legacy"]["stream"]

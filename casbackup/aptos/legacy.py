@@ -43,7 +43,7 @@ from .names import (
     check_lines,
 )
 from .storage import AptosStorage, FileValue, read_pieces_bytes
-from .streams import read_pieces, stream_id, write_stream
+from .streams import read_pieces, stream_ids, write_stream
 
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -194,12 +194,12 @@ class LegacyImporter:
         if existing is not None:
             old = FileValue.decode(head.value(existing), f"{NS_FILES}/{key}")
             with _content(path, self.gzip_mode) as (f, _):
-                cid, _n = stream_id(read_pieces(f))
-            if cid == old.file.id:
+                cids, _n = stream_ids(read_pieces(f))  # as stored today, or by an older writer
+            if old.file.id in cids:
                 self.report.files_present += 1
             else:
                 self.report.reject(key, f"differs from the file already imported under this handle "
-                                        f"(stored {old.file.id[:16]}, legacy {cid[:16]})")
+                                        f"(stored {old.file.id[:16]}, legacy {cids[0][:16]})")
             return
         with _content(path, self.gzip_mode) as (f, was_gzip):
             ref, size = write_stream(read_pieces(f), txn.put_blob, txn.put_structured)
@@ -288,8 +288,8 @@ class LegacyImporter:
         found = self.storage._existing_metadata(head, name)  # noqa: SLF001 - same package
         if found is None:
             return False
-        cid, _ = stream_id(read_pieces_bytes(data))
-        if found[1].file.id != cid:
+        cids, _ = stream_ids(read_pieces_bytes(data))
+        if found[1].file.id not in cids:
             self.report.reject(f"{sub}/{name}", "differs from the metadata file already in the repository "
                                                 "under this name")
         return True

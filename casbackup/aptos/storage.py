@@ -32,7 +32,7 @@ from .names import (
     metadata_handle,
     parse_handle,
 )
-from .streams import STREAM_PIECE, iter_stream, read_pieces, stream_id, write_stream
+from .streams import STREAM_PIECE, iter_stream, read_pieces, stream_ids, write_stream
 
 DEFAULT_LIST_PIN_TTL = 24 * 3600.0
 HEAD_RETRIES = 5
@@ -168,7 +168,7 @@ class AptosStorage:
         """Verified pieces of a file, in order; the total length is checked too."""
         view = snap or self.head()
         seen = 0
-        for piece in iter_stream(value.file, view.read_structured, view.read_blob):
+        for piece in iter_stream(value.file, view.read_structured, view.read_blob, expected_size=value.size):
             seen += len(piece)
             yield piece
         if seen != value.size:
@@ -189,13 +189,13 @@ class AptosStorage:
         why = writer_gone()
         if why:
             raise UsageError(f"metadata {name}: input ended because the writer died ({why}); nothing was saved")
-        cid, _ = stream_id(read_pieces_bytes(data))
+        cids, _ = stream_ids(read_pieces_bytes(data))  # today's ID, and the one an older writer gave it
         txn = self.repo.transaction(f"aptos save-metadata-line {name}")
         try:
             existing = self._existing_metadata(txn.base, name)
             if existing is not None:
                 ns, old = existing
-                if old.file.id != cid:
+                if old.file.id not in cids:
                     raise CommitConflict(f"metadata file {name} already exists with different content "
                                          f"({'live' if ns == NS_METADATA else 'replaced by compaction'}); "
                                          "a metadata name always denotes one content")
@@ -211,7 +211,7 @@ class AptosStorage:
         except CommitConflict:
             txn.abort()
             existing = self._on_head(lambda s: self._existing_metadata(s, name))
-            if existing is not None and existing[0] == NS_METADATA and existing[1].file.id == cid:
+            if existing is not None and existing[0] == NS_METADATA and existing[1].file.id in cids:
                 return existing[1]  # a concurrent identical save won: same content, same handle
             raise
         except BaseException:

@@ -1,8 +1,8 @@
 """Back up paths or a stream into one snapshot entry (spec/files.md §4-§5).
 
-Pipeline: the calling thread walks, reads and cuts chunks (pyfastcdc releases the GIL); a pool
-hashes, compresses and uploads them (blake3 and zstd release it too). A byte budget caps what
-is in flight, so memory stays flat whatever the input size. Unchanged files (same size, mtime,
+Pipeline: the calling thread walks, reads and cuts chunks (pyfastcdc releases the GIL); the one
+work pipeline (transfer.Pipeline) hashes, compresses and uploads them on a pool (blake3 and zstd
+release it too). A byte budget caps what is in flight, so memory stays flat whatever the input. Unchanged files (same size, mtime,
 ctime and inode as in the parent snapshot) are not read at all.
 """
 from __future__ import annotations
@@ -14,15 +14,15 @@ import socket
 import stat as statmod
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Optional, Union
 
 from ..chunklist import write_file
-from ..codec import BlobType, Ref, blob_id, encode_blob
+from ..codec import BlobType, Ref, blob_id
 from ..errors import UsageError
-from ..repository import Repository, Transaction
-from ..transfer import ByteBudget
+from ..repository import Reader, Repository, Transaction
+from ..transfer import Pipeline
 from .chunker import Chunker
 from .patterns import PatternList
 from .progress import Progress
@@ -74,42 +74,32 @@ class Summary:
 
 
 class Uploader:
-    """Hash, dedup, compress and store chunks on a thread pool."""
+    """Hash, dedup, compress and store chunks, and run the walk's other work (TREE stores,
+    small-file reads), on the one pipeline; the walk reads results through their Futures."""
 
-    def __init__(self, repo: Repository, summary: Summary, workers: int, budget: int) -> None:
-        self.repo = repo
+    def __init__(self, txn: Transaction, summary: Summary, workers: int, budget: int) -> None:
+        self.txn = txn
         self.summary = summary
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
-        self.budget = ByteBudget(budget)
+        self.pipe: Pipeline[Any] = Pipeline(workers, max_bytes=budget, name="upload")
         self.known: set[str] = set()
-        self._lock = threading.Lock()
 
     def submit(self, data: bytes) -> Future[Chunk]:
         return self.run(len(data), self._store, data)
 
     def run(self, cost: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Run fn on the pool once `cost` bytes fit in the budget; they are released when it ends."""
-        self.budget.acquire(cost)
-
-        def task() -> Any:
-            try:
-                return fn(*args)
-            finally:
-                self.budget.release(cost)
-        try:
-            return self.pool.submit(task)
-        except BaseException:
-            self.budget.release(cost)
-            raise
+        """Run fn on the pool once `cost` bytes fit in the budget: older work is waited for
+        (oldest first; an error in it stops the backup here) until they do."""
+        self.pipe.make_room(cost)
+        return self.pipe.submit(fn, *args, cost=cost)
 
     def _store(self, data: bytes) -> Chunk:
         cid = blob_id(BlobType.CHUNK, data)
         if cid in self.known:
             reused = True
-        elif self.repo.store.exists(cid):
+        elif self.txn.repo.store.exists(cid):
             reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
         else:
-            res = self.repo.store.put_encoded(encode_blob(BlobType.CHUNK, data, self.repo.store.level))
+            res = self.txn.put_blob(BlobType.CHUNK, data)  # touched: the commit's GC rules cover it
             reused = not res.created
             if res.created:
                 self.summary.add(bytes_added=res.stored_size, blobs_added=1)
@@ -119,7 +109,7 @@ class Uploader:
         return Chunk(cid, len(data))
 
     def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        self.pipe.close(cancel=cancel)
 
 
 @dataclass
@@ -151,7 +141,7 @@ class Backup:
         # more threads than cores: blob writes wait on fsync (~2 ms each here) with the GIL released
         workers = opts.workers or max(4, 2 * (os.cpu_count() or 2))
         budget = opts.budget or max(64 * 1024 * 1024, 4 * workers * cfg.chunk_max)
-        self.uploader = Uploader(repo, summary, workers, budget)
+        self.uploader = Uploader(txn, summary, workers, budget)
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
         self.progress = Progress("backup", opts.progress)
         self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
@@ -529,7 +519,7 @@ def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool
     progress.total_bytes = total
 
 
-def find_parent(snap: Any, host: str, paths: list[str]) -> SnapshotInfo | None:
+def find_parent(snap: Reader, host: str, paths: list[str]) -> SnapshotInfo | None:
     """The newest snapshot of the same host and paths: the files cache source. A snapshot that
     repair marked damaged is never one: its unchanged files would reuse the lost chunks."""
     best = None

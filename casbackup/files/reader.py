@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from ..chunklist import iter_chunks
 from ..codec import BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, BlobMissing, CasbackupError, NotFound
+from ..repository import Reader
 from .tree import MAX_DEPTH, Chunk, Node, TreeBody, decode_tree_body
 
 
@@ -25,7 +26,7 @@ def in_file(exc: CasbackupError, doing: str) -> CasbackupError:
 
 
 class TreeReader:
-    def __init__(self, snap: Any) -> None:
+    def __init__(self, snap: Reader) -> None:
         self.snap = snap
 
     @property

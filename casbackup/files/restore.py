@@ -4,8 +4,9 @@ Safety: every name was validated when its TREE was decoded (one plain component,
 directories are entered only with O_NOFOLLOW|O_DIRECTORY relative to their parent's fd, so
 no path ever passes through a symlink, whatever the snapshot or the target already holds.
 Files are written to a temp name in their directory and renamed into place. Chunks are
-fetched, verified (hash and length) and decompressed on a thread pool; the writer applies
-them in order with a cap on bytes, chunks and files in flight, and a file's chunk list is
+fetched, verified (hash and length) and decompressed on the one work pipeline
+(transfer.Pipeline); the writer applies them in order with a cap on bytes, chunks and files in
+flight, and a file's chunk list is
 streamed, so memory does not grow with a file's chunk count. Any missing or corrupt chunk stops
 the restore with the error that names it and the file being restored.
 
@@ -23,13 +24,12 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ..errors import BlobCorrupt, BlobMissing, UsageError
-from ..repository import Repository
+from ..repository import Reader, Repository
+from ..transfer import Pipeline
 from .progress import Progress
 from .reader import TreeReader, in_file
 from .snapshots import SnapshotInfo, resolve
@@ -122,11 +122,11 @@ class FileJob:
 class Restorer:
     def __init__(self, reader: TreeReader, opts: RestoreOptions, summary: RestoreSummary, progress: Progress) -> None:
         self.reader, self.opts, self.summary, self.progress = reader, opts, summary, progress
-        # more threads than cores: fetching a chunk waits on the storage with the GIL released
-        self.pool = ThreadPoolExecutor(max_workers=opts.workers or max(4, 2 * (os.cpu_count() or 2)),
-                                       thread_name_prefix="restore")
-        self.queue: deque[tuple[FileJob, Chunk, Future[bytes]]] = deque()
-        self.inflight = 0
+        # more threads than cores: fetching a chunk waits on the storage with the GIL released.
+        # A chunk's bytes count from its queuing until they are written.
+        self.queue: Pipeline[tuple[FileJob, Chunk, bytes]] = Pipeline(
+            opts.workers or max(4, 2 * (os.cpu_count() or 2)), max_items=opts.max_chunks, max_bytes=opts.budget,
+            name="restore")
         self.jobs: dict[int, FileJob] = {}
         self.handles: dict[int, DirHandle] = {}
         self.owner = opts.owner if opts.owner is not None else os.geteuid() == 0
@@ -252,25 +252,25 @@ class Restorer:
         c: Chunk | None = first
         while c is not None:
             self.check_cancel()
-            while self.queue and (self.inflight + c.size > self.opts.budget or len(self.queue) >= self.opts.max_chunks
-                                  or len(self.jobs) > self.opts.max_open_files):
+            while self.queue and (self.queue.full(c.size) or len(self.jobs) > self.opts.max_open_files):
                 self.write_next()
-            self.queue.append((job, c, self.pool.submit(self.reader.read_chunk, c)))
-            self.inflight += c.size
+            self.queue.submit(self.fetch, job, c, cost=c.size)
             job.remaining += 1
             c = next(chunks, None)
         job.listed = True
         if job.remaining == 0:  # every queued chunk was written while we listed the rest
             self.finish(job)
 
-    def write_next(self) -> None:
-        self.check_cancel()
-        job, chunk, fut = self.queue.popleft()
+    def fetch(self, job: FileJob, chunk: Chunk) -> tuple[FileJob, Chunk, bytes]:
+        """On the pool: one chunk, verified; an error names the file being restored."""
         try:
-            data = fut.result()
+            return job, chunk, self.reader.read_chunk(chunk)
         except (BlobCorrupt, BlobMissing) as exc:
             raise in_file(exc, f"restoring {job.path}") from None
-        self.inflight -= chunk.size
+
+    def write_next(self) -> None:
+        self.check_cancel()
+        job, chunk, data = self.queue.take()
         if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
             job.offset += len(data)  # a hole: keep sparse files sparse (ftruncate sets the size)
         else:
@@ -306,8 +306,7 @@ class Restorer:
         """After an error or an interrupt: remove every temp file we created, then stop the pool.
         Files first: only this thread writes them, and a second Ctrl-C while the pool drains
         must not leave them behind."""
-        for _, _, fut in self.queue:
-            fut.cancel()
+        self.queue.cancel()
         for job in list(self.jobs.values()):
             if job.fd >= 0:
                 try:
@@ -317,13 +316,12 @@ class Restorer:
                 job.fd = -1
             _unlink(job.tmp, job.dir.fd)
         self.jobs.clear()
-        self.queue.clear()
         for handle in list(self.handles.values()):
             try:
                 handle.close()
             except OSError:
                 pass
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.queue.close()
 
 
 def _write_all(fd: int, data: bytes, offset: int, where: str) -> int:
@@ -368,7 +366,7 @@ def check_includes(reader: TreeReader, tree: str, includes: list[str]) -> None:
         reader.lookup(tree, inc)
 
 
-def restore_snapshot(snap: Any, info: SnapshotInfo, opts: RestoreOptions) -> RestoreSummary:
+def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> RestoreSummary:
     """Restore through an already pinned Reader."""
     started = time.monotonic()
     summary = RestoreSummary()
@@ -389,7 +387,7 @@ def restore_snapshot(snap: Any, info: SnapshotInfo, opts: RestoreOptions) -> Res
         if not ok:
             job.abandon()
         else:
-            job.pool.shutdown(wait=True)
+            job.queue.close(cancel=False)
             root.release()
         progress.done()
     summary.duration = time.monotonic() - started

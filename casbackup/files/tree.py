@@ -43,6 +43,7 @@ SPECIAL_IFMT = {"fifo": statmod.S_IFIFO, "socket": statmod.S_IFSOCK, "chardev": 
 MAX_DEPTH = 512
 MAX_NAME = 4096
 MAX_TARGET = 65536
+INLINE_CHUNK_MAX = 2**40 - 1  # what a TREE entry's own chunk list may claim for one chunk
 
 
 def check_name(name: Any, where: str) -> bytes:
@@ -189,20 +190,6 @@ def _id(raw: Any, where: str) -> str:
     return raw.hex()
 
 
-def _chunks(raw: Any, refs: set[Ref], where: str) -> list[Chunk]:
-    if not isinstance(raw, list):
-        raise BlobCorrupt(where, "chunk list is not an array")
-    out = []
-    for item in raw:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int) and 0 <= item[1] < 2**40):
-            raise BlobCorrupt(where, "malformed chunk entry")
-        c = Chunk(_id(item[0], where), item[1])
-        if c.ref not in refs:
-            raise BlobCorrupt(where, f"chunk {c.id} is not among the blob's refs")
-        out.append(c)
-    return out
-
-
 @dataclass(slots=True)
 class TreeBody:
     """One validated TREE blob: a plain TREE (`entries`) or an index of TREE parts (`parts`)."""
@@ -271,7 +258,7 @@ def _entries(tree_id: str, refs: list[Ref], raw: Any) -> list[Node]:
                 if Ref(BlobType.FILE, n.file) not in refset:
                     raise BlobCorrupt(tree_id, f"FILE blob {n.file} of {name!r} is not among the tree's refs")
             else:
-                n.chunks = _chunks(e.get("chunks", []), refset, tree_id)
+                n.chunks = chunklist.decode_chunks(e.get("chunks", []), refset, tree_id, INLINE_CHUNK_MAX)
         elif kind == "dir":
             n.tree = _id(e.get("tree"), tree_id)
             if Ref(BlobType.TREE, n.tree) not in refset:

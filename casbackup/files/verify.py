@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
+from .. import chunklist
 from ..codec import BlobType, Ref
 from ..errors import BlobCorrupt
 from . import snapshots
-from .tree import Chunk, decode_file, decode_tree
+from .tree import Chunk, decode_tree
 
 Validator = Callable[[str, list[Ref], Any], None]
 EntryValidator = Callable[[str, bytes, tuple[Ref, ...]], None]
@@ -66,11 +67,16 @@ class FilesVerifier:
                 raise BlobCorrupt(tree_id, f"chunks of {os.fsdecode(n.name)!r} do not add up to its size")
 
     def file(self, file_id: str, refs: list[Ref], body: Any) -> None:
-        if self._foreign_file is not None and not (isinstance(body, dict) and "v" in body):
-            chunks = [Chunk(i, n) for i, n in self._foreign_file(file_id, refs, body)]
+        """Any FILE body (every layer's, legacy Aptos included) through the one codec; an index
+        declares its parts' sizes, a leaf its chunks'."""
+        fb = chunklist.decode_file(file_id, refs, body)
+        if fb.chunks is not None:
+            total = self._chunks(fb.chunks, file_id)
         else:
-            chunks = decode_file(file_id, refs, body)
-        self._observe(file_id, self._chunks(chunks, file_id), "FILE blob")
+            for part in fb.parts or []:
+                self._declare(part.id, part.size, file_id, "FILE blob")
+            total = fb.size
+        self._observe(file_id, total, "FILE blob")
 
     def chunk(self, chunk_id: str, refs: list[Ref], body: Any) -> None:
         self._observe(chunk_id, len(body), "chunk")
