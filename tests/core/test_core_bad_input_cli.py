@@ -34,9 +34,8 @@ def one_line_error(result: Any, code: int, *needles: str) -> None:
 
 
 @pytest.fixture
-def repo_dir(tmp_path: Path, cli: Callable[..., Any]) -> Path:
-    path = tmp_path / "repo"
-    assert cli("-r", str(path), "init").code == 0
+def repo_dir(cli_repo: Path, cli: Callable[..., Any]) -> Path:
+    path = cli_repo
     assert cli("-r", str(path), "meta", "put", "ns", "small", "hello").code == 0
     assert cli("-r", str(path), "meta", "put", "ns", "big", "-", input=BIG).code == 0
     return path

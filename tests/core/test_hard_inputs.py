@@ -67,9 +67,8 @@ FF = os.fsdecode(b"\xff")  # what Python makes of an argv byte that is not UTF-8
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> str:
-    path = str(tmp_path / "repo")
-    assert run_cli("-r", path, "init").code == 0
+def repo(cli_repo: Path) -> str:
+    path = str(cli_repo)
     assert run_cli("-r", path, "meta", "put", "ns", "k", "v").code == 0
     return path
 

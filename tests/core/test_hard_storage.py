@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 import casbackup.backends.local as local_mod
-from casbackup.backends import LocalBackend, MemoryBackend
+from casbackup.backends import LocalBackend
 from casbackup.backends.objectstore import ObjectStoreBackend
 from casbackup.errors import BackendError, BlobMissing, WriteRefused
 from casbackup.gc import Collector
@@ -24,8 +24,8 @@ from cbtesting import cli_env, run_cli
 # ---- item 17: a full disk names the path and is a storage error --------------------------------
 
 
-def test_local_enospc_is_a_backend_error_naming_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo", create=True))
+def test_local_enospc_is_a_backend_error_naming_the_path(tmp_path: Path, local_repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = local_repo
 
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -141,8 +141,8 @@ class _ReadOnly(LocalBackend):
             raise local_mod._fail("writing", self.root / key, exc) from exc
 
 
-def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo", create=True))
+def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path, local_repo: Repository) -> None:
+    repo = local_repo
     repo.commit(puts=[("ns", "k", b"v"), ("ns", "big", b"b" * 50000)])
     ro = Repository.open(_ReadOnly(tmp_path / "repo"))
     with pytest.raises(WriteRefused, match="--no-pin") as info:
@@ -156,8 +156,8 @@ def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path
     assert not [p for p in (tmp_path / "repo").glob("pins/*") if not p.name.startswith(".")]
 
 
-def test_unpinned_reader_still_fails_loudly_on_a_collected_blob() -> None:
-    repo = Repository.init(MemoryBackend())
+def test_unpinned_reader_still_fails_loudly_on_a_collected_blob(mem_repo: Repository) -> None:
+    repo = mem_repo
     repo.commit(puts=[("ns", "big", b"b" * 50000)])
     snap = repo.open_reader(pin=False)
     repo.commit(deletes=[("ns", "big")])
@@ -169,8 +169,8 @@ def test_unpinned_reader_still_fails_loudly_on_a_collected_blob() -> None:
         snap.get("ns", "big")
 
 
-def test_transactions_always_pin(tmp_path: Path) -> None:
-    repo = Repository.init(MemoryBackend())
+def test_transactions_always_pin(mem_repo: Repository) -> None:
+    repo = mem_repo
     repo.pin_reads = False
     txn = repo.transaction()
     assert any(info.key.startswith("pins/") for info in repo.backend.list("pins/"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from casbackup.backends import LocalBackend, MemoryBackend
+from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.codec import MAX_STRUCTURED_PAYLOAD, BlobType, Ref, unpack_structured
 from casbackup.errors import BlobMissing, UsageError
@@ -113,8 +113,8 @@ def test_names_must_be_short_utf8(mem_repo: Repository, ns: str, key: str) -> No
     txn.abort()
 
 
-def test_gcstate_of_200k_blobs_is_split_into_parts_and_round_trips() -> None:
-    repo = Repository.init(MemoryBackend())
+def test_gcstate_of_200k_blobs_is_split_into_parts_and_round_trips(mem_repo: Repository) -> None:
+    repo = mem_repo
     items = {blake3.blake3(i.to_bytes(4, "big")).hexdigest(): 1000.0 + i for i in range(200_000)}
     top = write_gcstate(repo.store, "condemned", items)
     assert top is not None
