@@ -13,7 +13,7 @@ import pytest
 from casbackup.backends import LocalBackend, MemoryBackend
 from casbackup.repository import Repository
 
-from cbtesting import IN_CI, PROJECT_ROOT, CliResult, cli_env, run_cli  # noqa: F401 - re-exported
+from helpers_common import IN_CI, PROJECT_ROOT, CliResult, cli_env, run_cli  # noqa: F401 - re-exported
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import zstandard
 
-from cbtesting import run_cli
+from helpers_common import run_cli
 from casbackup import codec
 from casbackup.backends import LocalBackend
 from casbackup.check import check
@@ -20,6 +20,8 @@ from casbackup.codec import BlobType, Compression, Ref
 from casbackup.records import ROOT_KEY, Root, new_write_id
 from casbackup.repository import Repository
 from casbackup.store import blob_key
+
+pytestmark = pytest.mark.slow  # every case damages a repository and runs the CLI on it
 
 BIG = b"B" * 30000  # stored in its own VALUE blob
 

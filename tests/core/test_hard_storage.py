@@ -19,7 +19,7 @@ from casbackup.errors import BackendError, BlobMissing, WriteRefused
 from casbackup.gc import Collector
 from casbackup.repository import Repository
 
-from cbtesting import cli_env, run_cli
+from helpers_common import cli_env, run_cli
 
 # ---- item 17: a full disk names the path and is a storage error --------------------------------
 
@@ -199,6 +199,7 @@ def filled_repo(tmp_path: Path) -> tuple[str, Path]:
     return repo, src
 
 
+@pytest.mark.slow
 def test_cli_no_pin_reads_write_nothing(filled_repo: tuple[str, Path], tmp_path: Path) -> None:
     repo, src = filled_repo
     before = _tree(Path(repo))
@@ -216,6 +217,7 @@ def test_cli_no_pin_reads_write_nothing(filled_repo: tuple[str, Path], tmp_path:
 
 
 @pytest.mark.parametrize("cmd", [["meta", "put", "ns", "k", "v"], ["gc"], ["forget", "latest"]])
+@pytest.mark.slow
 def test_cli_no_pin_with_a_write_command_is_a_usage_error(filled_repo: tuple[str, Path], cmd: list[str]) -> None:
     repo, _ = filled_repo
     r = run_cli("--no-pin", "-r", repo, *cmd)
@@ -239,6 +241,7 @@ def read_only_mount(filled_repo: tuple[str, Path], tmp_path: Path) -> Iterator[t
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_cli_read_only_mount_needs_and_works_with_no_pin(read_only_mount: tuple[str, Path], tmp_path: Path) -> None:
     repo, src = read_only_mount
     r = run_cli("-r", repo, "snapshots")
@@ -254,6 +257,7 @@ def test_cli_read_only_mount_needs_and_works_with_no_pin(read_only_mount: tuple[
 
 
 
+@pytest.mark.slow
 def test_cli_restore_onto_a_full_disk_exits_8_naming_the_file(tiny_disk: Path, tmp_path: Path) -> None:
     """pwrite's ENOSPC carries no file name: restore attaches the target path (item 17)."""
     repo, src = str(tmp_path / "repo"), tmp_path / "src"
