@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from cbtesting import PROJECT_ROOT
+from helpers_common import PROJECT_ROOT
 
 
+@pytest.mark.slow
 def test_mypy_finds_no_errors() -> None:
     pytest.importorskip("mypy")
     proc = subprocess.run([sys.executable, "-m", "mypy", "casbackup", "--ignore-missing-imports", "--no-error-summary"],

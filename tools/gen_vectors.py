@@ -1,8 +1,10 @@
 """Regenerate spec/vectors/ (blob and record vectors, and the golden repository).
 
-Run from the project root: python tools/gen_vectors.py
-The golden repository is rebuilt from scratch; commit the result together with any change to
-what lands on storage, and tests/test_vectors.py checks the implementation against it.
+Run from the project root: python tools/gen_vectors.py [blobs] [records] [msgpack] [golden]
+(no argument: all four). The golden repository is rebuilt from scratch, with new random IDs, so
+name only what changed; commit the result together with any change to what lands on storage,
+and tests/test_vectors.py checks the implementation against it. spec/vectors/README.md
+describes the JSON conventions the files follow.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.codec import BlobType, Ref, encode_blob, pack_structured, packb  # noqa: E402
+from casbackup.files.snapshots import NAMESPACE as SNAPSHOTS, SnapshotInfo, new_id  # noqa: E402
+from casbackup.files.tree import Node, tree_body  # noqa: E402
 from casbackup.records import (GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY, Config, LeaseRecord, PinRecord,  # noqa: E402
                                Root)
 from casbackup.repository import Repository  # noqa: E402
@@ -23,18 +27,33 @@ from casbackup.repository import Repository  # noqa: E402
 VECTORS = ROOT / "spec" / "vectors"
 
 
+def stream_snapshot() -> tuple[bytes, list[object]]:
+    """A valid snapshot of a stream (spec/files.md §6): its root TREE payload, and the index
+    entry that names it (key = snapshot ID, value = the snapshot map, refs = [the root TREE])."""
+    content = b"hello, casbackup\n"
+    root = [Node(b"hello.txt", "file", mode=0o644, mtime_ns=1_700_000_000_000_000_000, uid=1000, gid=1000,
+                 size=len(content), data=content)]
+    tree = pack_structured(*tree_body(root), BlobType.TREE)
+    tree_ref = Ref(BlobType.TREE, encode_blob(BlobType.TREE, tree, level=None).id)
+    value = SnapshotInfo("", 1_700_000_001.5, "host1", "alice", ["hello.txt"], ["daily"], tree_ref.id, None,
+                         {"files_new": 1, "total_bytes": len(content)}).value()
+    return tree, [SNAPSHOTS, new_id(value), value, None, [tree_ref.to_bytes()]]
+
+
 def blob_vectors() -> list[dict[str, object]]:
     page_entry = ["ns", "key", b"value", None, []]
     chunk = encode_blob(BlobType.CHUNK, b"hello, casbackup\n", level=None)
+    snapshot_tree, snapshot_entry = stream_snapshot()
+    tree_ref = Ref.from_bytes(snapshot_entry[4][0], "vector")  # type: ignore[index]
     cases: list[tuple[str, BlobType, bytes, int | None]] = [
         ("empty chunk", BlobType.CHUNK, b"", None),
         ("small chunk, stored uncompressed", BlobType.CHUNK, b"hello, casbackup\n", None),
         ("same bytes as a VALUE: a different ID", BlobType.VALUE, b"hello, casbackup\n", None),
         ("compressible chunk, zstd level 3", BlobType.CHUNK, b"abcdefgh" * 512, 3),
         ("leaf page with one inline entry", BlobType.PAGE, pack_structured([], [0, [page_entry]]), None),
-        ("leaf page whose entry refs a chunk", BlobType.PAGE,
-         pack_structured([Ref(BlobType.CHUNK, chunk.id)],
-                         [0, [["snapshots", "s1", b"{}", None, [Ref(BlobType.CHUNK, chunk.id).to_bytes()]]]]), None),
+        ("root TREE of a stream snapshot: one inline file", BlobType.TREE, snapshot_tree, None),
+        ("leaf page holding that snapshot's entry (its refs name the root TREE)", BlobType.PAGE,
+         pack_structured([tree_ref], [0, [snapshot_entry]]), None),
         ("gc state", BlobType.GCSTATE,
          pack_structured([], {"kind": "condemned", "blobs": [[bytes.fromhex(chunk.id), 1700000000.0]]}), None),
     ]
@@ -105,14 +124,24 @@ def golden_repository() -> dict[str, object]:
             "generations": [g.id for g in repo.log()]}
 
 
-def main() -> None:
+GENERATORS = {
+    "blobs": ("blobs.json", blob_vectors),
+    "records": ("records.json", record_vectors),
+    "msgpack": ("msgpack.json", msgpack_vectors),
+    "golden": ("golden-repo.json", golden_repository),
+}
+
+
+def main(which: list[str]) -> None:
+    unknown = [w for w in which if w not in GENERATORS]
+    if unknown:
+        raise SystemExit(f"unknown vector set(s) {unknown}; choose from {sorted(GENERATORS)}")
     VECTORS.mkdir(parents=True, exist_ok=True)
-    (VECTORS / "blobs.json").write_text(json.dumps(blob_vectors(), indent=2) + "\n")
-    (VECTORS / "records.json").write_text(json.dumps(record_vectors(), indent=2) + "\n")
-    (VECTORS / "msgpack.json").write_text(json.dumps(msgpack_vectors(), indent=2) + "\n")
-    (VECTORS / "golden-repo.json").write_text(json.dumps(golden_repository(), indent=2) + "\n")
-    print(f"wrote vectors to {VECTORS}")
+    for name in which or list(GENERATORS):
+        filename, build = GENERATORS[name]
+        (VECTORS / filename).write_text(json.dumps(build(), indent=2) + "\n")  # type: ignore[operator]
+        print(f"wrote {VECTORS / filename}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

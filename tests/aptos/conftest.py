@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aptos_harness import Adapter, tool_env, write_config  # noqa: E402
+from helpers_aptos import Adapter, tool_env, write_config  # noqa: E402
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
@@ -55,12 +55,12 @@ class Built:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    from aptos_dataset import build
+    from helpers_aptos_dataset import build
 
     base = tmp_path_factory.mktemp("aptos-built")
     repo = base / "repo"
     Repository.init(LocalBackend(repo, create=True)).close()
-    from aptos_harness import LibraryStorage
+    from helpers_aptos import LibraryStorage
 
     r = Repository.open(LocalBackend(repo), write=True)
     saved = build(LibraryStorage(r))

@@ -11,13 +11,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aptos_compactor import compact
-from aptos_dataset import line, verify, write_epoch_ending_backup, write_transaction_backup
-from aptos_harness import LibraryStorage, load_lines
+from helpers_aptos_compactor import compact
+from helpers_aptos_dataset import line, verify, write_epoch_ending_backup, write_transaction_backup
+from helpers_aptos import LibraryStorage, load_lines
 
 from casbackup.aptos.names import NS_METADATA
 from casbackup.aptos.storage import FileValue
 from casbackup.store import blob_key
+
+pytestmark = pytest.mark.slow  # waits for pins to expire (minutes)
 
 PIN_TTL = 90  # seconds: the restore's, from its listing to its last read (then it lapses)
 VERIFY_PIN_TTL = 10  # the verify's listings: each is read at once
@@ -54,7 +56,6 @@ def _gc(cli, repo) -> dict:
     return json.loads(r.out)
 
 
-@pytest.mark.slow
 def test_compaction_with_a_verify_and_an_earlier_restore_then_gc(aptos_env, cli):
     a = aptos_env.with_env()
     a.env_vars["CASBACKUP_APTOS_PIN_TTL"] = f"{PIN_TTL}s"

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 import yaml
-from aptos_harness import PROJECT_ROOT, STRICT, Adapter, sync_raw, tool_env, write_config
+from helpers_aptos import PROJECT_ROOT, STRICT, Adapter, sync_raw, tool_env, write_config
 
 HELM = PROJECT_ROOT / "tools" / "aptos" / "helm"
 OPS = ("create_backup", "create_for_write", "open_for_read", "save_metadata_line", "list_metadata_files",
@@ -76,6 +76,7 @@ def _owned_by(uid: int, top: Path) -> set[Path]:
     return {p for p in top.rglob("*") if not p.is_symlink() and p.lstat().st_uid == uid}
 
 
+@pytest.mark.slow
 def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli):
     base = operator_site
     work = Path(tempfile.mkdtemp(prefix="casb-operator-tmp-", dir="/tmp"))  # what the pod can write: /tmp
@@ -156,6 +157,7 @@ def test_helm_configs_build_the_repository_from_the_chart_env(tmp_path, name, ch
         assert lines == ["-q", *argv, "aptos", op.replace("_", "-"), f"SAS_KEY={sas}"], (name, op)
 
 
+@pytest.mark.slow
 def test_helm_s3_config_against_moto(moto_endpoint, tmp_path, cli):
     """The s3 config end to end, with only what the chart sets (BUCKET, SUB_DIR, AWS_*)."""
     from aptos_backend_fixtures import S3_TEST_ENV, make_bucket  # loaded by this folder's conftest

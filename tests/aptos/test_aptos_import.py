@@ -5,9 +5,11 @@ import json
 import os
 from pathlib import Path
 
-from aptos_dataset import build, line
-from aptos_harness import LibraryStorage
-from aptos_legacy import LegacyLocalFs
+import pytest
+
+from helpers_aptos_dataset import build, line
+from helpers_aptos import LibraryStorage
+from helpers_aptos_legacy import LegacyLocalFs
 
 
 def _legacy(tmp_path: Path) -> tuple[Path, dict[str, list[bytes]]]:
@@ -45,6 +47,7 @@ def _log_len(cli, repo) -> int:
     return len(json.loads(cli("-r", str(repo), "log", "--json").out))
 
 
+@pytest.mark.slow
 def test_import_reports_damage_and_imports_nothing_twice(aptos_env, cli, tmp_path):
     root, saved = _legacy(tmp_path)
     r = cli("-r", str(aptos_env.repo), "aptos", "import", str(root), "--json")

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 import yaml
-from aptos_dataset import build, verify
-from aptos_harness import Adapter, LibraryStorage, sync_and_load_strict, tool_env
+from helpers_aptos_dataset import build, verify
+from helpers_aptos import Adapter, LibraryStorage, sync_and_load_strict, tool_env
 
 LEGACY_GZIP_CONFIG = {
     "env_vars": [],
@@ -50,6 +51,7 @@ def handles_in(doc: Any) -> Iterator[str]:
         yield doc
 
 
+@pytest.mark.slow
 def test_gzip_legacy_bucket_imports_and_every_handle_resolves(aptos_env, cli, tmp_path):
     root, legacy = legacy_gzip(tmp_path)
     saved = build(legacy, txn_ranges=3, epochs=2, compact_txn=2)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from aptos_dataset import line
+from helpers_aptos_dataset import line
 
 from casbackup.aptos.metadata import MetaError, analyze_ranges, parse_file, parse_line, storage_report
 from casbackup.aptos.names import check_lines, check_name, parse_handle

@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
-from aptos_harness import PROJECT_ROOT, STRICT, tool_env
+import pytest
+
+from helpers_aptos import PROJECT_ROOT, STRICT, tool_env
 
 # Modules an adapter call must never load: the files layer, the object-store client, the config
 # parser and the commands of other groups. Each costs import time in every one of thousands of calls.
@@ -97,10 +99,11 @@ def _bucket_state(endpoint: str, bucket: str) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 def test_public_bucket_reads_unsigned_and_writes_nothing(moto_endpoint, tmp_path, cli):
     from aptos_backend_fixtures import S3_TEST_ENV, make_bucket  # loaded by this folder's conftest
 
-    from aptos_harness import Adapter, AdapterError, write_config
+    from helpers_aptos import Adapter, AdapterError, write_config
 
     bucket = make_bucket(moto_endpoint)
     url = f"s3://{bucket}/aptos"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aptos_dataset import line, verify
-from aptos_harness import SHIPPED_CONFIG, STRICT, AdapterError, LibraryStorage, load_lines, sync_and_load_strict, sync_raw
+from helpers_aptos_dataset import line, verify
+from helpers_aptos import SHIPPED_CONFIG, STRICT, AdapterError, LibraryStorage, load_lines, sync_and_load_strict, sync_raw
 
 from casbackup.aptos.names import NS_FILES
 from casbackup.aptos.storage import AptosStorage, FileValue
@@ -28,6 +28,7 @@ def test_shipped_config_is_complete():
         assert "||" not in cmd  # no swallowed failures
 
 
+@pytest.mark.slow
 def test_dataset_roundtrip(built, tmp_path, cli):
     env = built.copy(tmp_path)
     a = env.adapter
@@ -62,11 +63,12 @@ def test_status_reports_gaps_and_fails(aptos_env, cli):
     assert "transaction gap 100..199" in r.stderr
 
 
+@pytest.mark.slow
 def test_one_transaction_backup_written_through_the_adapter(aptos_env):
     """The tool's write order through the shipped config: chunks and proofs, manifest, metadata line."""
     import random
 
-    from aptos_dataset import write_transaction_backup
+    from helpers_aptos_dataset import write_transaction_backup
 
     a = aptos_env.adapter
     ln = write_transaction_backup(a, 0, 99, 50, random.Random(1))
@@ -101,6 +103,7 @@ def test_bad_input_is_a_clear_error(aptos_env, op, env, msg):
     assert "Traceback" not in ei.value.stderr
 
 
+@pytest.mark.slow
 def test_write_rejections_publish_nothing(aptos_env):
     a = aptos_env.adapter
     with pytest.raises(AdapterError, match="unknown backup handle"):
@@ -136,6 +139,7 @@ def test_backup_handle_collision_gets_a_fresh_handle(aptos_env):
     assert a.open_for_read(f"{second}/0-9.chunk") == b"two"
 
 
+@pytest.mark.slow
 def test_metadata_names_denote_one_content(aptos_env):
     a = aptos_env.adapter
     ln = line("Identity", id="ab" * 16)
@@ -188,6 +192,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
             if not p.is_dir()}
 
 
+@pytest.mark.slow
 def test_reads_never_write_and_a_listing_writes_only_its_pin(built, tmp_path, cli):
     env = built.copy(tmp_path)
     before = _tree(env.repo)
@@ -230,6 +235,7 @@ os._exit(0)  # the tool dies mid-write: its end of the pipe closes with it
     ("create_for_write", {"BACKUP_HANDLE": "transaction_0-.a1b2", "FILE_NAME": "0-9.chunk"}, "half a chunk"),
     ("save_metadata_line", {"FILE_NAME": "identity.meta"}, '{"Identity":{"id":"abab"}}\n'),
 ])
+@pytest.mark.slow
 def test_writer_death_publishes_nothing(aptos_env, op, env, data):
     a = aptos_env.adapter
     a.create_backup("transaction_0-.a1b2")

@@ -10,9 +10,9 @@ import json
 import random
 
 import pytest
-from aptos_dataset import line, verify, write_transaction_backup
-from aptos_harness import AdapterError, LibraryStorage, load_lines, sync_and_load_strict
-from aptos_legacy import LegacyLocalFs, legacy_sync_and_load
+from helpers_aptos_dataset import line, verify, write_transaction_backup
+from helpers_aptos import AdapterError, LibraryStorage, load_lines, sync_and_load_strict
+from helpers_aptos_legacy import LegacyLocalFs, legacy_sync_and_load
 
 from casbackup.aptos.names import NS_METADATA
 from casbackup.aptos.storage import FileValue
@@ -45,6 +45,7 @@ def test_race_a_control_legacy_reader_parses_a_partial_file(tmp_path):
     assert len(load_lines(st.open_for_read(f"metadata/{COMPACTED_NAME}"))) == 5  # the file was fine afterwards
 
 
+@pytest.mark.slow
 def test_race_a_casbackup_reader_sees_all_lines_or_none(aptos_env):
     a = aptos_env.adapter
     a.save_metadata_lines("identity.meta", [line("Identity", id="ab" * 16)])
@@ -114,6 +115,7 @@ def _file_ids(env, names) -> list[str]:
         return [FileValue.decode(snap.get(NS_METADATA, n.split("/")[1]), n).file.id for n in names]
 
 
+@pytest.mark.slow
 def test_race_b_casbackup_restore_reads_everything_it_listed(aptos_env, cli):
     a = aptos_env.adapter
     lib = LibraryStorage(aptos_env.open(write=True))
@@ -134,6 +136,7 @@ def test_race_b_casbackup_restore_reads_everything_it_listed(aptos_env, cli):
 
 
 @pytest.mark.parametrize("how", ["no-pin", "lapsed-pin"])
+@pytest.mark.slow
 def test_race_b_casbackup_without_a_live_pin_fails_loudly(aptos_env, cli, how):
     import time
 

@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aptos_harness import tool_env, write_config
+import pytest
+from helpers_aptos import tool_env, write_config
 
 from casbackup.backends import LocalBackend
 from casbackup.repository import Repository
+
+pytestmark = pytest.mark.slow  # a concurrent soak of many processes
 
 HERE = Path(__file__).resolve().parent
 ROLES = ("txn", "epoch", "verify", "compact")
@@ -27,7 +30,7 @@ def test_concurrent_soak(tmp_path, soak, cli):
     Repository.init(LocalBackend(repo, create=True)).close()
     # Listing pins last 30 s here (24 h in the shipped config) so that gc gets to collect.
     config = write_config(tmp_path / "casbackup.yaml", str(repo), {"CASBACKUP_APTOS_PIN_TTL": "30s"})
-    procs = {role: subprocess.Popen([sys.executable, str(HERE / "aptos_soak_worker.py"), role, str(config),
+    procs = {role: subprocess.Popen([sys.executable, str(HERE / "helpers_aptos_soak_worker.py"), role, str(config),
                                      str(tmp_path), str(seconds)], env=tool_env(), stderr=subprocess.PIPE)
              for role in ROLES}
     errors = {}

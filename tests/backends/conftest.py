@@ -1,6 +1,6 @@
 """Storage targets for the backend conformance suite: memory, local disk, a real S3 endpoint on
 127.0.0.1 (moto's server, always), SeaweedFS (when `weed` is installed), Azure Blob on Azurite (when
-`.ci/run` installed it), GCS on fake-gcs-server behind a one-request shim (fakegcs.py says why) and rclone through the command backend (when `rclone` is installed). No test here touches a network beyond loopback.
+`.ci/run` installed it), GCS on fake-gcs-server behind a one-request shim (helpers_fakegcs.py says why) and rclone through the command backend (when `rclone` is installed). No test here touches a network beyond loopback.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from casbackup.backends import Backend, LocalBackend, MemoryBackend, open_backend
 
-from . import azurite, fakegcs
+from . import helpers_azurite as azurite, helpers_fakegcs as fakegcs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RCLONE_CONFIG = PROJECT_ROOT / "tools" / "rclone" / "casbackup-rclone.yaml"

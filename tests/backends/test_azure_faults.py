@@ -15,9 +15,9 @@ from casbackup.backends.objectstore import ObjectStoreBackend
 from casbackup.errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, UsageError, WriteRefused
 from casbackup.repository import Repository
 
-from .azurite import ACCOUNT
+from .helpers_azurite import ACCOUNT
 from .conftest import Target
-from .faultproxy import CONDITIONAL_HEADERS, Fault, FaultProxy, conditional_put
+from .helpers_faultproxy import CONDITIONAL_HEADERS, Fault, FaultProxy, conditional_put
 
 INTERNAL_500 = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>InternalError</Code>'
                 b"<Message>x</Message></Error>")
@@ -48,6 +48,7 @@ def proxy(azurite_target: Target) -> Iterator[FaultProxy]:
         yield p
 
 
+@pytest.mark.slow
 def test_lost_create_reply_is_outcome_unknown_not_a_conflict(azurite_target: Target, proxy: FaultProxy) -> None:
     b = _via(azurite_target, proxy)
     proxy.add(Fault(conditional_put, "drop_after"))
@@ -134,6 +135,7 @@ def test_missing_container_is_an_error_not_an_empty_store(azurite_target: Target
 
 
 @pytest.mark.parametrize("strip", [CONDITIONAL_HEADERS, ("if-match",), ("if-none-match",)])
+@pytest.mark.slow
 def test_endpoint_stripping_conditions_cannot_write(azurite_target: Target, cli: object,
                                                    strip: tuple[str, ...]) -> None:
     """Unlike S3's, Azure's SharedKey signature covers If-Match and If-None-Match: a proxy that drops

@@ -11,7 +11,7 @@ from casbackup.backends import open_backend
 from casbackup.backends.cloud import is_loopback_url, parse_cloud_url, store_spec
 from casbackup.errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnknown, UsageError
 
-from .faultproxy import Fault, FaultProxy
+from .helpers_faultproxy import Fault, FaultProxy
 
 ANY = lambda m, p, h: True  # noqa: E731
 # Azurite's published development-storage key (a documented constant, not a secret).

@@ -18,7 +18,7 @@ import pytest
 from casbackup.errors import CapabilityError, EtagMismatch, KeyMissing, UsageError
 from casbackup.repository import Repository, self_test
 
-from . import workers
+from . import helpers_workers as workers
 from .conftest import Target
 
 BINARY = bytes(range(256)) * 4 + b"\x00" * 100
@@ -32,6 +32,7 @@ def _conditional(target: Target) -> None:
 # ---- single-process contract ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_missing_keys_raise_key_missing(target: Target) -> None:
     b = target.make()
     for call in (lambda: b.get("blobs/aa/none"), lambda: b.stat("blobs/aa/none"),
@@ -68,6 +69,7 @@ def test_get_range(target: Target) -> None:
     assert b.get_range("k/r", 2, 0) == b""
 
 
+@pytest.mark.slow
 def test_compare_and_swap(target: Target) -> None:
     b = target.make()
     with pytest.raises(EtagMismatch):
@@ -86,6 +88,7 @@ def test_compare_and_swap(target: Target) -> None:
         b.compare_and_swap("pins/p1", e2, b"after delete")
 
 
+@pytest.mark.slow
 def test_list_prefixes_sizes_and_storage_clock(target: Target) -> None:
     b = target.make()
     for key, data in {"pins/a": b"1", "pins/b": b"22", "pinsx/c": b"333", "blobs/aa/x": b"4444"}.items():
@@ -173,6 +176,7 @@ def _shared(target: Target) -> None:
         pytest.skip(f"{target.name} cannot be shared between processes")
 
 
+@pytest.mark.slow
 def test_process_race_create_has_one_winner(target: Target) -> None:
     _shared(target)
     n = 6
@@ -183,6 +187,7 @@ def test_process_race_create_has_one_winner(target: Target) -> None:
     assert target.make().get("blobs/34/contended") == winners[0]
 
 
+@pytest.mark.slow
 def test_process_race_cas_loses_no_update(target: Target, soak: bool) -> None:
     _shared(target)
     n, rounds = (6, 40) if soak else (4, 8)
@@ -193,6 +198,7 @@ def test_process_race_cas_loses_no_update(target: Target, soak: bool) -> None:
     assert sum(conflicts) >= 0  # conflicts are expected and retried; only the total matters
 
 
+@pytest.mark.slow
 def test_process_race_commits_loses_no_commit(target: Target, soak: bool) -> None:
     _shared(target)
     n, rounds = (4, 15) if soak else (3, 3)
@@ -211,6 +217,7 @@ def test_process_race_commits_loses_no_commit(target: Target, soak: bool) -> Non
 # ---- end to end through the CLI ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(target: Target, cli: object) -> None:
     if target.url is None:
         pytest.skip("the in-memory backend lives in one process; the CLI runs in another")

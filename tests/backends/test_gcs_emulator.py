@@ -16,7 +16,7 @@ from casbackup.errors import BackendError, EtagMismatch, KeyMissing, OutcomeUnkn
 from casbackup.repository import Repository
 
 from .conftest import FakeGcs, Target
-from .faultproxy import Fault, FaultProxy
+from .helpers_faultproxy import Fault, FaultProxy
 
 GENERATION_HEADER = "x-goog-if-generation-match"
 
@@ -55,6 +55,7 @@ def test_generation_preconditions_are_sent_and_decided_by_the_emulator(gcs_targe
     assert all(g.isdigit() for g in generations) and generations[0] != generations[1]
 
 
+@pytest.mark.slow
 def test_reads_and_deletes_need_no_shim(gcs_target: Target, fake_gcs: FakeGcs, cli: object) -> None:
     repo = Repository.init(gcs_target.make())
     repo.commit(puts=[("ns", "k", b"v" * 5000)], message="via shim")

@@ -6,9 +6,13 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import S3_TEST_ENV, make_bucket
 
-from cbtesting import cli_env, run_cli
+from helpers_common import cli_env, run_cli
+
+pytestmark = pytest.mark.slow  # CLI subprocesses against moto
 
 
 def _closed_port() -> int:

@@ -10,7 +10,7 @@ from casbackup.errors import BackendError, CapabilityError, EtagMismatch, KeyMis
 from casbackup.repository import Repository
 
 from .conftest import Target, free_port
-from .faultproxy import CONDITIONAL_HEADERS, Fault, FaultProxy, conditional_put
+from .helpers_faultproxy import CONDITIONAL_HEADERS, Fault, FaultProxy, conditional_put
 
 CONFLICT_409 = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
                 b"<Message>A conflicting conditional operation is in progress</Message></Error>")
@@ -75,6 +75,7 @@ def test_commit_with_lost_root_reply_lands_exactly_once(moto_target: Target, pro
         assert snap.get("ns", "k") == b"v"
 
 
+@pytest.mark.slow
 def test_commit_with_unapplied_root_write_and_a_rival_rebases(moto_target: Target, proxy: FaultProxy) -> None:
     Repository.init(moto_target.make())
     rival = Repository.open(moto_target.make(), write=True)  # straight to moto, not through the proxy
@@ -182,6 +183,7 @@ def test_missing_bucket_is_an_error_not_an_empty_store(moto_target: Target, moto
     (("if-match",), "conditional update"),
     (("if-none-match",), "create-if-absent"),
 ])
+@pytest.mark.slow
 def test_store_ignoring_conditions_is_refused_for_writing(moto_target: Target, moto_endpoint: str, cli: object,
                                                           strip: tuple[str, ...], missing: str) -> None:
     run = cli  # type: ignore[assignment]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.backends import MemoryBackend
 from casbackup.repository import Repository
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import zstandard
 
-from cbtesting import run_cli
+from helpers_common import run_cli
 from casbackup import codec
 from casbackup.backends import LocalBackend
 from casbackup.check import check
@@ -20,6 +20,8 @@ from casbackup.codec import BlobType, Compression, Ref
 from casbackup.records import ROOT_KEY, Root, new_write_id
 from casbackup.repository import Repository
 from casbackup.store import blob_key
+
+pytestmark = pytest.mark.slow  # every case damages a repository and runs the CLI on it
 
 BIG = b"B" * 30000  # stored in its own VALUE blob
 
@@ -34,9 +36,8 @@ def one_line_error(result: Any, code: int, *needles: str) -> None:
 
 
 @pytest.fixture
-def repo_dir(tmp_path: Path, cli: Callable[..., Any]) -> Path:
-    path = tmp_path / "repo"
-    assert cli("-r", str(path), "init").code == 0
+def repo_dir(cli_repo: Path, cli: Callable[..., Any]) -> Path:
+    path = cli_repo
     assert cli("-r", str(path), "meta", "put", "ns", "small", "hello").code == 0
     assert cli("-r", str(path), "meta", "put", "ns", "big", "-", input=BIG).code == 0
     return path

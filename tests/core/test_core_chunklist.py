@@ -25,6 +25,7 @@ def test_short_list_is_one_leaf_and_round_trips() -> None:
     assert list(iter_chunks(store.get_structured, ref.id, size)) == chunks
 
 
+@pytest.mark.slow
 def test_long_list_splits_into_parts_under_the_structured_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     store = BlobStore(MemoryBackend())
     chunks = _pieces(3 * chunklist.PART_CHUNKS + 5)

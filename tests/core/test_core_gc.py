@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType
 from casbackup.errors import GcBusy, UsageError

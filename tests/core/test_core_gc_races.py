@@ -10,7 +10,7 @@ from typing import Any, Generator
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import CommitConflict

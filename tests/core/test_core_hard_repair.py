@@ -50,6 +50,7 @@ def test_init_still_completes_a_crashed_init_with_only_config(tmp_path: Path) ->
     assert check(repo).ok
 
 
+@pytest.mark.slow
 def test_a_missing_root_points_to_repair_root_never_to_init(tmp_path: Path, cli) -> None:
     repo = _repo_with_history(tmp_path / "repo")
     repo.backend.delete(ROOT_KEY)
@@ -75,6 +76,7 @@ def test_repository_messages_name_the_location(tmp_path: Path) -> None:
     assert empty.location == str(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_repair_root_dry_run_then_install_through_the_cli(tmp_path: Path, cli) -> None:
     path = tmp_path / "repo"
     repo = _repo_with_history(path)
@@ -264,6 +266,7 @@ def test_check_beside_concurrent_forget_and_gc_never_fails_falsely(tmp_path: Pat
     assert not errors, errors
 
 
+@pytest.mark.slow
 def test_cli_check_beside_forget_and_gc(tmp_path: Path, cli) -> None:
     """The CLI form of the race: check --read-data in a subprocess while gc collects."""
     path = tmp_path / "repo"
@@ -272,7 +275,7 @@ def test_cli_check_beside_forget_and_gc(tmp_path: Path, cli) -> None:
         repo.commit(puts=[("ns", f"k{i}", bytes([i]) * 9000)])
     import subprocess
     import sys
-    from cbtesting import cli_env
+    from helpers_common import cli_env
     procs = [subprocess.Popen([sys.executable, "-m", "casbackup", "-r", str(path), "check", "--read-data"],
                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     for i in range(20):

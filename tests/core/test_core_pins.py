@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.errors import GcBusy, LeaseExpired, UsageError
 from casbackup.gc import Collector
 from casbackup.pins import MAX_LEASE, acquire_gc_lease, list_pins, new_pin, release_gc_lease

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from casbackup.backends import LocalBackend
 from casbackup.gc import Collector
 from casbackup.repository import Repository
@@ -79,6 +81,7 @@ def _writer(path: str, stop: str) -> None:
         v += 1
 
 
+@pytest.mark.slow
 def test_seed_a_concurrent_reader_sees_all_or_nothing(tmp_path: Path) -> None:
     path = tmp_path / "repo"
     repo = Repository.init(LocalBackend(path, create=True))
@@ -140,6 +143,7 @@ def test_seed_b_pinned_reader_survives_compaction_and_gc(local_repo: Repository)
         assert snap.get("compacted", "0000-0059") == b"".join(metadata_file(1, i) for i in range(N))
 
 
+@pytest.mark.slow
 def test_seed_b_with_the_cli_gc(tmp_path: Path, cli: Callable[..., Any]) -> None:
     """The same, with the collection done by another process through the CLI."""
     path = tmp_path / "repo"

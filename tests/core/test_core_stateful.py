@@ -24,7 +24,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from casb_testutil import ClockedLocalBackend, FakeClock
+from helpers_core import ClockedLocalBackend, FakeClock
 from casbackup.backends import MemoryBackend
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobMissing, CommitConflict, LeaseExpired
@@ -332,7 +332,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.blob_mtimes = current
 
 
-TestCoreProtocol = CoreMachine.TestCase
+TestCoreProtocol = pytest.mark.slow(CoreMachine.TestCase)  # a hypothesis state machine: minutes
 
 
 def test_blob_missing_is_loud_for_a_reader(mem_repo: Repository) -> None:

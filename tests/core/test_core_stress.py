@@ -33,7 +33,9 @@ from casbackup.codec import BlobType, Ref
 from casbackup.errors import BlobMissing, CommitConflict, GcBusy, LeaseExpired
 from casbackup.repository import Repository, Reader
 
-from casb_testutil import IN_CI
+from helpers_core import IN_CI
+
+pytestmark = pytest.mark.slow  # multi-process stress with SIGKILL
 
 CTX = mp.get_context("fork")
 PARTS = 4

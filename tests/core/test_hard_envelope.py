@@ -23,7 +23,7 @@ from casbackup.records import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY, Co
 from casbackup.repository import Repository
 from casbackup.store import DEFAULT_CACHE_BYTES, BlobStore, blob_key
 
-from cbtesting import cli_env
+from helpers_common import cli_env
 
 RECORDS: dict[str, type] = {CONFIG_KEY: Config, ROOT_KEY: Root, GC_LEASE_KEY: LeaseRecord}
 
@@ -209,6 +209,7 @@ def test_msgpack_bombs_are_corrupt_with_bounded_memory(kind: str, size: int, rea
     assert int(rss_mib) < 200, f"peak RSS {rss_mib} MiB"
 
 
+@pytest.mark.slow
 def test_a_payload_at_the_container_cap_still_decodes() -> None:
     body = [[] for _ in range(MAX_CONTAINERS - 3)]  # + the payload array, refs and body themselves
     payload = pack_structured([], body)

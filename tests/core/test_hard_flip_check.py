@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cbtesting import run_cli
+from helpers_common import run_cli
 from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.cli.core import check_validators
 from casbackup.codec import BlobType
 from casbackup.errors import CasbackupError
 from casbackup.repository import Repository
+
+pytestmark = pytest.mark.slow  # flips every byte of a repository and runs check on each
 
 
 def _build(tmp_path: Path) -> Path:
@@ -42,7 +44,6 @@ def _ok(repo: Path) -> bool:
     return report.ok
 
 
-@pytest.mark.slow
 def test_every_stored_object_with_a_flipped_byte_fails_check(tmp_path: Path) -> None:
     repo = _build(tmp_path)
     assert _ok(repo)

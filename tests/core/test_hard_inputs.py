@@ -15,7 +15,7 @@ from casbackup.backends.command import CommandConfig
 from casbackup.cli.common import parse_duration
 from casbackup.errors import UsageError
 
-from cbtesting import run_cli
+from helpers_common import run_cli
 
 # ---- item 15: a trailing newline passes no validator -------------------------------------------
 
@@ -67,9 +67,8 @@ FF = os.fsdecode(b"\xff")  # what Python makes of an argv byte that is not UTF-8
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> str:
-    path = str(tmp_path / "repo")
-    assert run_cli("-r", path, "init").code == 0
+def repo(cli_repo: Path) -> str:
+    path = str(cli_repo)
     assert run_cli("-r", path, "meta", "put", "ns", "k", "v").code == 0
     return path
 
@@ -86,6 +85,7 @@ def repo(tmp_path: Path) -> str:
     lambda r: ["-r", r, "backup", "--tag", FF, "/etc/hostname"],
     lambda r: ["-r", r, "backup", "--host", FF, "/etc/hostname"],
 ])
+@pytest.mark.slow
 def test_non_utf8_text_argument_is_a_usage_error(repo: str, args) -> None:  # type: ignore[no-untyped-def]
     r = run_cli(*args(repo))
     assert r.code == 2, (r.code, r.stderr)
@@ -93,6 +93,7 @@ def test_non_utf8_text_argument_is_a_usage_error(repo: str, args) -> None:  # ty
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
 
 
+@pytest.mark.slow
 def test_non_utf8_file_names_back_up_and_restore(repo: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     odd = os.path.join(os.fsencode(src), b"dir\xfe")

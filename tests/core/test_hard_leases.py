@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.backends import LocalBackend
 from casbackup.codec import RecordType, encode_record
 from casbackup.errors import GcBusy, LeaseExpired
@@ -172,6 +172,7 @@ def test_an_unreadable_gc_lease_is_taken_over(world: tuple[FakeClock, Repository
     assert report is not None
 
 
+@pytest.mark.slow
 def test_cli_pins_and_gc_survive_hostile_pins_and_lease(tmp_path: Path, cli: Callable[..., Any]) -> None:
     path = tmp_path / "repo"
     assert cli("-r", str(path), "init").code == 0

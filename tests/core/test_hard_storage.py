@@ -13,19 +13,19 @@ from typing import Iterator
 import pytest
 
 import casbackup.backends.local as local_mod
-from casbackup.backends import LocalBackend, MemoryBackend
+from casbackup.backends import LocalBackend
 from casbackup.backends.objectstore import ObjectStoreBackend
 from casbackup.errors import BackendError, BlobMissing, WriteRefused
 from casbackup.gc import Collector
 from casbackup.repository import Repository
 
-from cbtesting import cli_env, run_cli
+from helpers_common import cli_env, run_cli
 
 # ---- item 17: a full disk names the path and is a storage error --------------------------------
 
 
-def test_local_enospc_is_a_backend_error_naming_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo", create=True))
+def test_local_enospc_is_a_backend_error_naming_the_path(tmp_path: Path, local_repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = local_repo
 
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -141,8 +141,8 @@ class _ReadOnly(LocalBackend):
             raise local_mod._fail("writing", self.root / key, exc) from exc
 
 
-def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo", create=True))
+def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path, local_repo: Repository) -> None:
+    repo = local_repo
     repo.commit(puts=[("ns", "k", b"v"), ("ns", "big", b"b" * 50000)])
     ro = Repository.open(_ReadOnly(tmp_path / "repo"))
     with pytest.raises(WriteRefused, match="--no-pin") as info:
@@ -156,8 +156,8 @@ def test_unwritable_pin_suggests_no_pin_and_unpinned_reader_reads(tmp_path: Path
     assert not [p for p in (tmp_path / "repo").glob("pins/*") if not p.name.startswith(".")]
 
 
-def test_unpinned_reader_still_fails_loudly_on_a_collected_blob() -> None:
-    repo = Repository.init(MemoryBackend())
+def test_unpinned_reader_still_fails_loudly_on_a_collected_blob(mem_repo: Repository) -> None:
+    repo = mem_repo
     repo.commit(puts=[("ns", "big", b"b" * 50000)])
     snap = repo.open_reader(pin=False)
     repo.commit(deletes=[("ns", "big")])
@@ -169,8 +169,8 @@ def test_unpinned_reader_still_fails_loudly_on_a_collected_blob() -> None:
         snap.get("ns", "big")
 
 
-def test_transactions_always_pin(tmp_path: Path) -> None:
-    repo = Repository.init(MemoryBackend())
+def test_transactions_always_pin(mem_repo: Repository) -> None:
+    repo = mem_repo
     repo.pin_reads = False
     txn = repo.transaction()
     assert any(info.key.startswith("pins/") for info in repo.backend.list("pins/"))
@@ -199,6 +199,7 @@ def filled_repo(tmp_path: Path) -> tuple[str, Path]:
     return repo, src
 
 
+@pytest.mark.slow
 def test_cli_no_pin_reads_write_nothing(filled_repo: tuple[str, Path], tmp_path: Path) -> None:
     repo, src = filled_repo
     before = _tree(Path(repo))
@@ -216,6 +217,7 @@ def test_cli_no_pin_reads_write_nothing(filled_repo: tuple[str, Path], tmp_path:
 
 
 @pytest.mark.parametrize("cmd", [["meta", "put", "ns", "k", "v"], ["gc"], ["forget", "latest"]])
+@pytest.mark.slow
 def test_cli_no_pin_with_a_write_command_is_a_usage_error(filled_repo: tuple[str, Path], cmd: list[str]) -> None:
     repo, _ = filled_repo
     r = run_cli("--no-pin", "-r", repo, *cmd)
@@ -239,6 +241,7 @@ def read_only_mount(filled_repo: tuple[str, Path], tmp_path: Path) -> Iterator[t
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_cli_read_only_mount_needs_and_works_with_no_pin(read_only_mount: tuple[str, Path], tmp_path: Path) -> None:
     repo, src = read_only_mount
     r = run_cli("-r", repo, "snapshots")
@@ -254,6 +257,7 @@ def test_cli_read_only_mount_needs_and_works_with_no_pin(read_only_mount: tuple[
 
 
 
+@pytest.mark.slow
 def test_cli_restore_onto_a_full_disk_exits_8_naming_the_file(tiny_disk: Path, tmp_path: Path) -> None:
     """pwrite's ENOSPC carries no file name: restore attaches the target path (item 17)."""
     repo, src = str(tmp_path / "repo"), tmp_path / "src"

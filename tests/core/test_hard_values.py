@@ -11,7 +11,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from casbackup.backends import LocalBackend, MemoryBackend
+from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.codec import MAX_STRUCTURED_PAYLOAD, BlobType, Ref, unpack_structured
 from casbackup.errors import BlobMissing, UsageError
@@ -22,7 +22,7 @@ from casbackup.reach import Reachability
 from casbackup.repository import VALUE_PIECE, Repository
 from casbackup.store import blob_key
 
-from cbtesting import cli_env, run_cli
+from helpers_common import cli_env, run_cli
 
 MiB = 1024 * 1024
 
@@ -38,6 +38,7 @@ def _pattern(n: int, seed: int = 0) -> bytes:
     return bytes(out[:n])
 
 
+@pytest.mark.slow
 def test_put_over_64mib_round_trips_and_passes_check(mem_repo: Repository) -> None:
     value = _pattern(64 * MiB + 1)
     mem_repo.commit(puts=[("ns", "big", value)])
@@ -113,8 +114,9 @@ def test_names_must_be_short_utf8(mem_repo: Repository, ns: str, key: str) -> No
     txn.abort()
 
 
-def test_gcstate_of_200k_blobs_is_split_into_parts_and_round_trips() -> None:
-    repo = Repository.init(MemoryBackend())
+@pytest.mark.slow
+def test_gcstate_of_200k_blobs_is_split_into_parts_and_round_trips(mem_repo: Repository) -> None:
+    repo = mem_repo
     items = {blake3.blake3(i.to_bytes(4, "big")).hexdigest(): 1000.0 + i for i in range(200_000)}
     top = write_gcstate(repo.store, "condemned", items)
     assert top is not None
@@ -154,6 +156,7 @@ def test_commit_rescues_from_a_condemned_set_in_parts(mem_repo: Repository, monk
 # ---- through the CLI -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_meta_put_over_64mib_from_stdin_round_trips(tmp_path: Path) -> None:
     repo = str(tmp_path / "repo")
     assert run_cli("-r", repo, "init").code == 0
@@ -167,6 +170,7 @@ def test_cli_meta_put_over_64mib_from_stdin_round_trips(tmp_path: Path) -> None:
     assert chk.code == 0, chk.out + chk.stderr
 
 
+@pytest.mark.slow
 def test_cli_meta_put_keeps_non_utf8_value_bytes(tmp_path: Path) -> None:
     repo = str(tmp_path / "repo")
     assert run_cli("-r", repo, "init").code == 0

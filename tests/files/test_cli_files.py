@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end CLI sessions, one subprocess per command
+
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -151,7 +153,7 @@ def test_sigkill_during_backup_leaves_a_consistent_repo(tmp_path: Path, cli) -> 
     import sys
     import time
 
-    from cbtesting import cli_env
+    from helpers_common import cli_env
     src = tmp_path / "src"
     src.mkdir()
     for i in range(8):

@@ -13,7 +13,7 @@ from casbackup.files import restore as restore_mod
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import list_snapshots
 from casbackup.gc import Collector
-from files_helpers import backup, make_repo, restore, restored
+from helpers_files import backup, make_repo, restore, restored
 
 
 def test_file_changing_while_read_is_reported_and_committed(tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from files_helpers import backup, make_repo
+from helpers_files import backup, make_repo
 
 
 def make_data(root: Path, files: int = 20, size: int = 1024 * 1024, seed: int = 7) -> int:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a table of end-to-end CLI backups
+
 ALL = ("Docs Docs/README.md a.txt b.log big.bin cache cache/CACHEDIR.TAG cache/blob dir dir/sub dir/sub/y.txt "
        "dir/x.txt keep keep/k.txt keep/l.log other other/dir share share/vim share/vim/vim90 "
        "share/vim/vim90/syntax.vim share/vim/vimrc").split()
@@ -63,7 +65,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flags,kept", TABLE, ids=[" ".join(f) for f, _ in TABLE])
 def test_exclude_table_matches_restic(tree: Path, tmp_path: Path, cli, flags: list[str], kept: set[str]) -> None:
     args = []

@@ -15,7 +15,7 @@ from casbackup.files.diff import diff_trees
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id, resolve
 from casbackup.files.tree import MAX_DEPTH
-from files_helpers import backup, make_repo, restore
+from helpers_files import backup, make_repo, restore
 
 
 def commit(repo, root: Ref, path: str = "/x") -> str:
@@ -55,6 +55,7 @@ def short_file(tmp_path: Path):
 
 # ---- item 3: the sum of chunk lengths is checked on every read path -----------------------
 
+@pytest.mark.slow
 def test_cat_refuses_a_file_whose_chunks_disagree_with_its_size(short_file, tmp_path: Path, cli) -> None:
     repo, sid_inline, sid_file, tree_id, file_id = short_file
     for sid, blob in ((sid_inline, tree_id), (sid_file, file_id)):
@@ -87,7 +88,7 @@ def test_library_reads_and_restore_share_the_size_check(short_file, tmp_path: Pa
 def backed_up(tmp_path: Path, cli):
     src = tmp_path / "src"
     src.mkdir()
-    (src / "x.bin").write_bytes(os.urandom(200_000))
+    (src / "x.bin").write_bytes(os.urandom(600_000))  # over 2 x chunk-max: always >= 3 chunks (200 KB could be one)
     repo = str(tmp_path / "repo")
     assert cli("-r", repo, "init", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K").code == 0
     r = cli("-r", repo, "backup", str(src))
@@ -107,6 +108,7 @@ def _chunk_files(repo: str, sid: str, path: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("damage,code,word", [("corrupt", 5, "is corrupt"), ("delete", 4, "is missing")])
+@pytest.mark.slow
 def test_restore_and_cat_name_the_file_with_a_bad_chunk(backed_up, tmp_path: Path, cli, damage, code, word) -> None:
     repo, src, sid = backed_up
     victim = _chunk_files(repo, sid, f"{src}/x.bin")[1]
@@ -127,6 +129,7 @@ def test_restore_and_cat_name_the_file_with_a_bad_chunk(backed_up, tmp_path: Pat
 
 # ---- item 4: --include of a path that is not in the snapshot ------------------------------
 
+@pytest.mark.slow
 def test_restore_include_of_a_missing_path_is_not_found(backed_up, tmp_path: Path, cli) -> None:
     repo, src, sid = backed_up
     out = tmp_path / "out"
@@ -164,6 +167,7 @@ def _deep_snapshot(repo, levels: int) -> str:
     return commit(repo, ref)
 
 
+@pytest.mark.slow
 def test_diff_of_a_5000_deep_snapshot_is_one_line_error(tmp_path: Path, cli, monkeypatch) -> None:
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # building 5000 blobs; durability is not the point
     repo = make_repo(tmp_path / "repo")

@@ -19,7 +19,7 @@ from casbackup.files.verify import check_validators
 from casbackup.repository import Repository
 from casbackup.store import blob_key
 
-from files_helpers import make_repo
+from helpers_files import make_repo
 
 
 def _chunk_files(repo_dir: Path) -> list[Path]:
@@ -47,6 +47,7 @@ def tree_src(tmp_path: Path) -> Path:
     return src
 
 
+@pytest.mark.slow
 def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree_src: Path, cli) -> None:
     """Item 8: corrupt a chunk, check fails, repair blobs --yes, back up again, check --read-data
     passes and the new snapshot restores byte-identical."""
@@ -111,7 +112,7 @@ def test_repair_blobs_marks_a_snapshot_whose_subtree_is_missing(tmp_path: Path, 
     repo = make_repo(tmp_path / "repo")
     (tree_src / "sub").mkdir()
     (tree_src / "sub" / "x").write_text("x" * 100)
-    from files_helpers import backup
+    from helpers_files import backup
     info, _ = backup(repo, tree_src)
     validators, entry_validators = check_validators()
     from casbackup.files.reader import TreeReader

@@ -14,8 +14,8 @@ import pytest
 from casbackup.chunklist import Piece, write_file
 from casbackup.codec import BlobType
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
-from cbtesting import cli_env
-from files_helpers import make_repo, restore
+from helpers_common import cli_env
+from helpers_files import make_repo, restore
 
 TEMP = ".casbackup-restore-"
 
@@ -109,6 +109,7 @@ def test_interrupted_cli_restore_leaves_no_temp_files(tmp_path: Path, monkeypatc
     assert not (out / "big").exists()
 
 
+@pytest.mark.slow
 def test_stale_temp_files_are_removed_by_the_next_restore(tmp_path: Path, cli) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

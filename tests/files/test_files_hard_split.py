@@ -14,7 +14,9 @@ from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import resolve
 from casbackup.files.tree import Node, decode_file, decode_tree, decode_tree_body, split_tree, write_tree
 from casbackup.store import blob_key
-from files_helpers import backup, make_repo, restore, restored, snapshot_of
+from helpers_files import backup, make_repo, restore, restored, snapshot_of
+
+pytestmark = pytest.mark.slow  # huge directories and files
 
 
 def structured_payloads(repo) -> dict[str, tuple[BlobType, bytes]]:
@@ -26,7 +28,6 @@ def structured_payloads(repo) -> dict[str, tuple[BlobType, bytes]]:
     return out
 
 
-@pytest.mark.slow
 def test_huge_directory_and_huge_file_round_trip_under_the_limit(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "many").mkdir(parents=True)

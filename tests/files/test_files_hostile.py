@@ -11,7 +11,7 @@ import pytest
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobCorrupt, BlobMissing, UsageError
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
-from files_helpers import backup, make_repo, restore
+from helpers_files import backup, make_repo, restore
 
 
 def commit_tree(repo, entries: list[dict[str, Any]], refs: list[Ref] = ()) -> str:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end CLI sessions
+
 
 def j(r) -> object:
     assert r.code == 0, r.stderr

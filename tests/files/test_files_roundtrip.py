@@ -9,7 +9,7 @@ import pytest
 
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import resolve
-from files_helpers import backup, make_repo, restore, restored, snapshot_of
+from helpers_files import backup, make_repo, restore, restored, snapshot_of
 
 
 def test_stdlib_subset_roundtrip(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cbtesting import cli_env
+from helpers_common import cli_env
 
 
 def j(r) -> object:
@@ -45,6 +45,7 @@ def test_version(cli) -> None:
     assert doc["message_type"] == "version" and doc["version"]
 
 
+@pytest.mark.slow
 def test_find_by_name_and_path(two, cli) -> None:
     repo, src, first, second = two
     docs = j(cli("-r", repo, "find", "*.txt", "--json"))
@@ -64,6 +65,7 @@ def test_find_by_name_and_path(two, cli) -> None:
     assert text.code == 0 and f"{src}/docs/deep/x.py" in text.out and first[:8] in text.out
 
 
+@pytest.mark.slow
 def test_dump_file_tar_and_zip(two, tmp_path: Path, cli) -> None:
     repo, src, first, second = two
     assert cli("-r", repo, "dump", "latest", f"{src}/docs/deep/big.bin").stdout == (src / "docs/deep/big.bin").read_bytes()
@@ -102,6 +104,7 @@ def test_dump_file_tar_and_zip(two, tmp_path: Path, cli) -> None:
     assert cli("-r", repo, "dump", "latest", f"{src}/nope").code == 3
 
 
+@pytest.mark.slow
 def test_tag_add_remove_set_is_one_commit(two, cli) -> None:
     repo, src, first, second = two
     gens = lambda: len(j(cli("-r", repo, "log", "--json")))  # noqa: E731
@@ -131,7 +134,7 @@ def test_tag_add_remove_set_is_one_commit(two, cli) -> None:
 
 def test_tag_racing_a_forget_is_a_conflict_not_a_resurrection(tmp_path: Path, monkeypatch) -> None:
     """The old entry must still exist when the tag change commits (Transaction.expect_present)."""
-    from files_helpers import backup, make_repo
+    from helpers_files import backup, make_repo
 
     from casbackup.errors import CommitConflict
     from casbackup.files import tagging

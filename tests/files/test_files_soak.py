@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cbtesting import cli_env
+from helpers_common import cli_env
+
+pytestmark = pytest.mark.slow  # long soaks (with --soak)
 
 
 def _peak_rss_of_backup(tmp_path: Path, size: int, name: str) -> int:

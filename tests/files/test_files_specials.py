@@ -42,6 +42,7 @@ def _meta(p: Path) -> tuple:
     return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_rdev, st.st_mtime_ns, st.st_uid, st.st_gid)
 
 
+@pytest.mark.slow
 def test_special_files_round_trip(specials: Path, tmp_path: Path, cli) -> None:
     src = specials
     repo = str(tmp_path / "repo")
@@ -85,7 +86,7 @@ def test_special_files_round_trip(specials: Path, tmp_path: Path, cli) -> None:
 @pytest.mark.skipif(not ROOT, reason="needs root to create the device node to back up")
 def test_devices_not_created_without_owner_rights(specials: Path, tmp_path: Path) -> None:
     """A restore that does not set owners (non-root) counts the devices it could not create."""
-    from files_helpers import backup, make_repo, restore
+    from helpers_files import backup, make_repo, restore
     repo = make_repo()
     backup(repo, specials)
     _, summary = restore(repo, tmp_path / "out", owner=False)

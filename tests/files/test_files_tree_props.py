@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +55,7 @@ junk = st.recursive(st.none() | st.booleans() | st.integers() | st.binary(max_si
 @given(st.dictionaries(st.sampled_from(["v", "entries"]), junk) | junk,
        st.lists(st.dictionaries(st.sampled_from(["name", "type", "mode", "size", "data", "chunks", "tree", "target",
                                                   "mtime_ns", "uid", "gid", "file"]), junk), max_size=4))
+@pytest.mark.slow
 def test_hostile_tree_bodies_only_raise_blobcorrupt(body, entries) -> None:
     for candidate in (body, {"v": 1, "entries": entries}):
         try:

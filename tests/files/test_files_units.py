@@ -10,7 +10,7 @@ from casbackup.errors import NotFound, UsageError
 from casbackup.files.chunker import Chunker
 from casbackup.files.forget import Policy, apply_policy
 from casbackup.files.snapshots import SnapshotInfo, resolve
-from files_helpers import make_repo
+from helpers_files import make_repo
 
 
 def test_chunker_is_independent_of_read_segmentation() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from casbackup.backends import LocalBackend
 
-from cbtesting import IN_CI  # noqa: E402,F401
+from helpers_common import IN_CI  # noqa: E402,F401
 
 
 class FakeClock:

@@ -1,6 +1,6 @@
 """One process of the concurrent soak: a continuous backup, a verify loop, or a compactor with gc.
 
-Run as: python aptos_soak_worker.py ROLE CONFIG WORKDIR SECONDS. Every storage call goes through
+Run as: python helpers_aptos_soak_worker.py ROLE CONFIG WORKDIR SECONDS. Every storage call goes through
 the adapter config exactly as the tool makes it. A result document is written to
 WORKDIR/ROLE.json; the exit status is non-zero if anything went wrong.
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aptos_dataset import (  # noqa: E402
+from helpers_aptos_dataset import (  # noqa: E402
     parse_records,
     payload,
     write_epoch_ending_backup,
     write_transaction_backup,
 )
-from aptos_harness import Adapter, tool_env  # noqa: E402
+from helpers_aptos import Adapter, tool_env  # noqa: E402
 
 from casbackup.aptos.metadata import parse_file  # noqa: E402
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from aptos_harness import load_lines
+from helpers_aptos import load_lines
 
 
 class LegacyLocalFs:

@@ -15,8 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aptos_dataset import line
-from aptos_harness import load_lines
+from helpers_aptos_dataset import line
+from helpers_aptos import load_lines
 
 KINDS = {
     "TransactionBackup": ("first_version", "last_version", lambda a, b: f"transaction_compacted_{a}-{b}.meta"),
