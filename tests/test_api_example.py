@@ -14,7 +14,7 @@ import pytest
 import casbackup
 import casbackup.errors
 import casbackup.files
-from cbtesting import PROJECT_ROOT, cli_env
+from helpers_common import PROJECT_ROOT, cli_env
 
 EXAMPLE_MARKER = "<!-- api-example:"
 OUTPUT_MARKER = "<!-- api-example-output -->"

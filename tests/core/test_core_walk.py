@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from casb_testutil import FakeClock
+from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref
 from casbackup.errors import BlobCorrupt, BlobMissing

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "aptos"))
 
-from aptos_harness import STRICT, Adapter, tool_env, write_config  # noqa: E402
+from helpers_aptos import STRICT, Adapter, tool_env, write_config  # noqa: E402
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
