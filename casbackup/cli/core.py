@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from ..check import check as run_check
-from ..codec import BlobType, Ref
 from ..errors import CheckFailed, NotFound, UsageError
 from ..layout import ROOT_KEY
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector

@@ -1,7 +1,6 @@
 """Commands of the files layer: backup, snapshots, ls, cat, restore, diff, forget, stats."""
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import stat as statmod
@@ -26,8 +25,7 @@ from ..files.stats import repository_stats
 from ..files.tree import DEVICES, SPECIAL_IFMT, Node
 from ..repository import Repository
 from .common import Context, die, emit_json, utc_time
-
-pass_ctx = click.make_pass_decorator(Context)
+from .snapshot_options import pass_ctx, snapshot_filter, snapshot_path
 
 EXIT_PARTIAL = 16  # the snapshot was committed, but some files could not be read (restic uses 3; ours is "not found")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
@@ -57,28 +55,8 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[dict[str, int]]:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def snapshot_path(path: str) -> str:
-    """A path argument as the absolute path inside a snapshot ("docs/." -> "/docs")."""
-    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
-
-
 def _show_progress(ctx: Context, json_out: bool) -> bool:
     return not (ctx.quiet or json_out) and sys.stderr.isatty()
-
-
-def snapshot_filter(fn: Any) -> Any:
-    """restic's --host / --path / --tag, collected into one `flt` argument (a SnapshotFilter)."""
-    @click.option("--host", "f_hosts", multiple=True, metavar="HOST",
-                  help="Only snapshots of this host (repeatable: any of them).")
-    @click.option("--path", "f_paths", multiple=True, metavar="PATH",
-                  help="Only snapshots that include this path (repeatable: all of them).")
-    @click.option("--tag", "f_tags", multiple=True, metavar="TAG[,TAG...]",
-                  help="Only snapshots with all these tags (repeatable: any of the lists).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, f_hosts: tuple[str, ...], f_paths: tuple[str, ...], f_tags: tuple[str, ...],
-                **kwargs: Any) -> Any:
-        return fn(*args, flt=SnapshotFilter(list(f_hosts), list(f_paths), list(f_tags)), **kwargs)
-    return wrapper
 
 
 def _own_repository(repo: Repository) -> list[str]:
@@ -345,6 +323,5 @@ def stats(ctx: Context, json_out: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from .snaptools import COMMANDS  # imports this module: registered here, after its definitions
-    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats, *COMMANDS):
+    for cmd in (backup, snapshots, ls_cmd, cat, restore, diff, forget, stats):
         cli.add_command(cmd)

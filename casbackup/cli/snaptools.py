@@ -15,7 +15,7 @@ from ..files.reader import TreeReader
 from ..files.snapshots import SnapshotFilter, resolve
 from ..files.tagging import tag_snapshots
 from .common import Context, emit_json, utc_time
-from .files import pass_ctx, snapshot_filter, snapshot_path
+from .snapshot_options import pass_ctx, snapshot_filter, snapshot_path
 
 
 @click.command()
@@ -111,3 +111,8 @@ def tag(ctx: Context, snapshot_ids: tuple[str, ...], add: tuple[str, ...], remov
 
 
 COMMANDS = (version, find, dump_cmd, tag)
+
+
+def register(cli: click.Group) -> None:
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
