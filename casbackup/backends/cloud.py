@@ -9,7 +9,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -118,10 +118,36 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
     cu = parse_cloud_url(url)
     options = dict(options or {})
     env = os.environ if env is None else env
-    allowed = COMMON_OPTIONS | SCHEME_OPTIONS[cu.scheme]
+    timeout, connect_timeout, attempts = _common_options(cu.scheme, options)
+
+    def pick(option: str, *env_names: str) -> str | None:
+        """An explicit --option always wins; then the first environment variable set."""
+        if option in options:
+            return options[option]
+        return next((env[n] for n in env_names if env.get(n)), None)
+
+    env_http = env.get("AWS_ALLOW_HTTP", "") if cu.scheme == "s3" else ""
+    allow_http = _bool("allow_http", options.get("allow_http", env_http or "false"))
+    config: dict[str, Any] = {}
+    unsigned = False
+    if cu.scheme == "s3":
+        endpoint, unsigned = _s3_config(config, options, pick)
+    elif cu.scheme == "gs":
+        endpoint = pick("base_url", "GOOGLE_BASE_URL")
+        if endpoint:
+            config["base_url"] = endpoint
+    else:
+        endpoint = _azure_config(config, pick, env)
+    _check_endpoint(endpoint, allow_http)
+    return StoreSpec(cu, config, timeout, connect_timeout, attempts, allow_http, unsigned)
+
+
+def _common_options(scheme: str, options: Mapping[str, str]) -> tuple[float, float, int]:
+    """Refuse unknown or empty options; (timeout, connect_timeout, attempts)."""
+    allowed = COMMON_OPTIONS | SCHEME_OPTIONS[scheme]
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise UsageError(f"unknown option(s) {', '.join(unknown)} for {cu.scheme}:// "
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} for {scheme}:// "
                          f"(known: {', '.join(sorted(allowed))}; credentials come from the environment)")
     timeout = _seconds("timeout", options["timeout"]) if "timeout" in options else DEFAULT_TIMEOUT
     connect_timeout = (_seconds("connect_timeout", options["connect_timeout"]) if "connect_timeout" in options
@@ -137,57 +163,55 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
     for name, value in options.items():
         if not value.strip() and name != "allow_http":
             raise UsageError(f"option {name}= is empty: give a value, or leave the option out")
-    config: dict[str, Any] = {}
-    endpoint: str | None = None
-    unsigned = False
+    return timeout, connect_timeout, attempts
 
-    def pick(option: str, *env_names: str) -> str | None:
-        """An explicit --option always wins; then the first environment variable set."""
-        if option in options:
-            return options[option]
-        return next((env[n] for n in env_names if env.get(n)), None)
 
-    env_http = env.get("AWS_ALLOW_HTTP", "") if cu.scheme == "s3" else ""
-    allow_http = _bool("allow_http", options.get("allow_http", env_http or "false"))
-    if cu.scheme == "s3":
-        # The store itself also reads these variables, and AWS_ENDPOINT_URL_S3 takes precedence
-        # over the `endpoint` key there: so the endpoint we chose is set under both keys, and
-        # every other value is set explicitly, so nothing in the environment can override it.
-        endpoint = pick("endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
-        region = pick("region", "AWS_REGION", "AWS_DEFAULT_REGION")
-        if endpoint:
-            config["endpoint"] = endpoint
-            config["aws_endpoint_url_s3"] = endpoint
-        if not region and endpoint:
-            region = "us-east-1"  # S3-compatible servers ignore it, but signing needs one
-        if region:
-            config["region"] = region
-            config["default_region"] = region
-        config["virtual_hosted_style_request"] = _bool(
-            "virtual_hosted_style",
-            pick("virtual_hosted_style", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST") or ("false" if endpoint else "true"))
-        config["conditional_put"] = "etag"
-        if _bool("skip_signature", options.get("skip_signature", "false")):
-            # A public bucket read without credentials; no AWS_* variable can turn it on by accident.
-            config["skip_signature"] = True
-            unsigned = True
-    elif cu.scheme == "gs":
-        endpoint = pick("base_url", "GOOGLE_BASE_URL")
-        if endpoint:
-            config["base_url"] = endpoint
-    else:
-        endpoint = pick("endpoint", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT")
-        account = pick("account_name", "AZURE_STORAGE_ACCOUNT_NAME")
-        if account:
-            config["account_name"] = account
-        use_emulator = _bool("use_emulator", pick("use_emulator", "AZURE_STORAGE_USE_EMULATOR") or "false")
-        config["use_emulator"] = use_emulator
-        if endpoint:
-            config["endpoint"] = endpoint
-        elif use_emulator:
-            # obstore then talks to AZURITE_BLOB_STORAGE_URL, or the emulator's default port; check that
-            # address against allow_http below like any endpoint
-            endpoint = env.get("AZURITE_BLOB_STORAGE_URL") or "http://127.0.0.1:10000"
+def _s3_config(config: dict[str, Any], options: Mapping[str, str],
+               pick: Callable[..., str | None]) -> tuple[str | None, bool]:
+    """Fill the S3 configuration; (the endpoint, whether requests go unsigned)."""
+    # The store itself also reads these variables, and AWS_ENDPOINT_URL_S3 takes precedence
+    # over the `endpoint` key there: so the endpoint we chose is set under both keys, and
+    # every other value is set explicitly, so nothing in the environment can override it.
+    endpoint = pick("endpoint", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+    region = pick("region", "AWS_REGION", "AWS_DEFAULT_REGION")
+    if endpoint:
+        config["endpoint"] = endpoint
+        config["aws_endpoint_url_s3"] = endpoint
+    if not region and endpoint:
+        region = "us-east-1"  # S3-compatible servers ignore it, but signing needs one
+    if region:
+        config["region"] = region
+        config["default_region"] = region
+    config["virtual_hosted_style_request"] = _bool(
+        "virtual_hosted_style",
+        pick("virtual_hosted_style", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST") or ("false" if endpoint else "true"))
+    config["conditional_put"] = "etag"
+    unsigned = _bool("skip_signature", options.get("skip_signature", "false"))
+    if unsigned:
+        # A public bucket read without credentials; no AWS_* variable can turn it on by accident.
+        config["skip_signature"] = True
+    return endpoint, unsigned
+
+
+def _azure_config(config: dict[str, Any], pick: Callable[..., str | None], env: Mapping[str, str]) -> str | None:
+    """Fill the Azure configuration; the endpoint requests will go to (None: Azure itself)."""
+    endpoint = pick("endpoint", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT")
+    account = pick("account_name", "AZURE_STORAGE_ACCOUNT_NAME")
+    if account:
+        config["account_name"] = account
+    use_emulator = _bool("use_emulator", pick("use_emulator", "AZURE_STORAGE_USE_EMULATOR") or "false")
+    config["use_emulator"] = use_emulator
+    if endpoint:
+        config["endpoint"] = endpoint
+    elif use_emulator:
+        # obstore then talks to AZURITE_BLOB_STORAGE_URL, or the emulator's default port; check that
+        # address against allow_http like any endpoint
+        endpoint = env.get("AZURITE_BLOB_STORAGE_URL") or "http://127.0.0.1:10000"
+    return endpoint
+
+
+def _check_endpoint(endpoint: str | None, allow_http: bool) -> None:
+    """Plain HTTP only with allow_http, and allow_http only for a loopback endpoint."""
     if endpoint is not None:
         ep = urlsplit(endpoint)
         if ep.scheme not in ("http", "https") or not ep.hostname:
@@ -198,7 +222,6 @@ def store_spec(url: str, options: Mapping[str, str] | None = None,
     if allow_http and (endpoint is None or not is_loopback_url(endpoint)):
         raise UsageError("allow_http is only accepted for a loopback endpoint (127.0.0.1, ::1, localhost); "
                          "credentials and data must not cross a network unencrypted")
-    return StoreSpec(cu, config, timeout, connect_timeout, attempts, allow_http, unsigned)
 
 
 def open_cloud(url: str, options: Mapping[str, str] | None = None) -> ObjectStoreBackend:
