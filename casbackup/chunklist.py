@@ -194,6 +194,21 @@ def iter_chunks(read_structured: ReadStructured, file_id: str, expected_size: in
             yield item
 
 
+def read_stream(file_id: str, read_structured: ReadStructured, read_blob: Callable[[Ref], bytes], workers: int,
+                in_flight: int, max_bytes: int | None = None, expected_size: int | None = None) -> Iterator[bytes]:
+    """A FILE's content piece by piece, in order, each hash-verified (by `read_blob`) and
+    length-checked against its list before it is yielded; the next pieces are fetched ahead on
+    `workers` threads (at most `in_flight` pieces, `max_bytes` bytes) while the caller consumes."""
+    def fetch(c: Piece) -> bytes:
+        data = read_blob(c.ref)
+        if len(data) != c.size:
+            raise BlobCorrupt(c.id, f"chunk holds {len(data)} bytes, FILE {file_id} lists {c.size}")
+        return data
+
+    yield from ordered_map(fetch, iter_chunks(read_structured, file_id, expected_size), workers, in_flight,
+                           max_bytes, cost=lambda c: max(c.size, 1), name="casbackup-read")
+
+
 def read_full(stream: IO[bytes], size: int) -> bytes:
     """Up to `size` bytes, fewer only at end of stream: pipes return short reads, and a stream's
     pieces must be full so that the same bytes always cut into the same chunks."""

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import builtins
 import io
-from collections import deque
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Union
 
 from .btree import Entry
-from .chunklist import Piece, iter_chunks
+from .chunklist import read_stream
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing, CommitConflict, KeyMissing, LeaseExpired, NotFound, WriteRefused
 from .layout import PIN_PREFIX, pin_id_of, pin_key
 from .pins import Lease, _margin, new_pin, read_pin
 from .records import Generation, Root
 from .steps import Step, Steps
-from .transfer import get_many
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -135,24 +133,13 @@ class Reader:
         if ref.type != BlobType.FILE:
             raise BlobCorrupt(ref.id, f"a value cannot be a {ref.type.name} blob", self.generation.id)
         self._guard()
-        sizes: deque[Piece] = deque()
-
-        def chunks() -> Iterator[tuple[Ref, int]]:
-            for piece in iter_chunks(self.read_structured, ref.id):
-                sizes.append(piece)
-                yield piece.ref, piece.size
-
-        try:
-            for data in get_many(self.repo.store, chunks(), requests=VALUE_READ_REQUESTS,
-                                 max_bytes=VALUE_READ_BYTES, generation=self.generation.id):
-                piece = sizes.popleft()
-                if len(data) != piece.size:
-                    raise BlobCorrupt(piece.id, f"chunk holds {len(data)} bytes, value FILE {ref.id} lists {piece.size}",
-                                      self.generation.id)
+        try:  # read_blob guards the lease before every fetch; a missing chunk names this reader's generation
+            for data in read_stream(ref.id, self.read_structured, self.read_blob, VALUE_READ_REQUESTS,
+                                    2 * VALUE_READ_REQUESTS, VALUE_READ_BYTES):
                 self._guard()
                 yield data
-        except BlobMissing as exc:
-            raise self._on_missing(exc) from None
+        except BlobCorrupt as exc:
+            raise exc if exc.generation else BlobCorrupt(exc.blob_id, exc.reason, self.generation.id) from None
 
     def open_value(self, e: Entry) -> IO[bytes]:
         """A read-only binary stream of the value (streams; never holds it whole)."""

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import io
 import random
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
-from .chunklist import Piece, read_full, write_file
+from .chunklist import read_full, store_stream
 from .codec import BlobType, Ref
 from .errors import CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
@@ -116,7 +114,6 @@ class Transaction:
                 entry = Entry(namespace, key, first, None, refs)
             self._stage(entry, if_absent)
             return len(first)
-        pieces: list[Piece] = []
         carry = first[VALUE_PIECE:]
         head = first[:VALUE_PIECE]
         del first
@@ -130,22 +127,8 @@ class Transaction:
                     return
                 rest = read_full(stream, VALUE_PIECE)
 
-        with ThreadPoolExecutor(VALUE_WORKERS, thread_name_prefix="casbackup-value") as pool:
-            pending: deque[tuple[Future[PutResult], int]] = deque()
-            try:
-                for data in read_pieces():
-                    pending.append((pool.submit(self.put_blob, BlobType.CHUNK, data), len(data)))
-                    del data
-                    while len(pending) >= VALUE_IN_FLIGHT:
-                        fut, n = pending.popleft()
-                        pieces.append(Piece(fut.result().ref.id, n))
-                while pending:
-                    fut, n = pending.popleft()
-                    pieces.append(Piece(fut.result().ref.id, n))
-            finally:
-                for fut, _ in pending:
-                    fut.cancel()
-        file_ref, size = write_file(self.put_structured, pieces)
+        file_ref, size = store_stream(read_pieces(), self.put_blob, self.put_structured, VALUE_WORKERS,
+                                      VALUE_IN_FLIGHT)
         self._stage(Entry(namespace, key, None, file_ref, refs), if_absent)
         return size
 

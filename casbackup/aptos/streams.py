@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ..chunklist import Piece, PutBlob, PutStructured, file_ids, iter_chunks, read_full, store_stream
+from ..chunklist import Piece, PutBlob, PutStructured, file_ids, read_full, read_stream, store_stream
 from ..codec import BlobType, Ref, blob_id
-from ..errors import BlobCorrupt
-from ..transfer import ordered_map
 
 STREAM_PIECE = 4 * 1024 * 1024
 WORKERS = 2
@@ -56,18 +54,5 @@ def stream_id(pieces: Iterator[bytes]) -> tuple[str, int]:
 def iter_stream(ref: Ref, read_structured: Callable[[Ref], tuple[list[Ref], Any]],
                 read_blob: Callable[[Ref], bytes], workers: int = WORKERS,
                 expected_size: int | None = None) -> Iterator[bytes]:
-    """Yield the stream piece by piece, in order; each piece is hash-verified (by `read_blob`)
-    and length-checked before it is yielded, and the list's sizes against `expected_size`.
-
-    The next pieces are fetched and verified ahead on `workers` threads while the caller
-    writes out the current one.
-    """
-    chunks = iter_chunks(read_structured, ref.id, expected_size)
-
-    def fetch(c: Piece) -> bytes:
-        data = read_blob(c.ref)
-        if len(data) != c.size:
-            raise BlobCorrupt(c.id, f"chunk holds {len(data)} bytes, the stream {ref.id} expects {c.size}")
-        return data
-
-    yield from ordered_map(fetch, chunks, workers, workers + 1, name="casbackup-stream")
+    """The stream piece by piece (chunklist.read_stream): `workers` pieces fetched ahead."""
+    return read_stream(ref.id, read_structured, read_blob, workers, workers + 1, expected_size=expected_size)

@@ -20,16 +20,11 @@ Validator = Callable[[str, list[Ref], Any], None]
 EntryValidator = Callable[[str, bytes, tuple[Ref, ...]], None]
 
 
-# Another layer's FILE body (e.g. an Aptos stream) -> its [(chunk id, size)]; raises BlobCorrupt.
-ForeignFile = Callable[[str, list[Ref], Any], list[tuple[str, int]]]
-
-
 class FilesVerifier:
-    """`foreign_file` decodes FILE blobs of other layers (bodies without the files layer's "v"
-    field); without it, such a body is corrupt, as restore would find it."""
+    """Cross-blob checks of the files layer: every FILE of any layer (chunklist, FORMAT §6.4)
+    and TREE, and that sizes declared by one blob match what another holds."""
 
-    def __init__(self, foreign_file: ForeignFile | None = None) -> None:
-        self._foreign_file = foreign_file
+    def __init__(self) -> None:
         # blob id -> (declared size, the blob that declared it)
         self._declared: dict[str, tuple[int, str]] = {}
         # blob id -> real size (chunk payload length, or a FILE's total), once read
@@ -89,7 +84,6 @@ def validate_snapshot_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> No
     snapshots.decode(key, value, refs)
 
 
-def check_validators(foreign_file: ForeignFile | None = None) -> tuple[dict[BlobType, Validator],
-                                                                     Mapping[str, EntryValidator]]:
+def check_validators() -> tuple[dict[BlobType, Validator], Mapping[str, EntryValidator]]:
     """(validators, entry_validators) for one check() run."""
-    return FilesVerifier(foreign_file).validators(), {snapshots.NAMESPACE: validate_snapshot_entry}
+    return FilesVerifier().validators(), {snapshots.NAMESPACE: validate_snapshot_entry}
