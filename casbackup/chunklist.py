@@ -202,7 +202,7 @@ def read_stream(file_id: str, read_structured: ReadStructured, read_blob: Callab
     def fetch(c: Piece) -> bytes:
         data = read_blob(c.ref)
         if len(data) != c.size:
-            raise BlobCorrupt(c.id, f"chunk holds {len(data)} bytes, FILE {file_id} lists {c.size}")
+            raise BlobCorrupt(c.id, f"chunk holds {len(data)} bytes, FILE {file_id} expects {c.size}")
         return data
 
     yield from ordered_map(fetch, iter_chunks(read_structured, file_id, expected_size), workers, in_flight,
