@@ -4,7 +4,7 @@
 The same two chunks listed by a version-1 leaf, by a legacy Aptos body, and by an index of two
 leaf parts, plus the empty stream. tests/test_vectors.py decodes each payload, rebuilds it with
 the library and compares, so the spec text, the vectors and the code cannot drift apart.
-Run from the project root: python tools/file_vectors.py
+Run from the project root: python tools/file_codec_vectors.py
 """
 from __future__ import annotations
 
