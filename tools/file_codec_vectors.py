@@ -37,7 +37,7 @@ def build() -> dict[str, Any]:
         payload = pack_structured(refs, body, BlobType.FILE)
         fid = blob_id(BlobType.FILE, payload)
         files.append({"name": name, "form": form, "id": fid, "payload_hex": payload.hex(),
-                      "refs": [{"type": r.type.name, "id": r.id} for r in sorted(set(refs))],
+                      "refs": [{"type": int(r.type), "id": r.id} for r in sorted(set(refs))],
                       "items": [[p.id, p.size] for p in items], "stream": [[c.id, c.size] for c in stream],
                       "size": sum(c.size for c in stream)})
         return Piece(fid, sum(c.size for c in stream))
@@ -50,7 +50,7 @@ def build() -> dict[str, Any]:
     part2 = file("leaf part 2: B", "leaf", *leaf_body([b]), [b], [b])
     file("index of parts 1 and 2: A then B", "index", *index_body([part1, part2]), [part1, part2], [a, b])
     file("empty stream", "leaf", *leaf_body([]), [], [])
-    return {"note": NOTE, "chunks": chunks, "files": files}
+    return {"description": NOTE, "chunks": chunks, "files": files}
 
 
 def main() -> None:

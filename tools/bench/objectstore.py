@@ -39,7 +39,7 @@ from casbackup.gc import Collector  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
 from casbackup.store import BlobStore  # noqa: E402
 from casbackup.transfer import get_many, put_many  # noqa: E402
-from tests.backends import azurite  # noqa: E402  (finds Azurite, makes containers: shared with the tests)
+from tests.backends import helpers_azurite as azurite  # noqa: E402  (finds Azurite, makes containers: shared with the tests)
 
 MiB = 1024 * 1024
 
