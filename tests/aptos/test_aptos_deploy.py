@@ -73,7 +73,18 @@ def operator_site() -> Iterator[Path]:
 
 
 def _owned_by(uid: int, top: Path) -> set[Path]:
-    return {p for p in top.rglob("*") if not p.is_symlink() and p.lstat().st_uid == uid}
+    """Paths under `top` owned by `uid`; other processes' temp dirs may vanish mid-walk (skipped)."""
+    found: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(top, onerror=lambda _exc: None):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            try:
+                st = p.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISLNK(st.st_mode) and st.st_uid == uid:
+                found.add(p)
+    return found
 
 
 @pytest.mark.slow
