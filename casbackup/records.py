@@ -5,7 +5,7 @@ import secrets
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from .codec import MAX_PAYLOAD, BlobType, RecordType, Ref, decode_record, encode_record, is_blob_id
+from .codec import ID_LEN, MAX_PAYLOAD, BlobType, RecordType, Ref, decode_record, encode_record, is_blob_id
 from .errors import BlobCorrupt, RecordCorrupt, UnsupportedFormat, UsageError
 from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY  # noqa: F401 - re-exported: keys live in layout
 REPO_FORMAT = 1
@@ -250,6 +250,9 @@ class Generation:
             seq, entries = body["seq"], body["entries"]
             if not (isinstance(seq, int) and isinstance(entries, int) and seq >= 0):
                 raise TypeError
+            for raw_id in (parent, tree):  # spec §6.3: a 32-byte bin or nil, nothing else
+                if raw_id is not None and not (isinstance(raw_id, bytes) and len(raw_id) == ID_LEN):
+                    raise TypeError
             tree_ref = Ref(BlobType.PAGE, tree.hex()) if tree is not None else None
             if tree_ref is not None and tree_ref not in refs:
                 raise BlobCorrupt(gen_id, "generation tree is not among its refs")

@@ -320,3 +320,14 @@ def test_records_refuse_oversized_and_invalid_fields() -> None:
         encode_record(RecordType.PIN, {"purpose": "p" * MAX_RECORD})
     with pytest.raises(UsageError, match="generation"):
         PinRecord("1-00", "../../x", 0, "h", 1, "p", 1.0, 2.0).encode()
+
+
+def test_a_generation_parent_or_tree_that_is_not_a_32_byte_id_is_corrupt() -> None:
+    """FORMAT.md §6.3: `parent` and `tree` are a 32-byte bin or nil; anything else is rejected."""
+    from casbackup.errors import BlobCorrupt as _Corrupt
+    from casbackup.records import Generation as _Generation
+    good = {"seq": 1, "parent": b"\x01" * 32, "tree": None, "entries": 0, "time": 1.0, "write_id": "w", "message": ""}
+    assert _Generation.from_body("g", [], good).parent == "01" * 32
+    for field, bad in (("parent", b"\x01" * 31), ("parent", "01" * 32), ("tree", b"\x02" * 33), ("parent", 7)):
+        with pytest.raises(_Corrupt, match="malformed generation body"):
+            _Generation.from_body("g", [], {**good, field: bad})
