@@ -1,0 +1,148 @@
+"""`copy`: snapshots from one repository into another, deduplicated on the destination.
+
+The source is read through one pinned Reader; the destination is written through one
+Transaction, committed once per run. Blobs are copied by payload, so their IDs (and so the
+snapshot's value and ID) are the same in both repositories whatever either's compression or,
+later, encryption. Every blob a snapshot's root TREE reaches is visited through the refs lists
+(TREE parts, FILE blobs, CHUNKs): one already stored on the destination is declared with
+`txn.use()` (the commit's rescue rule covers it against a concurrent gc), any other is read
+from the source (verified) and uploaded. The walk always descends, even below a TREE the
+destination already has: a stored but unreachable TREE may have lost children to gc.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..codec import RAW_TYPES, BlobType, Ref, unpack_structured
+from ..errors import BlobCorrupt, UsageError
+from ..repository import Reader, Repository
+from ..transaction import Transaction
+from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, list_snapshots, resolve
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CopiedSnapshot:
+    info: SnapshotInfo
+    status: str              # "copied" or "skipped"
+    reason: str = ""
+    blobs_uploaded: int = 0
+    bytes_uploaded: int = 0  # payload bytes sent to the destination
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.info.id, "short_id": self.info.id[:8], "status": self.status, "reason": self.reason,
+                "time": self.info.time, "host": self.info.host, "paths": self.info.paths,
+                "blobs_uploaded": self.blobs_uploaded, "bytes_uploaded": self.bytes_uploaded}
+
+
+@dataclass
+class CopyResult:
+    snapshots: list[CopiedSnapshot] = field(default_factory=list)
+    blobs_uploaded: int = 0
+    blobs_reused: int = 0
+    bytes_uploaded: int = 0
+    generation: str | None = None  # the destination's new generation, if anything was committed
+
+    @property
+    def copied(self) -> int:
+        return sum(1 for s in self.snapshots if s.status == "copied")
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for s in self.snapshots if s.status == "skipped")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"copied": self.copied, "skipped": self.skipped, "blobs_uploaded": self.blobs_uploaded,
+                "blobs_reused": self.blobs_reused, "bytes_uploaded": self.bytes_uploaded,
+                "generation": self.generation, "snapshots": [s.to_json() for s in self.snapshots]}
+
+
+def select(src: Reader, specs: list[str], flt: SnapshotFilter | None) -> list[SnapshotInfo]:
+    """The snapshots named (IDs, prefixes, 'latest'), or all the filter selects; oldest first."""
+    if specs:
+        chosen = {info.id: info for info in (resolve(src, s, flt) for s in specs)}
+        return sorted(chosen.values(), key=lambda s: (s.time, s.id))
+    every = list_snapshots(src)
+    return flt.apply(every) if flt is not None else every
+
+
+class _Copier:
+    """Copies the blobs a root reaches, each at most once per run."""
+
+    def __init__(self, src: Reader, txn: Transaction, result: CopyResult) -> None:
+        self.src, self.txn, self.result = src, txn, result
+        self.seen: set[str] = set()
+
+    def copy_roots(self, roots: list[Ref], item: CopiedSnapshot) -> None:
+        stack = list(roots)
+        while stack:
+            ref = stack.pop()
+            if ref.id in self.seen:
+                continue
+            self.seen.add(ref.id)
+            present = self.txn.repo.store.exists(ref.id)
+            if present and ref.type in RAW_TYPES:
+                self.txn.use([ref])  # a chunk already there: not read, not sent
+                self.result.blobs_reused += 1
+                continue
+            payload = self.src.read_blob(ref)  # verified against its ID
+            refs: list[Ref] = []
+            if ref.type not in RAW_TYPES:
+                refs, _ = unpack_structured(payload, ref.id)
+                stack.extend(refs)
+            if present:
+                self.txn.use([ref, *refs])
+                self.result.blobs_reused += 1
+                continue
+            res = self.txn.put_blob(BlobType(ref.type), payload)
+            self.txn.use(refs)
+            if res.ref != ref:
+                raise BlobCorrupt(ref.id, f"copied payload stored as {res.ref.id}, not as itself")
+            if res.created:
+                item.blobs_uploaded += 1
+                item.bytes_uploaded += len(payload)
+                self.result.blobs_uploaded += 1
+                self.result.bytes_uploaded += len(payload)
+            else:
+                self.result.blobs_reused += 1
+
+
+def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str], flt: SnapshotFilter | None,
+                   progress: Progress | None = None) -> CopyResult:
+    """Copy the chosen snapshots (default: all) from src_repo into dst_repo in one commit; a
+    snapshot whose ID the destination already has is skipped, as is one marked damaged."""
+    say = progress or (lambda _msg: None)
+    result = CopyResult()
+    with src_repo.reader("copy") as src:
+        chosen = select(src, specs, flt)
+        txn = dst_repo.transaction("copy")
+        try:
+            have = {e.key for e in txn.base.list(NAMESPACE)}
+            copier = _Copier(src, txn, result)
+            for n, info in enumerate(chosen, 1):
+                item = CopiedSnapshot(info, "skipped")
+                result.snapshots.append(item)
+                if info.id in have:
+                    item.reason = "already in the destination"
+                    continue
+                if info.damaged:
+                    item.reason = "marked damaged in the source by 'repair blobs'"
+                    continue
+                say(f"copy {n}/{len(chosen)}: snapshot {info.id[:8]}")
+                entry = src.entry(NAMESPACE, info.id)
+                if entry is None:  # listed a moment ago in the same pinned generation
+                    raise UsageError(f"snapshot {info.id[:8]} vanished from the source")
+                copier.copy_roots(list(entry.refs), item)  # the root TREE (and anything else kept)
+                txn.put(NAMESPACE, info.id, src.value(entry), refs=list(entry.refs), if_absent=True)
+                item.status = "copied"
+                have.add(info.id)
+            if result.copied:
+                result.generation = txn.commit().id
+            else:
+                txn.abort()
+        except BaseException:
+            txn.abort()
+            raise
+    return result
