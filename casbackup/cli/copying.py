@@ -57,7 +57,7 @@ def copy(ctx: Context, snapshot_ids: tuple[str, ...], from_repo: str, from_optio
 
 
 @click.command()
-@click.argument("snapshot_ids", nargs=-1, required=True)
+@click.argument("snapshot_ids", nargs=-1)
 @click.option("--exclude", "-e", "excludes", multiple=True, metavar="PATTERN",
               help="Drop paths matching this pattern (restic's semantics; repeatable).")
 @click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN", help="Like --exclude, ignoring case.")
@@ -73,7 +73,8 @@ def copy(ctx: Context, snapshot_ids: tuple[str, ...], from_repo: str, from_optio
 def rewrite(ctx: Context, snapshot_ids: tuple[str, ...], excludes: tuple[str, ...], iexcludes: tuple[str, ...],
             exclude_files: tuple[str, ...], iexclude_files: tuple[str, ...], forget: bool, dry_run: bool,
             json_out: bool, flt: SnapshotFilter) -> None:
-    """Make new snapshots without the excluded paths. The originals stay (the new ones get the tag
+    """Make new snapshots without the excluded paths (of the given snapshots, else of all the
+    filters select, as in restic). The originals stay (the new ones get the tag
     'rewrite') unless --forget; a new snapshot records the first ID in 'original'."""
     plain = [*excludes, *(p for f in exclude_files for p in read_pattern_file(f))]
     folded = [*iexcludes, *(p for f in iexclude_files for p in read_pattern_file(f))]

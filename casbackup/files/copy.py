@@ -21,6 +21,7 @@ from ..transaction import Transaction
 from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, list_snapshots, resolve
 
 Progress = Callable[[str], None]
+PROGRESS_EVERY = 500  # blobs between progress lines
 
 
 @dataclass
@@ -71,9 +72,16 @@ def select(src: Reader, specs: list[str], flt: SnapshotFilter | None) -> list[Sn
 class _Copier:
     """Copies the blobs a root reaches, each at most once per run."""
 
-    def __init__(self, src: Reader, txn: Transaction, result: CopyResult) -> None:
-        self.src, self.txn, self.result = src, txn, result
+    def __init__(self, src: Reader, txn: Transaction, result: CopyResult, say: Progress) -> None:
+        self.src, self.txn, self.result, self.say = src, txn, result, say
         self.seen: set[str] = set()
+        self.label = ""
+
+    def _report(self) -> None:
+        if len(self.seen) % PROGRESS_EVERY == 0:
+            r = self.result
+            self.say(f"{self.label}: {len(self.seen)} blobs checked, {r.blobs_uploaded} uploaded "
+                     f"({r.bytes_uploaded} bytes), {r.blobs_reused} already present")
 
     def copy_roots(self, roots: list[Ref], item: CopiedSnapshot) -> None:
         stack = list(roots)
@@ -82,6 +90,7 @@ class _Copier:
             if ref.id in self.seen:
                 continue
             self.seen.add(ref.id)
+            self._report()
             present = self.txn.repo.store.exists(ref.id)
             if present and ref.type in RAW_TYPES:
                 self.txn.use([ref])  # a chunk already there: not read, not sent
@@ -120,7 +129,7 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
         txn = dst_repo.transaction("copy")
         try:
             have = {e.key for e in txn.base.list(NAMESPACE)}
-            copier = _Copier(src, txn, result)
+            copier = _Copier(src, txn, result, say)
             for n, info in enumerate(chosen, 1):
                 item = CopiedSnapshot(info, "skipped")
                 result.snapshots.append(item)
@@ -130,7 +139,8 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
                 if info.damaged:
                     item.reason = "marked damaged in the source by 'repair blobs'"
                     continue
-                say(f"copy {n}/{len(chosen)}: snapshot {info.id[:8]}")
+                copier.label = f"snapshot {n}/{len(chosen)} ({100 * (n - 1) // len(chosen)}%) {info.id[:8]}"
+                say(copier.label)
                 entry = src.entry(NAMESPACE, info.id)
                 if entry is None:  # listed a moment ago in the same pinned generation
                     raise UsageError(f"snapshot {info.id[:8]} vanished from the source")

@@ -17,9 +17,10 @@ from typing import Any, Callable
 from ..codec import BlobType, Ref, blob_id, pack_structured
 from ..errors import BlobCorrupt, UsageError
 from ..repository import Reader, Repository
+from .copy import select
 from .patterns import PatternList
 from .reader import TreeReader
-from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id, resolve
+from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id
 from .tree import MAX_DEPTH, Node, PutStructured, write_tree
 
 REWRITE_TAG = "rewrite"
@@ -83,14 +84,10 @@ def excluder(exclude: list[str], iexclude: list[str]) -> Callable[[str, bool], b
 
 def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: Callable[[str, bool], bool],
          put: PutStructured, forget: bool) -> list[Rewritten]:
-    """Resolve the snapshots and build their pruned trees through `put` (stored or only hashed)."""
-    chosen: dict[str, SnapshotInfo] = {}
-    for spec in specs:
-        info = resolve(snap, spec, flt)
-        chosen[info.id] = info
+    """Choose the snapshots and build their pruned trees through `put` (stored or only hashed)."""
     pruner = _Pruner(TreeReader(snap), excluded, put)
     out: list[Rewritten] = []
-    for info in chosen.values():
+    for info in select(snap, specs, flt):  # no IDs: all the filter selects, as in restic
         if info.damaged:
             raise UsageError(f"snapshot {info.id[:8]} is marked damaged by 'repair blobs'; it is not "
                              "rewritten (forget it, or back up again)")
