@@ -18,10 +18,12 @@ from ..codec import RAW_TYPES, BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, UsageError
 from ..repository import Reader, Repository
 from ..transaction import Transaction
+from ..transfer import Pipeline
 from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, list_snapshots, resolve
 
 Progress = Callable[[str], None]
 PROGRESS_EVERY = 500  # blobs between progress lines
+COPY_REQUESTS = 8     # CHUNKs checked, read and sent at once (at most twice as many held in memory)
 
 
 @dataclass
@@ -70,12 +72,16 @@ def select(src: Reader, specs: list[str], flt: SnapshotFilter | None) -> list[Sn
 
 
 class _Copier:
-    """Copies the blobs a root reaches, each at most once per run."""
+    """Copies the blobs a root reaches, each at most once per run. CHUNKs (most of the bytes)
+    are checked, read and sent on a bounded pool of threads, COPY_REQUESTS at a time; TREE and
+    FILE blobs are handled in the walking thread, which needs their refs to go on."""
 
-    def __init__(self, src: Reader, txn: Transaction, result: CopyResult, say: Progress) -> None:
-        self.src, self.txn, self.result, self.say = src, txn, result, say
+    def __init__(self, src: Reader, txn: Transaction, result: CopyResult, say: Progress,
+                 pipe: Pipeline[tuple[Ref, bool, int]]) -> None:
+        self.src, self.txn, self.result, self.say, self.pipe = src, txn, result, say, pipe
         self.seen: set[str] = set()
         self.label = ""
+        self.item: CopiedSnapshot | None = None
 
     def _report(self) -> None:
         if len(self.seen) % PROGRESS_EVERY == 0:
@@ -83,7 +89,31 @@ class _Copier:
             self.say(f"{self.label}: {len(self.seen)} blobs checked, {r.blobs_uploaded} uploaded "
                      f"({r.bytes_uploaded} bytes), {r.blobs_reused} already present")
 
+    def _send(self, ref: Ref, payload: bytes | None) -> tuple[Ref, bool, int]:
+        """Upload one blob unless the destination has it: (ref, uploaded, payload bytes)."""
+        if payload is None:
+            if self.txn.repo.store.exists(ref.id):
+                return ref, False, 0
+            payload = self.src.read_blob(ref)  # verified against its ID
+        res = self.txn.put_blob(BlobType(ref.type), payload)
+        if res.ref != ref:
+            raise BlobCorrupt(ref.id, f"copied payload stored as {res.ref.id}, not as itself")
+        return ref, res.created, len(payload)
+
+    def _account(self, done: tuple[Ref, bool, int]) -> None:
+        ref, uploaded, size = done
+        if not uploaded:
+            self.txn.use([ref])  # already there: the commit's rescue rule covers it
+            self.result.blobs_reused += 1
+            return
+        assert self.item is not None
+        self.item.blobs_uploaded += 1
+        self.item.bytes_uploaded += size
+        self.result.blobs_uploaded += 1
+        self.result.bytes_uploaded += size
+
     def copy_roots(self, roots: list[Ref], item: CopiedSnapshot) -> None:
+        self.item = item
         stack = list(roots)
         while stack:
             ref = stack.pop()
@@ -91,31 +121,19 @@ class _Copier:
                 continue
             self.seen.add(ref.id)
             self._report()
+            if ref.type in RAW_TYPES:
+                while self.pipe.full():
+                    self._account(self.pipe.take())
+                self.pipe.submit(self._send, ref, None)
+                continue
             present = self.txn.repo.store.exists(ref.id)
-            if present and ref.type in RAW_TYPES:
-                self.txn.use([ref])  # a chunk already there: not read, not sent
-                self.result.blobs_reused += 1
-                continue
-            payload = self.src.read_blob(ref)  # verified against its ID
-            refs: list[Ref] = []
-            if ref.type not in RAW_TYPES:
-                refs, _ = unpack_structured(payload, ref.id)
-                stack.extend(refs)
-            if present:
-                self.txn.use([ref, *refs])
-                self.result.blobs_reused += 1
-                continue
-            res = self.txn.put_blob(BlobType(ref.type), payload)
+            payload = self.src.read_blob(ref)  # a TREE or FILE: its refs are walked even when present
+            refs, _ = unpack_structured(payload, ref.id)
+            stack.extend(refs)
             self.txn.use(refs)
-            if res.ref != ref:
-                raise BlobCorrupt(ref.id, f"copied payload stored as {res.ref.id}, not as itself")
-            if res.created:
-                item.blobs_uploaded += 1
-                item.bytes_uploaded += len(payload)
-                self.result.blobs_uploaded += 1
-                self.result.bytes_uploaded += len(payload)
-            else:
-                self.result.blobs_reused += 1
+            self._account(self._send(ref, payload) if not present else (ref, False, 0))
+        while self.pipe:
+            self._account(self.pipe.take())
 
 
 def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str], flt: SnapshotFilter | None,
@@ -127,9 +145,11 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
     with src_repo.reader("copy") as src:
         chosen = select(src, specs, flt)
         txn = dst_repo.transaction("copy")
+        pipe: Pipeline[tuple[Ref, bool, int]] = Pipeline(COPY_REQUESTS, max_items=2 * COPY_REQUESTS,
+                                                         name="casbackup-copy")
         try:
             have = {e.key for e in txn.base.list(NAMESPACE)}
-            copier = _Copier(src, txn, result, say)
+            copier = _Copier(src, txn, result, say, pipe)
             for n, info in enumerate(chosen, 1):
                 item = CopiedSnapshot(info, "skipped")
                 result.snapshots.append(item)
@@ -153,6 +173,9 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
             else:
                 txn.abort()
         except BaseException:
+            pipe.close()  # no upload goes on behind the abort
             txn.abort()
             raise
+        finally:
+            pipe.close()
     return result

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from casbackup.codec import BlobType, blob_id
+from casbackup.errors import CasbackupError
 
 from casbackup.files.copy import copy_snapshots
 from casbackup.files.rewrite import rewrite_snapshots
@@ -172,3 +173,22 @@ def test_copy_and_rewrite_library(tmp_path: Path) -> None:
     # no IDs: every snapshot the filter selects (as in restic); only those that change get new ones
     done = rewrite_snapshots(r2, [], SnapshotFilter(), ["later.txt"], [], dry_run=True)
     assert len(done) == 2 and [d.new is not None for d in done].count(True) == 1
+
+
+def test_copy_of_damaged_source_commits_nothing(tmp_path: Path) -> None:
+    """A CHUNK missing in the source fails the copy with an error naming it; the destination gets
+    no snapshot (one transaction per run), and a later copy from a good source still works."""
+    src = tmp_path / "src"
+    make_tree(src)
+    r1, good, r2 = make_repo(tmp_path / "r1"), make_repo(), make_repo()
+    backup(r1, src)
+    backup(good, src)
+    chunks = [b for b, _ in r1.store.list() if r1.store.stored_type(b) == BlobType.CHUNK]
+    assert chunks
+    r1.store.delete(chunks[0])
+    with pytest.raises(CasbackupError) as exc:
+        copy_snapshots(r1, r2, [], None)
+    assert chunks[0] in str(exc.value)
+    with r2.reader() as snap:
+        assert list_snapshots(snap) == []
+    assert copy_snapshots(good, r2, [], None).copied == 1
