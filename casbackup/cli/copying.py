@@ -84,7 +84,7 @@ def rewrite(ctx: Context, snapshot_ids: tuple[str, ...], excludes: tuple[str, ..
         emit_json([r.to_json() for r in done])
         return
     for r in done:
-        for p in r.removed:
+        for p in r.removed if r.new is not None else ():
             click.echo(f"{'would remove' if dry_run else 'removed'} {p}")
         if r.new is None:
             click.echo(f"snapshot {r.old.id[:8]}: {r.note}, no new snapshot")
@@ -96,7 +96,7 @@ def rewrite(ctx: Context, snapshot_ids: tuple[str, ...], excludes: tuple[str, ..
     if not ctx.quiet:
         n = sum(1 for r in done if r.new)
         click.echo(f"{'would rewrite' if dry_run else 'rewrote'} {n} snapshot(s)" if n else
-                   "nothing excluded: no snapshot rewritten", err=True)
+                   "no snapshot rewritten", err=True)
 
 
 COMMANDS = (copy, rewrite)

@@ -24,6 +24,7 @@ from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id
 from .tree import MAX_DEPTH, Node, PutStructured, write_tree
 
 REWRITE_TAG = "rewrite"
+EMPTY = ""  # what _Pruner.tree returns for a root left with no entries
 
 
 @dataclass
@@ -72,6 +73,8 @@ class _Pruner:
             out.append(node)
         if not changed:
             return tree_id
+        if depth == 0 and not out:
+            return EMPTY
         return write_tree(self.put, out).id
 
 
@@ -96,6 +99,9 @@ def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: C
         root = pruner.tree(info.tree, "", item.removed)
         if root == info.tree:
             item.note = "nothing excluded"
+            continue
+        if root == EMPTY:  # restic also refuses to make an empty snapshot
+            item.note = "every path excluded: the snapshot would be empty; not rewritten (forget it instead)"
             continue
         tags = info.tags if forget else sorted(set(info.tags) | {REWRITE_TAG})
         new = dataclasses.replace(info, tree=root, tags=tags, original=info.original or info.id, damaged=False)

@@ -170,6 +170,8 @@ def test_copy_and_rewrite_library(tmp_path: Path) -> None:
     got = restored(tmp_path / "out", src)
     assert not (got / "sub" / "secret").exists() and (got / "small.txt").read_text() == "hello\n"
     assert rewrite_snapshots(r2, ["latest"], None, ["secret"], [])[0].new is None
+    empty = rewrite_snapshots(r2, ["latest"], None, ["/*"], [])[0]
+    assert empty.new is None and "would be empty" in empty.note
     # no IDs: every snapshot the filter selects (as in restic); only those that change get new ones
     done = rewrite_snapshots(r2, [], SnapshotFilter(), ["later.txt"], [], dry_run=True)
     assert len(done) == 2 and [d.new is not None for d in done].count(True) == 1
