@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from .backends.base import TempFileCleaner
+from .codec import BlobType, Ref
 from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
-from .records import Root, new_write_id
+from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
 
@@ -47,6 +48,17 @@ class GcReport:
     expired_pins_removed: int = 0
     temp_files_removed: int = 0
     seconds: float = 0.0
+    # Why unreachable-looking space is held (explained, never changed by it): blobs no longer
+    # reachable from the head but still within the grace period (stored or condemned too
+    # recently), and when a gc can free them all; blobs only the older retained generations
+    # (--keep-last) or live pins reach.
+    grace_held: int = 0
+    grace_held_bytes: int = 0
+    grace_freed_after: float | None = None
+    held_by_generations: int = 0
+    held_by_generations_bytes: int = 0
+    held_by_pins: int = 0
+    held_by_pins_bytes: int = 0
     deleted_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -60,7 +72,7 @@ class Collector:
                  dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
         if grace < 0 or keep_last < 1:
             raise UsageError("--grace must be >= 0 and --keep-last >= 1")
-        if grace < MIN_GRACE_WITHOUT_FORCE and not force:
+        if grace < MIN_GRACE_WITHOUT_FORCE and not force and not dry_run:  # a dry run deletes nothing
             raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
                              "uploaded; pass --force if no writer can be running")
         self.repo = repo
@@ -71,6 +83,8 @@ class Collector:
         self.dry_run = dry_run
         self.progress = progress or (lambda _msg: None)
         self.report = GcReport(dry_run, grace, keep_last)
+        self._unreachable: dict[str, tuple[int, float]] = {}  # blob -> (size, mtime), for the report
+        self._now = 0.0
         self.lease: Lease | None = None
 
     def _check_lease(self) -> None:
@@ -96,6 +110,7 @@ class Collector:
             condemned = yield from self._mark()
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
+            self._explain_grace(condemned, eligible)
             if self.dry_run:
                 self.report.would_delete = len(eligible)
             elif eligible:
@@ -116,7 +131,7 @@ class Collector:
         reach = Reachability(self.repo, known_missing=self._known_damage(root))
         pins = list_pins(self.backend)
         now = self.backend.now()
-        gens = reach.walk_root(root, pins, now, self.keep_last)
+        gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
         listing = list(self.store.list())
@@ -125,9 +140,13 @@ class Collector:
         previous = load_gcstate(self.store, root.condemned)
         candidates: dict[str, float] = {}
         young = 0
+        self._unreachable.clear()
+        self._now = now
         for blob_id, info in listing:
             if blob_id in reach.seen:
+                self._count_held(blob_id, info.size, head_seen, gens_seen)
                 continue
+            self._unreachable[blob_id] = (info.size, info.mtime)
             if info.mtime > now - self.grace:
                 young += 1
                 continue
@@ -149,6 +168,50 @@ class Collector:
             candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
         self.report.condemned = len(candidates)
         return candidates
+
+    def _walk_explained(self, reach: Reachability, root: Root, pins: list[PinState], now: float
+                        ) -> tuple[list[Generation], set[str], set[str]]:
+        """reach.walk_root's walk (the same roots; the mark set is their union either way), in
+        three steps so the report can say what only older generations and only pins hold:
+        (generations, what the head reaches, what the retained generations reach)."""
+        gens = reach.retained_generations(root, pins, now, self.keep_last)
+        reach.walk([Ref(BlobType.GENERATION, gens[0].id)], gens[0].id)
+        head_seen = set(reach.seen)
+        for gen in gens[1:]:
+            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
+        gens_seen = set(reach.seen)
+        for pin in pins:
+            if pin.live(now) and pin.record is not None:
+                reach.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
+                           tolerate_missing=True)
+        reach.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
+        return gens, head_seen, gens_seen
+
+    def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:
+        if blob_id in head_seen:
+            return
+        if blob_id in gens_seen:
+            self.report.held_by_generations += 1
+            self.report.held_by_generations_bytes += size
+        else:  # pins (or the gc state itself, a few small blobs)
+            self.report.held_by_pins += 1
+            self.report.held_by_pins_bytes += size
+
+    def _explain_grace(self, condemned: dict[str, float], eligible: dict[str, float]) -> None:
+        """Count the unreachable blobs the grace period holds, and when a gc can free them all:
+        a blob stored within the grace period is condemned by a gc after mtime + grace, then
+        deleted by a gc once condemned for the grace period."""
+        until: list[float] = []
+        for blob_id, (size, mtime) in self._unreachable.items():
+            if blob_id in eligible:
+                continue
+            t = condemned.get(blob_id)
+            if t is None and mtime <= self._now - self.grace:
+                continue  # old, not condemned: a concurrent commit took it back
+            until.append(t + self.grace if t is not None else mtime + 2 * self.grace)
+            self.report.grace_held += 1
+            self.report.grace_held_bytes += size
+        self.report.grace_freed_after = max(until) if until else None
 
     # ---- sweep -------------------------------------------------------------------------
 
