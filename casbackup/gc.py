@@ -64,17 +64,24 @@ class GcReport:
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("deleted_ids")
+        if self.grace_freed_after is not None:  # RFC 3339, as every time in JSON
+            d["grace_freed_after"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.grace_freed_after))
         return d
+
+
+def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bool = False) -> None:
+    """A UsageError for options gc refuses (before anything is opened or committed)."""
+    if grace < 0 or keep_last < 1:
+        raise UsageError("--grace must be >= 0 and --keep-last >= 1")
+    if grace < MIN_GRACE_WITHOUT_FORCE and not force and not dry_run:  # a dry run deletes nothing
+        raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
+                         "uploaded; pass --force if no writer can be running")
 
 
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
                  dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
-        if grace < 0 or keep_last < 1:
-            raise UsageError("--grace must be >= 0 and --keep-last >= 1")
-        if grace < MIN_GRACE_WITHOUT_FORCE and not force and not dry_run:  # a dry run deletes nothing
-            raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
-                             "uploaded; pass --force if no writer can be running")
+        check_options(grace, keep_last, dry_run, force)
         self.repo = repo
         self.backend = repo.backend
         self.store = repo.store
@@ -294,8 +301,40 @@ class Collector:
             self.report.temp_files_removed = self.backend.remove_stale_temp_files(max(self.grace, TEMP_FILE_AGE))
 
 
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def summary(report: GcReport) -> str:
+    """gc's one-line report."""
+    verb = "would delete" if report.dry_run else "deleted"
+    count = report.would_delete if report.dry_run else report.deleted
+    return (f"{report.blobs_total} blobs, {report.blobs_reachable} reachable, {report.condemned} condemned "
+            f"({report.newly_condemned} new), {report.blobs_young} within grace; {verb} {count}"
+            + ("" if report.dry_run else f" ({report.deleted_bytes} bytes)")
+            + (f"; {report.rescued} rescued by concurrent use" if report.rescued else "")
+            + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
+
+
+def explain(report: GcReport) -> list[str]:
+    """Why space is still held after this gc, one line per reason (empty when nothing is held)."""
+    lines = []
+    if report.grace_held:
+        after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.grace_freed_after or 0))
+        lines.append(f"{report.grace_held} blobs ({_mib(report.grace_held_bytes)}) within the grace period "
+                     f"({report.grace_seconds:g}s), freed by gc runs after {after}")
+    if report.held_by_generations:
+        lines.append(f"{report.held_by_generations} blobs ({_mib(report.held_by_generations_bytes)}) held by the "
+                     f"last {report.keep_last} generations (gc --keep-last {report.keep_last}); "
+                     "they become collectable once newer commits push them out")
+    if report.held_by_pins:
+        lines.append(f"{report.held_by_pins} blobs ({_mib(report.held_by_pins_bytes)}) held by live pins "
+                     "(running readers; see 'casbackup pins')")
+    return lines
+
+
 def collect(repo: Repository, **kwargs: object) -> GcReport:
     return Collector(repo, **kwargs).run()  # type: ignore[arg-type]
 
 
-__all__ = ["Collector", "GcReport", "collect", "DEFAULT_GRACE", "DEFAULT_KEEP_LAST", "BlobCorrupt", "Root"]
+__all__ = ["Collector", "GcReport", "collect", "explain", "summary", "check_options", "DEFAULT_GRACE", "DEFAULT_KEEP_LAST", "BlobCorrupt", "Root"]

@@ -165,9 +165,9 @@ def _reasons_in_group(snaps: list[SnapshotInfo], policy: Policy) -> dict[str, li
                     last_val[name] = val
                     left[name] -= left[name] > 0
             w: Within | None = getattr(policy, f"within_{name}")
-            if w is not None and s.time > w.cutoff(newest) and val != last_within.get(name):
+            if w is not None and s.time > w.cutoff(newest) and (val != last_within.get(name) or oldest):
+                why.append(f"{'' if val != last_within.get(name) else 'oldest '}{name} within {w.text}")
                 last_within[name] = val
-                why.append(f"{name} within {w.text}")
         if why:
             reasons[s.id] = why
     return reasons
