@@ -179,14 +179,16 @@ class Collector:
     def _walk_explained(self, reach: Reachability, root: Root, pins: list[PinState], now: float
                         ) -> tuple[list[Generation], set[str], set[str]]:
         """reach.walk_root's walk (the same roots; the mark set is their union either way), in
-        three steps so the report can say what only older generations and only pins hold:
-        (generations, what the head reaches, what the retained generations reach)."""
+        steps so the report can say what only the last keep_last generations and only pins
+        hold: (generations, what the head reaches, what the newest keep_last reach)."""
         gens = reach.retained_generations(root, pins, now, self.keep_last)
         reach.walk([Ref(BlobType.GENERATION, gens[0].id)], gens[0].id)
         head_seen = set(reach.seen)
-        for gen in gens[1:]:
+        for gen in gens[1:self.keep_last]:
             reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
         gens_seen = set(reach.seen)
+        for gen in gens[self.keep_last:]:  # retained back to the oldest live pin: held by pins
+            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
         for pin in pins:
             if pin.live(now) and pin.record is not None:
                 reach.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,

@@ -160,3 +160,32 @@ def test_cli_forget_prune_explains_what_gc_holds_and_zero_grace_frees_it(cli, cl
     assert _stored_bytes(cli_repo) < before - 500_000
     r = cli("-r", str(cli_repo), "check")
     assert r.code == 0, r.stderr
+
+
+def test_gc_report_tells_generations_pins_and_grace_apart(tmp_path: Path) -> None:
+    from casbackup.files.forget import forget_snapshots
+    from casbackup.gc import Collector, explain
+    from helpers_files import backup, make_repo
+
+    repo = make_repo()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(random.Random(1).randbytes(100_000))
+    backup(repo, src)
+    with repo.reader("a slow restore"):  # pins the generation with the first snapshot
+        (src / "f").write_bytes(random.Random(2).randbytes(100_000))
+        backup(repo, src)
+        forget_snapshots(repo, policy=Policy(last=1))
+        for n in range(3):  # push the pinned generation out of the last 3
+            (src / f"g{n}").write_bytes(b"%d" % n)
+            backup(repo, src)
+            forget_snapshots(repo, policy=Policy(last=1))
+        held = Collector(repo, grace=0, dry_run=True).run()  # a dry run needs no force
+        assert held.held_by_pins > 0 and held.held_by_pins_bytes >= 100_000
+        assert held.held_by_generations > 0 and held.grace_held == 0
+        assert any("held by live pins" in line for line in explain(held))
+    freed = Collector(repo, grace=0, keep_last=1, force=True).run()
+    assert freed.deleted_bytes >= 100_000 and (freed.held_by_pins, freed.held_by_generations) == (0, 0)
+    waiting = Collector(repo, dry_run=True).run()  # gc's own state blobs are new: the 24h grace holds them
+    assert waiting.grace_held == waiting.blobs_young > 0 and waiting.grace_freed_after is not None
+    assert "within the grace period (86400s), freed by gc runs after" in explain(waiting)[0]
