@@ -189,3 +189,22 @@ def test_gc_report_tells_generations_pins_and_grace_apart(tmp_path: Path) -> Non
     waiting = Collector(repo, dry_run=True).run()  # gc's own state blobs are new: the 24h grace holds them
     assert waiting.grace_held == waiting.blobs_young > 0 and waiting.grace_freed_after is not None
     assert "within the grace period (86400s), freed by gc runs after" in explain(waiting)[0]
+
+
+RESTIC_TIMES = [(5, 1, 0), (5, 1, 12), (5, 2, 6), (5, 3, 18), (5, 8, 1), (5, 9, 13), (5, 10, 18)]  # 2023, UTC
+
+
+@pytest.mark.parametrize("policy,expected", [
+    # what `restic forget --dry-run --json` 0.14 kept for backups made with --time at RESTIC_TIMES
+    (Policy(daily=3), ["05-08 01", "05-09 13", "05-10 18"]),
+    (Policy(within=W("2d")), ["05-09 13", "05-10 18"]),
+    (Policy(within_daily=W("3d")), ["05-08 01", "05-09 13", "05-10 18"]),
+    (Policy(weekly=2), ["05-03 18", "05-10 18"]),
+    (Policy(hourly=4), ["05-03 18", "05-08 01", "05-09 13", "05-10 18"]),
+])
+def test_keep_rules_match_restic_014_output(policy: Policy, expected: list[str]) -> None:
+    snaps = [SnapshotInfo(f"{i:064x}", float(timegm((2023, m, d, h, 0, 0))), "h", "u", ["/d"], [], "00" * 32)
+             for i, (m, d, h) in enumerate(RESTIC_TIMES)]
+    keep, _, _ = plan(snaps, policy)
+    assert sorted(f"{RESTIC_TIMES[int(s.id, 16)][0]:02d}-{RESTIC_TIMES[int(s.id, 16)][1]:02d} "
+                  f"{RESTIC_TIMES[int(s.id, 16)][2]:02d}" for s in keep) == expected
