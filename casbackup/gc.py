@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from .backends.base import TempFileCleaner
+from .codec import BlobType, Ref
 from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
-from .records import Root, new_write_id
+from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
 
@@ -47,22 +48,40 @@ class GcReport:
     expired_pins_removed: int = 0
     temp_files_removed: int = 0
     seconds: float = 0.0
+    # Why unreachable-looking space is held (explained, never changed by it): blobs no longer
+    # reachable from the head but still within the grace period (stored or condemned too
+    # recently), and when a gc can free them all; blobs only the older retained generations
+    # (--keep-last) or live pins reach.
+    grace_held: int = 0
+    grace_held_bytes: int = 0
+    grace_freed_after: float | None = None
+    held_by_generations: int = 0
+    held_by_generations_bytes: int = 0
+    held_by_pins: int = 0
+    held_by_pins_bytes: int = 0
     deleted_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("deleted_ids")
+        if self.grace_freed_after is not None:  # RFC 3339, as every time in JSON
+            d["grace_freed_after"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.grace_freed_after))
         return d
+
+
+def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bool = False) -> None:
+    """A UsageError for options gc refuses (before anything is opened or committed)."""
+    if grace < 0 or keep_last < 1:
+        raise UsageError("--grace must be >= 0 and --keep-last >= 1")
+    if grace < MIN_GRACE_WITHOUT_FORCE and not force and not dry_run:  # a dry run deletes nothing
+        raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
+                         "uploaded; pass --force if no writer can be running")
 
 
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
                  dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
-        if grace < 0 or keep_last < 1:
-            raise UsageError("--grace must be >= 0 and --keep-last >= 1")
-        if grace < MIN_GRACE_WITHOUT_FORCE and not force:
-            raise UsageError(f"a grace period under 1h ({grace:g}s) can delete blobs a running backup just "
-                             "uploaded; pass --force if no writer can be running")
+        check_options(grace, keep_last, dry_run, force)
         self.repo = repo
         self.backend = repo.backend
         self.store = repo.store
@@ -71,6 +90,8 @@ class Collector:
         self.dry_run = dry_run
         self.progress = progress or (lambda _msg: None)
         self.report = GcReport(dry_run, grace, keep_last)
+        self._unreachable: dict[str, tuple[int, float]] = {}  # blob -> (size, mtime), for the report
+        self._now = 0.0
         self.lease: Lease | None = None
 
     def _check_lease(self) -> None:
@@ -96,6 +117,7 @@ class Collector:
             condemned = yield from self._mark()
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
+            self._explain_grace(condemned, eligible)
             if self.dry_run:
                 self.report.would_delete = len(eligible)
             elif eligible:
@@ -116,7 +138,7 @@ class Collector:
         reach = Reachability(self.repo, known_missing=self._known_damage(root))
         pins = list_pins(self.backend)
         now = self.backend.now()
-        gens = reach.walk_root(root, pins, now, self.keep_last)
+        gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
         listing = list(self.store.list())
@@ -125,9 +147,13 @@ class Collector:
         previous = load_gcstate(self.store, root.condemned)
         candidates: dict[str, float] = {}
         young = 0
+        self._unreachable.clear()
+        self._now = now
         for blob_id, info in listing:
             if blob_id in reach.seen:
+                self._count_held(blob_id, info.size, head_seen, gens_seen)
                 continue
+            self._unreachable[blob_id] = (info.size, info.mtime)
             if info.mtime > now - self.grace:
                 young += 1
                 continue
@@ -149,6 +175,52 @@ class Collector:
             candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
         self.report.condemned = len(candidates)
         return candidates
+
+    def _walk_explained(self, reach: Reachability, root: Root, pins: list[PinState], now: float
+                        ) -> tuple[list[Generation], set[str], set[str]]:
+        """reach.walk_root's walk (the same roots; the mark set is their union either way), in
+        steps so the report can say what only the last keep_last generations and only pins
+        hold: (generations, what the head reaches, what the newest keep_last reach)."""
+        gens = reach.retained_generations(root, pins, now, self.keep_last)
+        reach.walk([Ref(BlobType.GENERATION, gens[0].id)], gens[0].id)
+        head_seen = set(reach.seen)
+        for gen in gens[1:self.keep_last]:
+            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
+        gens_seen = set(reach.seen)
+        for gen in gens[self.keep_last:]:  # retained back to the oldest live pin: held by pins
+            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
+        for pin in pins:
+            if pin.live(now) and pin.record is not None:
+                reach.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
+                           tolerate_missing=True)
+        reach.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
+        return gens, head_seen, gens_seen
+
+    def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:
+        if blob_id in head_seen:
+            return
+        if blob_id in gens_seen:
+            self.report.held_by_generations += 1
+            self.report.held_by_generations_bytes += size
+        else:  # pins (or the gc state itself, a few small blobs)
+            self.report.held_by_pins += 1
+            self.report.held_by_pins_bytes += size
+
+    def _explain_grace(self, condemned: dict[str, float], eligible: dict[str, float]) -> None:
+        """Count the unreachable blobs the grace period holds, and when a gc can free them all:
+        a blob stored within the grace period is condemned by a gc after mtime + grace, then
+        deleted by a gc once condemned for the grace period."""
+        until: list[float] = []
+        for blob_id, (size, mtime) in self._unreachable.items():
+            if blob_id in eligible:
+                continue
+            t = condemned.get(blob_id)
+            if t is None and mtime <= self._now - self.grace:
+                continue  # old, not condemned: a concurrent commit took it back
+            until.append(t + self.grace if t is not None else mtime + 2 * self.grace)
+            self.report.grace_held += 1
+            self.report.grace_held_bytes += size
+        self.report.grace_freed_after = max(until) if until else None
 
     # ---- sweep -------------------------------------------------------------------------
 
@@ -231,8 +303,40 @@ class Collector:
             self.report.temp_files_removed = self.backend.remove_stale_temp_files(max(self.grace, TEMP_FILE_AGE))
 
 
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def summary(report: GcReport) -> str:
+    """gc's one-line report."""
+    verb = "would delete" if report.dry_run else "deleted"
+    count = report.would_delete if report.dry_run else report.deleted
+    return (f"{report.blobs_total} blobs, {report.blobs_reachable} reachable, {report.condemned} condemned "
+            f"({report.newly_condemned} new), {report.blobs_young} within grace; {verb} {count}"
+            + ("" if report.dry_run else f" ({report.deleted_bytes} bytes)")
+            + (f"; {report.rescued} rescued by concurrent use" if report.rescued else "")
+            + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
+
+
+def explain(report: GcReport) -> list[str]:
+    """Why space is still held after this gc, one line per reason (empty when nothing is held)."""
+    lines = []
+    if report.grace_held:
+        after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.grace_freed_after or 0))
+        lines.append(f"{report.grace_held} blobs ({_mib(report.grace_held_bytes)}) within the grace period "
+                     f"({report.grace_seconds:g}s), freed by gc runs after {after}")
+    if report.held_by_generations:
+        lines.append(f"{report.held_by_generations} blobs ({_mib(report.held_by_generations_bytes)}) held by the "
+                     f"last {report.keep_last} generations (gc --keep-last {report.keep_last}); "
+                     "they become collectable once newer commits push them out")
+    if report.held_by_pins:
+        lines.append(f"{report.held_by_pins} blobs ({_mib(report.held_by_pins_bytes)}) held by live pins "
+                     "(running readers; see 'casbackup pins')")
+    return lines
+
+
 def collect(repo: Repository, **kwargs: object) -> GcReport:
     return Collector(repo, **kwargs).run()  # type: ignore[arg-type]
 
 
-__all__ = ["Collector", "GcReport", "collect", "DEFAULT_GRACE", "DEFAULT_KEEP_LAST", "BlobCorrupt", "Root"]
+__all__ = ["Collector", "GcReport", "collect", "explain", "summary", "check_options", "DEFAULT_GRACE", "DEFAULT_KEEP_LAST", "BlobCorrupt", "Root"]

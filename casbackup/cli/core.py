@@ -180,24 +180,24 @@ def pins_cmd(ctx: Context, json_out: bool) -> None:
 @click.option("--keep-last", type=click.IntRange(1), default=DEFAULT_KEEP_LAST, show_default=True,
               help="Always keep what the newest N generations reach.")
 @click.option("--dry-run", is_flag=True, help="Report what would be condemned and deleted; change nothing.")
-@click.option("--force", is_flag=True, help="Allow a grace period under 1h.")
+@click.option("--force", is_flag=True, help="Allow a grace period under 1h (not needed with --dry-run).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
 @pass_ctx
 def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: bool, json_out: bool) -> None:
-    """Collect unreachable blobs: condemn now, delete once condemned for the grace period."""
+    """Collect unreachable blobs: condemn now, delete once condemned for the grace period.
+
+    The report says what is still held and why: the grace period, the last --keep-last
+    generations, live pins. --dry-run changes nothing (and so needs no --force)."""
+    from ..gc import explain, summary  # the report's text lives with the report
     repo = ctx.open(write=not dry_run)
     report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force,
                        progress=ctx.progress(json_out)).run()
     if json_out:
         emit_json(report.to_json())
         return
-    verb = "would delete" if dry_run else "deleted"
-    count = report.would_delete if dry_run else report.deleted
-    click.echo(f"{report.blobs_total} blobs, {report.blobs_reachable} reachable, {report.condemned} condemned "
-               f"({report.newly_condemned} new), {report.blobs_young} within grace; {verb} {count}"
-               + ("" if dry_run else f" ({report.deleted_bytes} bytes)")
-               + (f"; {report.rescued} rescued by concurrent use" if report.rescued else "")
-               + (f"; removed {report.expired_pins_removed} expired pins" if report.expired_pins_removed else ""))
+    click.echo(summary(report))
+    for line in explain(report):
+        click.echo(f"  {line}")
 
 
 def check_validators() -> tuple[dict[Any, Any], Any]:

@@ -15,7 +15,7 @@ import click
 from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import diff_trees
-from ..files.forget import Policy, check_request, forget_snapshots
+from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
 from ..files.reader import TreeReader
@@ -23,8 +23,10 @@ from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
 from ..files.stats import repository_stats
 from ..files.tree import DEVICES, SPECIAL_IFMT, Node
+from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector, check_options as check_gc_options
+from ..gc import explain as explain_gc, summary as gc_summary
 from ..repository import Repository
-from .common import Context, die, emit_json, utc_time
+from .common import DURATION, Context, die, emit_json, utc_time
 from .snapshot_options import pass_ctx, snapshot_filter, snapshot_path
 
 EXIT_PARTIAL = 16  # the snapshot was committed, but some files could not be read (restic uses 3; ours is "not found")
@@ -276,34 +278,110 @@ def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, flt: Snap
         click.echo(f"{c}  {p}".replace("\n", "\\n"))
 
 
-@click.command()
-@click.argument("snapshot_ids", nargs=-1)
-@click.option("--keep-last", type=click.IntRange(0), default=0, help="Keep the N newest snapshots.")
-@click.option("--keep-daily", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N days.")
-@click.option("--keep-weekly", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N weeks.")
-@click.option("--keep-monthly", type=click.IntRange(0), default=0, help="Keep the newest of each of the last N months.")
-@click.option("--tag", "tags", multiple=True, help="With a policy: only consider snapshots with this tag.")
-@click.option("--dry-run", "-n", is_flag=True, help="Only show what would be removed.")
-@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
-@pass_ctx
-def forget(ctx: Context, snapshot_ids: tuple[str, ...], keep_last: int, keep_daily: int, keep_weekly: int,
-           keep_monthly: int, tags: tuple[str, ...], dry_run: bool, json_out: bool) -> None:
-    """Remove snapshots from the live set (by ID/prefix/latest, or by a keep policy) in a new generation.
+class _KeepCount(click.ParamType):
+    """A --keep-* count: N >= 0, or 'unlimited' (restic's; -1 too)."""
 
-    Space comes back through 'casbackup gc', which never deletes what a pinned reader uses."""
-    policy = Policy(keep_last, keep_daily, keep_weekly, keep_monthly)
-    check_request(snapshot_ids, policy)
-    repo = ctx.open(write=not dry_run)
-    result = forget_snapshots(repo, snapshot_ids, policy, tags, dry_run=dry_run)
-    if json_out:
-        emit_json(result.to_json())
-        return
-    for s in result.remove:
-        click.echo(f"{'would remove' if dry_run else 'removed'} {s.id[:8]}  {utc_time(s.time)}  {' '.join(s.paths)}")
+    name = "N|unlimited"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        if str(value).strip() in ("unlimited", "-1"):
+            return UNLIMITED
+        try:
+            n = int(value)
+        except ValueError:
+            n = -2
+        if n < 0:
+            self.fail(f"{value!r} is not a count: give N >= 0 or 'unlimited'", param, ctx)
+        return n
+
+
+class _Within(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Within:
+        if isinstance(value, Within):
+            return value
+        try:
+            return Within.parse(str(value))
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _forget_options(fn: Any) -> Any:
+    """forget's --keep-* rules (restic's names and meanings), one decorator."""
+    count, within = _KeepCount(), _Within()
+    for name, what in (("yearly", "years"), ("monthly", "months"), ("weekly", "ISO weeks"), ("daily", "days"),
+                       ("hourly", "hours")):
+        fn = click.option(f"--keep-within-{name}", f"within_{name}", type=within, default=None,
+                          help=f"Keep the newest of each of the {what} within DURATION of the newest snapshot.")(fn)
+    fn = click.option("--keep-within", "within", type=within, default=None,
+                      help="Keep every snapshot within DURATION (like 1y5m7d2h) of the newest snapshot.")(fn)
+    fn = click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG[,TAG...]",
+                      help="Keep snapshots with all these tags (repeatable: any of the lists).")(fn)
+    for name, what in (("yearly", "years"), ("monthly", "months"), ("weekly", "ISO weeks"), ("daily", "days"),
+                       ("hourly", "hours")):
+        fn = click.option(f"--keep-{name}", name, type=count, default=0,
+                          help=f"Keep the newest of each of the last N {what} that have snapshots.")(fn)
+    return click.option("--keep-last", "last", type=count, default=0, help="Keep the N newest snapshots.")(fn)
+
+
+def _print_forget(ctx: Context, result: Any) -> None:
+    """restic's table, per snapshot: keep (with the rules that keep it) or remove."""
+    verb = "would remove" if result.dry_run else "removed"
+    for s in sorted(result.keep + result.remove, key=lambda s: (s.time, s.id)):
+        line = f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {' '.join(s.paths)}"
+        if s.id in result.reasons:
+            click.echo(f"keep          {line}  [{', '.join(result.reasons[s.id])}]")
+        else:
+            click.echo(f"{verb:<13} {line}")
     if not result.remove and not ctx.quiet:
         click.echo("nothing to remove", err=True)
-    if result.generation is not None and result.remove and not ctx.quiet:
+
+
+@click.command()
+@click.argument("snapshot_ids", nargs=-1)
+@_forget_options
+@snapshot_filter
+@click.option("--group-by", default="host,paths", show_default=True, metavar="host,paths,tags",
+              help="Apply the policy per group of snapshots with equal fields ('' = all in one group).")
+@click.option("--prune", is_flag=True, help="Run gc after forgetting (restic's forget --prune).")
+@click.option("--grace", type=DURATION, default=f"{int(DEFAULT_GRACE // 3600)}h", show_default=True,
+              help="With --prune: gc's --grace.")
+@click.option("--keep-generations", type=click.IntRange(1), default=DEFAULT_KEEP_LAST, show_default=True,
+              help="With --prune: gc's --keep-last (the newest N generations keep what they reach).")
+@click.option("--force", is_flag=True, help="With --prune: allow a grace period under 1h (gc's --force).")
+@click.option("--dry-run", "-n", is_flag=True, help="Only show what would be kept (and why) and removed.")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@pass_ctx
+def forget(ctx: Context, snapshot_ids: tuple[str, ...], flt: SnapshotFilter, group_by: str, prune: bool,
+           grace: float, keep_generations: int, force: bool, dry_run: bool, json_out: bool, **keep: Any) -> None:
+    """Remove snapshots from the live set (by ID/prefix/latest, or by a keep policy) in a new generation.
+
+    The policy applies per --group-by group, among the snapshots --host/--path/--tag select.
+    Space comes back through 'casbackup gc' (or --prune), which never deletes what a pinned
+    reader uses; its report says what the grace period, older generations and pins hold."""
+    policy = Policy(keep_tags=list(keep.pop("keep_tags")), **keep)
+    check_request(snapshot_ids, policy)
+    groups = parse_group_by(group_by)
+    collector_args = {"grace": grace, "keep_last": keep_generations, "force": force}
+    if prune:
+        check_gc_options(grace, keep_generations, dry_run, force)
+    repo = ctx.open(write=not dry_run)
+    result = forget_snapshots(repo, snapshot_ids, policy, flt, dry_run=dry_run, group_by=groups)
+    report = Collector(repo, dry_run=dry_run, progress=ctx.progress(json_out),
+                       **collector_args).run() if prune else None  # type: ignore[arg-type]
+    if json_out:
+        emit_json({**result.to_json(), **({"gc": report.to_json()} if report else {})})
+        return
+    _print_forget(ctx, result)
+    if result.generation is not None and result.remove and not ctx.quiet and not prune:
         click.echo(f"committed generation {result.generation.seq}; run 'casbackup gc' to reclaim space", err=True)
+    if report is not None:
+        click.echo(f"gc: {gc_summary(report)}")
+        for line in explain_gc(report):
+            click.echo(f"  {line}")
 
 
 @click.command()

@@ -42,7 +42,7 @@ def test_forget_dry_run_commits_nothing_and_forget_deletes_in_one_generation(rep
     done = files.forget_snapshots(repo, policy=files.Policy(last=1))
     assert done.generation is not None and done.generation.seq == head + 1
     assert done.to_json() == {"dry_run": False, "removed": [first.id], "kept": [second.id],
-                              "generation": head + 1}
+                              "reasons": {second.id: ["last"]}, "generation": head + 1}
     with repo.reader() as reader:
         assert [s.id for s in files.list_snapshots(reader)] == [second.id]
 
