@@ -5,7 +5,6 @@ through gc, which never deletes what a pinned reader still uses.
 """
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from dataclasses import dataclass, field
