@@ -15,7 +15,7 @@ from .common import TEXT, Context, die
 
 # Modules that register commands (each has `register(cli)`), loaded only when a command of theirs
 # runs: an Aptos adapter call is a new process per file, and must not pay for the files layer.
-COMMAND_MODULES = ("core", "files", "snaptools", "aptos")
+COMMAND_MODULES = ("core", "files", "snaptools", "aptos", "completion")
 # Known homes of commands, so that these load only their own module. Any other name (or --help)
 # loads every module, so a command added to a module needs no entry here.
 COMMAND_HINTS = {"aptos": "aptos"}
