@@ -14,7 +14,7 @@ import click
 
 from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
-from ..files.diff import diff_trees
+from ..files.diff import DiffSummary, diff_trees
 from ..files.forget import Policy, check_request, forget_snapshots
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
@@ -257,23 +257,46 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
                        err=True)
 
 
+def _diff_summary_lines(doc: dict[str, Any]) -> list[str]:
+    """restic's diff statistics block."""
+    add, rem = doc["added"], doc["removed"]
+    return ["",
+            f"Files:       {add['files']:5d} new, {rem['files']:5d} removed, {doc['changed_files']:5d} changed",
+            f"Dirs:        {add['dirs']:5d} new, {rem['dirs']:5d} removed",
+            f"Others:      {add['others']:5d} new, {rem['others']:5d} removed",
+            f"Data Blobs:  {add['data_blobs']:5d} new, {rem['data_blobs']:5d} removed",
+            f"Tree Blobs:  {add['tree_blobs']:5d} new, {rem['tree_blobs']:5d} removed",
+            f"  Added:   {human(add['bytes'])}",
+            f"  Removed: {human(rem['bytes'])}"]
+
+
 @click.command()
 @click.argument("snapshot1")
 @click.argument("snapshot2")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array of {change, path}.")
+@click.option("--summary", "json_summary", is_flag=True,
+              help="With --json: print {changes: [...], summary: {...}} (restic's statistics) instead.")
 @snapshot_filter
 @pass_ctx
-def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, flt: SnapshotFilter) -> None:
-    """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata)."""
+def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, json_summary: bool,
+         flt: SnapshotFilter) -> None:
+    """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata),
+    then restic's summary: files, dirs and others new/removed/changed, blobs, bytes added/removed."""
     repo = ctx.open()
+    summary = DiffSummary()
     with repo.reader("diff") as snap:
         a, b = resolve(snap, snapshot1, flt), resolve(snap, snapshot2, flt)
-        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
+        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree, summary=summary))
+    doc = {"source_snapshot": a.id, "target_snapshot": b.id, **summary.to_json()}
     if json_out:
-        emit_json([{"change": c, "path": p} for c, p in changes])
+        rows = [{"change": c, "path": p} for c, p in changes]
+        emit_json({"changes": rows, "summary": doc} if json_summary else rows)
         return
     for c, p in changes:
         click.echo(f"{c}  {p}".replace("\n", "\\n"))
+    if not ctx.quiet:
+        for line in _diff_summary_lines(doc):
+            click.echo(line)
 
 
 @click.command()
