@@ -125,6 +125,7 @@ def test_diff_prints_restics_summary(two, cli) -> None:
     assert same["changes"] == [] and same["summary"]["added"]["bytes"] == 0
 
 
+@pytest.mark.slow  # ~11 s: ten CLI runs
 def test_stats_modes(two, cli) -> None:
     repo, src, first, second = two
     one = j(cli("-r", repo, "stats", first, "--mode", "restore-size", "--json"))
