@@ -35,6 +35,8 @@ def test_json_as_a_global_option(tmp_path: Path, cli_repo: Path) -> None:
     assert json.loads(r.stdout) == []
     r = run_cli("--json", "-r", str(cli_repo), "cat", "latest", "/x")
     assert r.code == 2 and "--json" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("snapshots", "-r")
+    assert r.code == 2 and "'-r' requires an argument" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_hoisting_leaves_values_and_double_dash_alone() -> None:

@@ -136,7 +136,9 @@ def hoist_global_options(args: list[str]) -> list[str]:
             break
         flag = a.split("=", 1)[0] if a.startswith("--") else a
         if flag in GLOBAL_OPTIONS and flag not in own:
-            if GLOBAL_OPTIONS[flag] and "=" not in a and i + 1 < len(rest):
+            if GLOBAL_OPTIONS[flag] and "=" not in a:
+                if i + 1 >= len(rest):
+                    raise click.UsageError(f"Option '{a}' requires an argument.")
                 front.extend(rest[i:i + 2])
                 i += 2
             else:
