@@ -15,7 +15,7 @@ from .common import TEXT, Context, die
 
 # Modules that register commands (each has `register(cli)`), loaded only when a command of theirs
 # runs: an Aptos adapter call is a new process per file, and must not pay for the files layer.
-COMMAND_MODULES = ("core", "files", "snaptools", "copying", "aptos")
+COMMAND_MODULES = ("core", "files", "snaptools", "copying", "aptos", "completion")
 # Known homes of commands, so that these load only their own module. Any other name (or --help)
 # loads every module, so a command added to a module needs no entry here.
 COMMAND_HINTS = {"aptos": "aptos"}
@@ -80,9 +80,86 @@ def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_s
 
 
 
+# Global options restic accepts anywhere on the line: (names, takes a value).
+GLOBAL_OPTIONS = {"-r": True, "--repo": True, "-o": True, "--option": True, "-q": False, "--quiet": False,
+                  "--no-pin": False, "--unsafe-single-writer": False}
+# Subcommands whose argv is left exactly as given (the Aptos adapter has its own --no-pin).
+VERBATIM_COMMANDS = frozenset({"aptos"})
+
+
+def _value_options(cmd: click.Command) -> tuple[set[str], set[str]]:
+    """(options of `cmd` and its subcommands that take a value, all their option names)."""
+    takes, names = set(), set()
+    cmds = [cmd, *(cmd.commands.values() if isinstance(cmd, click.Group) else ())]
+    for c in cmds:
+        for p in c.params:
+            if isinstance(p, click.Option):
+                names.update(p.opts + p.secondary_opts)
+                if not p.is_flag and not p.count:
+                    takes.update(p.opts)
+    return takes, names
+
+
+def _split_global(args: list[str]) -> int:
+    """The index of the subcommand in `args` (len(args) if none): global options come first."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return len(args)  # nothing after it is an option: leave the line as given
+        if not a.startswith("-") or a == "-":
+            return i
+        i += 2 if GLOBAL_OPTIONS.get(a) else 1
+    return i
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """restic style: global options after the subcommand (`snapshots -r REPO --json`) move in front
+    of it, and `--json` before the subcommand moves after it. Stops at `--`; skips the values of
+    the subcommand's own options; an option the subcommand defines itself stays its own."""
+    at = _split_global(args)
+    if at >= len(args) or args[at] in VERBATIM_COMMANDS:
+        return args
+    front, name, rest = args[:at], args[at], args[at + 1:]
+    moved_json = "--json" in front
+    front = [a for a in front if a != "--json"]
+    cmd = cli.get_command(click.Context(cli), name) if isinstance(cli, click.Group) else None
+    if cmd is None:
+        return args
+    takes, own = _value_options(cmd)
+    kept: list[str] = []
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            kept.extend(rest[i:])
+            break
+        flag = a.split("=", 1)[0] if a.startswith("--") else a
+        if flag in GLOBAL_OPTIONS and flag not in own:
+            if GLOBAL_OPTIONS[flag] and "=" not in a:
+                if i + 1 >= len(rest):
+                    raise click.UsageError(f"Option '{a}' requires an argument.")
+                front.extend(rest[i:i + 2])
+                i += 2
+            else:
+                front.append(a)
+                i += 1
+            continue
+        kept.append(a)
+        if a in takes and i + 1 < len(rest):
+            kept.append(rest[i + 1])
+            i += 1
+        i += 1
+    if moved_json:
+        cut = kept.index("--") if "--" in kept else len(kept)
+        kept.insert(cut, "--json")
+    return [*front, name, *kept]
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="casbackup", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        cli.main(args=hoist_global_options(args), prog_name="casbackup", standalone_mode=False)
     except click.exceptions.Abort:
         die("interrupted", EXIT_INTERRUPTED)
     except click.UsageError as exc:

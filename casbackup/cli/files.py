@@ -14,14 +14,15 @@ import click
 
 from ..errors import UsageError
 from ..files.backup import BackupOptions, run_backup
-from ..files.diff import diff_trees
+from ..files.diff import DiffSummary, diff_trees
 from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
-from ..files.reader import TreeReader
+from ..files.reader import TreeReader, join
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
-from ..files.stats import repository_stats
+from ..files.stats import MODES as STATS_MODES
+from ..files.stats import repository_stats, snapshot_stats
 from ..files.tree import DEVICES, SPECIAL_IFMT, Node
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector, check_options as check_gc_options
 from ..gc import explain as explain_gc, summary as gc_summary
@@ -162,7 +163,8 @@ def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bo
 
 
 def _node_json(path: str, n: Node) -> dict[str, Any]:
-    d = {"path": path, "type": n.kind, "mode": n.mode, "mtime_ns": n.mtime_ns, "uid": n.uid, "gid": n.gid}
+    d = {"path": path, "name": path.rsplit("/", 1)[-1], "type": n.kind, "mode": n.mode, "permissions": _filemode(n),
+         "mtime_ns": n.mtime_ns, "mtime": utc_time(n.mtime_ns / 1e9), "uid": n.uid, "gid": n.gid}
     if n.kind == "file":
         d["size"] = n.size
     if n.kind == "symlink":
@@ -172,36 +174,61 @@ def _node_json(path: str, n: Node) -> dict[str, Any]:
     return d
 
 
+def _filemode(n: Node) -> str:
+    return statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK,
+                             **SPECIAL_IFMT}[n.kind] | n.mode)
+
+
+def _shown(text: str, terminal: bool) -> str:
+    """A name as printable text: bytes that are not UTF-8 as \\xNN; newlines always escaped (one
+    entry a line); on a terminal every control character too, so a name cannot move the cursor."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not terminal:
+        return text.replace("\n", "\\n")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _ls_rows(reader: TreeReader, root: str, paths: tuple[str, ...], recursive: bool) -> Iterator[tuple[str, Node]]:
+    """restic 0.14's ls selection: no PATH lists everything; a directory PATH lists itself and
+    its entries (all below it with `recursive`); any other PATH lists just that entry."""
+    for path in paths or ("/",):
+        start = snapshot_path(path)
+        node = reader.lookup(root, start)
+        if not paths or recursive or not node.is_dir:
+            rows = reader.walk(node, start)
+        else:
+            rows = iter([(start, node), *((join(start, c.name), c) for c in reader.nodes(node.tree or ""))])
+        for p, n in rows:
+            if not (p == "/" and n.name == b""):  # the snapshot's root itself
+                yield p, n
+
+
 @click.command("ls")
 @click.argument("snapshot")
-@click.argument("path", required=False, default="/")
+@click.argument("paths", nargs=-1)
+@click.option("--long", "-l", "long", is_flag=True, help="Long format: mode, uid, gid, size, mtime, path.")
+@click.option("--recursive", is_flag=True, help="With PATHs: list everything below them, not just their entries.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
 @snapshot_filter
 @pass_ctx
-def ls_cmd(ctx: Context, snapshot: str, path: str, json_out: bool, flt: SnapshotFilter) -> None:
-    """List the entries of SNAPSHOT under PATH (default: everything)."""
+def ls_cmd(ctx: Context, snapshot: str, paths: tuple[str, ...], long: bool, recursive: bool, json_out: bool,
+           flt: SnapshotFilter) -> None:
+    """List the entries of SNAPSHOT: everything, or the given PATHs and their entries (as restic)."""
     repo = ctx.open()
+    terminal = sys.stdout.isatty()
     with repo.reader("ls") as snap:
         info = resolve(snap, snapshot, flt)
-        reader = TreeReader(snap)
-        start = snapshot_path(path)
-        node = reader.lookup(info.tree, start)
-        rows = ((p or "/", n) for p, n in reader.walk(node, start))
+        rows = _ls_rows(TreeReader(snap), info.tree, paths, recursive)
         if json_out:
-            emit_json([_node_json(p, n) for p, n in rows if not (p == "/" and n.name == b"")])
+            emit_json([_node_json(p, n) for p, n in rows])
             return
         for p, n in rows:
-            if p == "/" and n.name == b"":
+            if not long:
+                click.echo(_shown(p, terminal), color=True)  # color=True: click must not strip ESC from names
                 continue
-            shown = p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            if ctx.quiet:
-                click.echo(shown)
-            else:
-                kind = statmod.filemode({"file": statmod.S_IFREG, "dir": statmod.S_IFDIR,
-                                         "symlink": statmod.S_IFLNK, **SPECIAL_IFMT}[n.kind] | n.mode)
-                extra = f" -> {n.target.decode('utf-8', 'backslashreplace')}" if n.target else ""
-                click.echo(f"{kind} {n.uid:>5} {n.gid:>5} {n.size:>12} {utc_time(n.mtime_ns / 1e9)} {shown!s}{extra}"
-                           .replace("\n", "\\n"))
+            extra = f" -> {_shown((n.target or b'').decode('utf-8', 'surrogateescape'), terminal)}" if n.target else ""
+            click.echo(f"{_filemode(n)} {n.uid:>5} {n.gid:>5} {n.size:>12} {utc_time(n.mtime_ns / 1e9)} "
+                       f"{_shown(p, terminal)}{extra}", color=True)
 
 
 @click.command()
@@ -259,23 +286,47 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
                        err=True)
 
 
+def _diff_summary_lines(doc: dict[str, Any]) -> list[str]:
+    """restic's diff statistics block."""
+    add, rem = doc["added"], doc["removed"]
+    return ["",
+            f"Files:       {add['files']:5d} new, {rem['files']:5d} removed, {doc['changed_files']:5d} changed",
+            f"Dirs:        {add['dirs']:5d} new, {rem['dirs']:5d} removed",
+            f"Others:      {add['others']:5d} new, {rem['others']:5d} removed",
+            f"Data Blobs:  {add['data_blobs']:5d} new, {rem['data_blobs']:5d} removed",
+            f"Tree Blobs:  {add['tree_blobs']:5d} new, {rem['tree_blobs']:5d} removed",
+            f"  Added:   {human(add['bytes'])}",
+            f"  Removed: {human(rem['bytes'])}"]
+
+
 @click.command()
 @click.argument("snapshot1")
 @click.argument("snapshot2")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array of {change, path}.")
+@click.option("--summary", "json_summary", is_flag=True,
+              help="With --json: print {changes: [...], summary: {...}} (restic's statistics) instead.")
 @snapshot_filter
 @pass_ctx
-def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, flt: SnapshotFilter) -> None:
-    """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata)."""
+def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, json_summary: bool,
+         flt: SnapshotFilter) -> None:
+    """Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata),
+    then restic's summary: files, dirs and others new/removed/changed, blobs, bytes added/removed."""
     repo = ctx.open()
+    summary = DiffSummary()
     with repo.reader("diff") as snap:
         a, b = resolve(snap, snapshot1, flt), resolve(snap, snapshot2, flt)
-        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree))
+        changes = list(diff_trees(TreeReader(snap), a.tree, b.tree, summary=summary))
+    doc = {"source_snapshot": a.id, "target_snapshot": b.id, **summary.to_json()}
+    terminal = sys.stdout.isatty()
     if json_out:
-        emit_json([{"change": c, "path": p} for c, p in changes])
+        rows = [{"change": c, "path": p} for c, p in changes]
+        emit_json({"changes": rows, "summary": doc} if json_summary else rows)
         return
     for c, p in changes:
-        click.echo(f"{c}  {p}".replace("\n", "\\n"))
+        click.echo(f"{c}  {_shown(p, terminal)}", color=True)
+    if not ctx.quiet:
+        for line in _diff_summary_lines(doc):
+            click.echo(line)
 
 
 class _KeepCount(click.ParamType):
@@ -384,20 +435,47 @@ def forget(ctx: Context, snapshot_ids: tuple[str, ...], flt: SnapshotFilter, gro
             click.echo(f"  {line}")
 
 
+def _stats_snapshots(snap: Any, specs: tuple[str, ...], flt: SnapshotFilter) -> list[Any]:
+    """The SNAPSHOTs given (IDs, prefixes, 'latest'), or every snapshot the filter selects."""
+    if specs:
+        return [resolve(snap, spec, flt) for spec in specs]
+    return flt.apply(list_snapshots(snap))
+
+
 @click.command()
+@click.argument("snapshot_ids", nargs=-1)
+@click.option("--mode", type=click.Choice(STATS_MODES), default=None,
+              help="restic's counting mode: restore-size (the default), files-by-contents or raw-data.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
+@snapshot_filter
 @pass_ctx
-def stats(ctx: Context, json_out: bool) -> None:
-    """Logical size (sum over snapshots), stored size, dedup ratio and blob count."""
-    st = repository_stats(ctx.open())
+def stats(ctx: Context, snapshot_ids: tuple[str, ...], mode: str | None, json_out: bool,
+          flt: SnapshotFilter) -> None:
+    """Statistics of the SNAPSHOTs (default: all) in restic's counting --mode; without SNAPSHOTs or
+    --mode also the repository's logical size, stored size, dedup ratio and blob count."""
+    repo = ctx.open()
+    with repo.reader("stats") as snap:
+        chosen = _stats_snapshots(snap, snapshot_ids, flt)
+        st = snapshot_stats(repo, snap, chosen, mode or "restore-size")
+    whole = repository_stats(repo) if mode is None and not snapshot_ids and flt.empty() else None
     if json_out:
-        emit_json(st.to_json())
+        emit_json({**st.to_json(), **(whole.to_json() if whole else {})})
         return
-    click.echo(f"snapshots:     {st.snapshots}")
-    click.echo(f"logical size:  {human(st.logical_size)} ({st.logical_size} bytes)")
-    click.echo(f"stored size:   {human(st.stored_size)} ({st.stored_size} bytes)")
-    click.echo(f"blobs:         {st.blobs}")
-    click.echo(f"dedup ratio:   {st.dedup_ratio}")
+    click.echo(f"Stats in {st.mode} mode:")
+    click.echo(f"Snapshots processed:   {st.snapshots_count}")
+    if st.total_blob_count is not None:
+        click.echo(f"   Total Blob Count:   {st.total_blob_count}")
+    if st.total_file_count is not None:
+        click.echo(f"   Total File Count:   {st.total_file_count}")
+    click.echo(f"         Total Size:   {human(st.total_size)} ({st.total_size} bytes)")
+    if whole is None:
+        return
+    click.echo("Repository:")
+    click.echo(f"snapshots:     {whole.snapshots}")
+    click.echo(f"logical size:  {human(whole.logical_size)} ({whole.logical_size} bytes)")
+    click.echo(f"stored size:   {human(whole.stored_size)} ({whole.stored_size} bytes)")
+    click.echo(f"blobs:         {whole.blobs}")
+    click.echo(f"dedup ratio:   {whole.dedup_ratio}")
 
 
 def register(cli: click.Group) -> None:

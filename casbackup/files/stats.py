@@ -1,11 +1,18 @@
-"""`stats`: how much the snapshots hold against how much the store keeps (the dedup ratio)."""
+"""`stats`: how much the snapshots hold against how much the store keeps (the dedup ratio), and
+restic's per-snapshot counting modes (restore-size, files-by-contents, raw-data)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..codec import RAW_TYPES, Ref
+from ..errors import UsageError
+from ..reader import Reader
 from ..repository import Repository
-from .snapshots import list_snapshots
+from .reader import TreeReader
+from .snapshots import SnapshotInfo, list_snapshots
+from .tree import Node
 
 
 @dataclass(frozen=True)
@@ -34,3 +41,79 @@ def repository_stats(repo: Repository) -> RepositoryStats:
         stored += info.size
         blobs += 1
     return RepositoryStats(len(every), sum(s.size for s in every), stored, blobs)
+
+
+# restic's `stats --mode` counting modes (blobs-per-file is not offered).
+MODES = ("restore-size", "files-by-contents", "raw-data")
+
+
+@dataclass(frozen=True)
+class SnapshotStats:
+    """restic's stats of a set of snapshots in one counting mode:
+    restore-size: every entry below the roots and the file bytes a restore writes;
+    files-by-contents: files with distinct content (the same chunks, or the same inline bytes) and their bytes;
+    raw-data: the distinct blobs the snapshots reach (chunks, TREE and FILE blobs) and their stored bytes."""
+
+    mode: str
+    snapshots_count: int
+    total_size: int
+    total_file_count: int | None = None
+    total_blob_count: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode, "snapshots_count": self.snapshots_count, "total_size": self.total_size}
+        if self.total_file_count is not None:
+            d["total_file_count"] = self.total_file_count
+        if self.total_blob_count is not None:
+            d["total_blob_count"] = self.total_blob_count
+        return d
+
+
+def _content_key(node: Node, reader: TreeReader) -> tuple[Any, ...]:
+    if node.data is not None:
+        return ("inline", hashlib.sha256(node.data).digest())
+    if node.file:
+        return ("file", node.file)
+    return ("chunks", tuple(c.id for c in reader.chunks(node)))
+
+
+def _reachable(snap: Reader, roots: list[Ref]) -> set[Ref]:
+    """Every blob the roots reach, by their refs lists (as gc marks them)."""
+    seen: set[Ref] = set()
+    todo = list(roots)
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        if ref.type not in RAW_TYPES:
+            todo.extend(snap.read_structured(ref)[0])
+    return seen
+
+
+def snapshot_stats(repo: Repository, snap: Reader, snapshots: list[SnapshotInfo], mode: str) -> SnapshotStats:
+    """Stats of `snapshots` (read through the pinned `snap`) in one of MODES, over all of them together."""
+    if mode not in MODES:
+        raise UsageError(f"unknown stats mode {mode!r}: use one of {', '.join(MODES)}")
+    reader = TreeReader(snap)
+    if mode == "raw-data":
+        refs = _reachable(snap, [s.root for s in snapshots])
+        sizes = {blob_id: info.size for blob_id, info in repo.store.list()}
+        return SnapshotStats(mode, len(snapshots), sum(sizes.get(r.id, 0) for r in refs),
+                             total_blob_count=len({r.id for r in refs}))
+    count = size = 0
+    contents: set[tuple[Any, ...]] = set()
+    for info in snapshots:
+        for path, node in reader.walk(Node(b"", "dir", tree=info.tree), "/"):
+            if path == "/" and node.name == b"":
+                continue
+            if mode == "restore-size":
+                count += 1
+                size += node.size if node.kind == "file" else 0
+            elif node.kind == "file":
+                key = _content_key(node, reader)
+                if key not in contents:
+                    contents.add(key)
+                    count += 1
+                    size += node.size
+    return SnapshotStats(mode, len(snapshots), size, total_file_count=count)

@@ -78,7 +78,7 @@ def test_exclude_table_matches_restic(tree: Path, tmp_path: Path, cli, flags: li
     assert cli("-r", repo, "init").code == 0
     r = cli("-r", repo, "backup", str(tree), *args)
     assert r.code == 0, r.stderr
-    rows = json.loads(cli("-r", repo, "ls", "latest", str(tree), "--json").out)
+    rows = json.loads(cli("-r", repo, "ls", "latest", str(tree), "--recursive", "--json").out)
     got = {row["path"][len(str(tree)) + 1:] for row in rows if row["path"].startswith(f"{tree}/")}
     assert got == kept
 

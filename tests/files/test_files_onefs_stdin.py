@@ -41,7 +41,7 @@ def test_one_file_system_does_not_cross_mounts(mounted, tmp_path: Path, cli) -> 
     src, mnt = mounted
     repo = str(tmp_path / "repo")
     assert cli("-r", repo, "init").code == 0
-    paths = lambda sid: {r["path"] for r in j(cli("-r", repo, "ls", sid, str(src), "--json"))}  # noqa: E731
+    paths = lambda sid: {r["path"] for r in j(cli("-r", repo, "ls", sid, str(src), "--recursive", "--json"))}  # noqa: E731
 
     crossing = j(cli("-r", repo, "backup", str(src), "--json"))["id"]
     assert f"{mnt}/inner.txt" in paths(crossing) and f"{mnt}/d/deep.txt" in paths(crossing)
@@ -54,7 +54,7 @@ def test_one_file_system_does_not_cross_mounts(mounted, tmp_path: Path, cli) -> 
 
     # a mount given on the command line is its own starting point, so it is backed up whole
     sid = j(cli("-r", repo, "backup", str(mnt), "-x", "--json"))["id"]
-    rows = {r["path"] for r in j(cli("-r", repo, "ls", sid, str(mnt), "--json"))}
+    rows = {r["path"] for r in j(cli("-r", repo, "ls", sid, str(mnt), "--recursive", "--json"))}
     assert f"{mnt}/d/deep.txt" in rows
 
     target = tmp_path / "out"

@@ -53,7 +53,7 @@ def test_special_files_round_trip(specials: Path, tmp_path: Path, cli) -> None:
     rows = {r["path"][len(str(src)) + 1:]: r for r in j(cli("-r", repo, "ls", "latest", str(src), "--json"))
             if r["path"].startswith(f"{src}/")}
     assert rows["fifo"]["type"] == "fifo" and rows["sock"]["type"] == "socket"
-    text = cli("-r", repo, "ls", "latest", str(src)).out
+    text = cli("-r", repo, "ls", "latest", str(src), "-l").out
     assert any(line.startswith("p") and line.endswith("/fifo") for line in text.splitlines())
     assert any(line.startswith("s") and line.endswith("/sock") for line in text.splitlines())
 
