@@ -228,8 +228,8 @@ def _restore_report(target: str, sid: str, s: dict[str, Any], verbose: int) -> N
         for path in s.get("paths") or []:
             click.echo(path)
         click.echo(f"would restore from snapshot {sid[:8]}: {s['files']} files, {s['dirs']} dirs, "
-                   f"{s['symlinks']} symlinks, {s['specials']} special files, {human(s['bytes'])} to {target} "
-                   "(dry run: nothing written)")
+                   f"{s['symlinks']} symlinks, {s['specials']} special files, {human(s['bytes'])} to {target}"
+                   + (f", delete {s['deleted']} entries" if s["deleted"] else "") + " (dry run: nothing written)")
         return
     extra = "".join(f", {s[k]} {k}" for k in ("skipped", "deleted", "verified") if s[k])
     click.echo(f"restored snapshot {sid[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "

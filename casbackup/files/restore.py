@@ -525,24 +525,54 @@ def remove_stale_temps(dir_fd: int) -> None:
                 pass
 
 
-def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreSummary) -> set[str]:
+def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreSummary,
+         delete_in: str | None = None) -> set[str]:
     """Walk the snapshot's trees (no chunk is read) as the restore would: count what it would
     restore into `counted` (and list it, if counted.paths is a list), mark the includes that
-    match; return the directories that are selected or hold something selected."""
+    match; return the directories that are selected or hold something selected. With
+    `delete_in` (a target, for --dry-run --delete) also count what --delete would remove there."""
     needed: set[str] = set()
 
-    def walk(tid: str, parts: list[bytes]) -> bool:
+    def extras(nodes: list[Node], parts: list[bytes]) -> None:
+        if delete_in is None:
+            return
+        try:
+            root = os.open(delete_in, O_DIR)
+        except OSError:
+            return
+        try:
+            fd = _open_dir(root, parts)
+        except OSError:
+            return
+        finally:
+            os.close(root)
+        try:
+            names = {n.name for n in nodes}
+            for entry in os.listdir(fd):
+                name = os.fsencode(entry)
+                if name in names or TEMP_NAME.match(name):
+                    continue
+                is_dir = statmod.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+                if selector.select(_path(parts + [name]), is_dir)[0]:
+                    counted.deleted += 1
+                    if counted.paths is not None:
+                        counted.paths.append("- " + _path(parts + [name]))
+        finally:
+            os.close(fd)
+
+    def walk(tid: str, parts: list[bytes], entered: bool = True) -> bool:
         if len(parts) > MAX_DEPTH:
             raise BlobCorrupt(tid, f"directory nesting deeper than {MAX_DEPTH} levels", reader.generation)
         found = False
-        for node in reader.nodes(tid):
+        nodes = reader.nodes(tid)
+        for node in nodes:
             p = parts + [node.name]
             path = _path(p)
             sel, child = selector.select(path, node.is_dir)
             mark = len(counted.paths) if counted.paths is not None else 0
             if counted.paths is not None:
                 counted.paths.append(path)
-            below = bool(node.is_dir and (sel or child) and walk(node.tree or "", p))
+            below = bool(node.is_dir and (sel or child) and walk(node.tree or "", p, sel))
             if not (sel or below):
                 if counted.paths is not None:
                     del counted.paths[mark:]
@@ -558,6 +588,8 @@ def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreS
                 counted.symlinks += 1
             else:
                 counted.specials += 1
+        if found or entered:  # the directories the restore itself enters
+            extras(nodes, parts)
         return found
 
     walk(tree_id, [])
@@ -589,7 +621,7 @@ def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> 
     total = info.size if tree == info.tree else None
     if job.selector.has_includes or opts.dry_run:
         counted = RestoreSummary(dry_run=True, paths=[] if opts.list_paths else None)
-        needed = plan(reader, tree, job.selector, counted)
+        needed = plan(reader, tree, job.selector, counted, opts.target if opts.dry_run and opts.delete else None)
         missing = [p for p, hit in job.selector.hits.items() if not hit]
         if missing:
             raise NotFound(f"include pattern {missing[0]!r} matches nothing in snapshot {info.id[:8]}; "

@@ -185,3 +185,16 @@ def test_verify_reports_a_mismatch(tmp_path: Path) -> None:
         finally:
             mod.Restorer.verify_written = real  # type: ignore[method-assign]
     assert summary.verified == 0 and summary.verify_failed == [f"{src}/f"]
+
+
+def test_dry_run_delete_counts_what_would_go(snap, tmp_path: Path, cli) -> None:
+    repo, src, sid = snap
+    out = tmp_path / "dd"
+    assert restore_set(cli, repo, f"{sid}:{src}/docs", out)
+    (out / "extra").write_text("x")
+    (out / "sub" / "old.md").write_text("x")
+    doc = j(cli("-r", repo, "restore", f"{sid}:{src}/docs", "--target", str(out), "-n", "--delete", "--json"))
+    assert doc["deleted"] == 2 and {"- /extra", "- /sub/old.md"} <= set(doc["paths"])
+    assert (out / "extra").exists() and (out / "sub" / "old.md").exists()
+    doc = j(cli("-r", repo, "restore", f"{sid}:{src}/docs", "--target", str(out), "--delete", "--json"))
+    assert doc["deleted"] == 2 and not (out / "extra").exists() and not (out / "sub" / "old.md").exists()
