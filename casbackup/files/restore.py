@@ -525,6 +525,34 @@ def remove_stale_temps(dir_fd: int) -> None:
                 pass
 
 
+def _count_extras(delete_in: str, selector: Selector, nodes: list[Node], parts: list[bytes],
+                  counted: RestoreSummary) -> None:
+    """--dry-run --delete: count (and list) what --delete would remove from one target directory."""
+    try:
+        root = os.open(delete_in, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # as the restore opens it
+    except OSError:
+        return
+    try:
+        fd = _open_dir(root, parts)
+    except OSError:
+        return
+    finally:
+        os.close(root)
+    try:
+        names = {n.name for n in nodes}
+        for entry in os.listdir(fd):
+            name = os.fsencode(entry)
+            if name in names or TEMP_NAME.match(name):
+                continue
+            is_dir = statmod.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+            if selector.select(_path(parts + [name]), is_dir)[0]:
+                counted.deleted += 1
+                if counted.paths is not None:
+                    counted.paths.append("- " + _path(parts + [name]))
+    finally:
+        os.close(fd)
+
+
 def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreSummary,
          delete_in: str | None = None) -> set[str]:
     """Walk the snapshot's trees (no chunk is read) as the restore would: count what it would
@@ -532,33 +560,6 @@ def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreS
     match; return the directories that are selected or hold something selected. With
     `delete_in` (a target, for --dry-run --delete) also count what --delete would remove there."""
     needed: set[str] = set()
-
-    def extras(nodes: list[Node], parts: list[bytes]) -> None:
-        if delete_in is None:
-            return
-        try:
-            root = os.open(delete_in, O_DIR)
-        except OSError:
-            return
-        try:
-            fd = _open_dir(root, parts)
-        except OSError:
-            return
-        finally:
-            os.close(root)
-        try:
-            names = {n.name for n in nodes}
-            for entry in os.listdir(fd):
-                name = os.fsencode(entry)
-                if name in names or TEMP_NAME.match(name):
-                    continue
-                is_dir = statmod.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
-                if selector.select(_path(parts + [name]), is_dir)[0]:
-                    counted.deleted += 1
-                    if counted.paths is not None:
-                        counted.paths.append("- " + _path(parts + [name]))
-        finally:
-            os.close(fd)
 
     def walk(tid: str, parts: list[bytes], entered: bool = True) -> bool:
         if len(parts) > MAX_DEPTH:
@@ -588,8 +589,8 @@ def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreS
                 counted.symlinks += 1
             else:
                 counted.specials += 1
-        if found or entered:  # the directories the restore itself enters
-            extras(nodes, parts)
+        if delete_in is not None and (found or entered):  # the directories the restore itself enters
+            _count_extras(delete_in, selector, nodes, parts, counted)
         return found
 
     walk(tree_id, [])
