@@ -251,25 +251,56 @@ def cat(ctx: Context, snapshot: str, path: str, flt: SnapshotFilter) -> None:
     out.flush()
 
 
+def _restore_report(target: str, sid: str, s: dict[str, Any], verbose: int) -> None:
+    """restore's human output: the summary line, then notes."""
+    if s["dry_run"]:
+        for path in s.get("paths") or []:
+            click.echo(path)
+        click.echo(f"would restore from snapshot {sid[:8]}: {s['files']} files, {s['dirs']} dirs, "
+                   f"{s['symlinks']} symlinks, {s['specials']} special files, {human(s['bytes'])} to {target}"
+                   + (f", delete {s['deleted']} entries" if s["deleted"] else "") + " (dry run: nothing written)")
+        return
+    extra = "".join(f", {s[k]} {k}" for k in ("skipped", "deleted", "verified") if s[k])
+    click.echo(f"restored snapshot {sid[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "
+               f"{s['specials']} special files, {human(s['bytes'])}{extra} in {s['duration']:.1f}s to {target}")
+    if s["specials_skipped"]:
+        click.echo(f"casbackup: note: {s['specials_skipped']} device node(s) not created (that needs root)", err=True)
+
+
 @click.command()
-@click.argument("snapshot")
+@click.argument("snapshot", metavar="SNAPSHOT[:SUBPATH]")
 @click.option("--target", "-t", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
-@click.option("--include", "includes", multiple=True, metavar="PATH",
-              help="Only restore this path of the snapshot (repeatable).")
+@click.option("--include", "-i", "includes", multiple=True, metavar="PATTERN",
+              help="Restore only paths matching PATTERN (restic patterns; repeatable; parents are created).")
+@click.option("--exclude", "-e", "excludes", multiple=True, metavar="PATTERN",
+              help="Do not restore paths matching PATTERN (repeatable; combines with --include).")
+@click.option("--iinclude", "iincludes", multiple=True, metavar="PATTERN", help="Like --include, ignoring case.")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN", help="Like --exclude, ignoring case.")
+@click.option("--dry-run", "-n", "dry_run", is_flag=True, help="Only count (with -v or --json: list) what would be restored.")
+@click.option("--overwrite", type=click.Choice(["always", "if-changed", "if-newer", "never"]), default="always",
+              show_default=True, help="What to do with files already in the target (if-changed: size and mtime).")
+@click.option("--delete", is_flag=True, help="Afterwards, remove target entries that are not in the snapshot.")
+@click.option("--verify", is_flag=True, help="Afterwards, read the restored files back and check their chunk ids.")
+@click.option("--verbose", "-v", count=True, help="With --dry-run: list the paths.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
 @snapshot_filter
 @pass_ctx
-def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], json_out: bool,
-            flt: SnapshotFilter) -> None:
-    """Restore SNAPSHOT into --target, verifying every chunk; pinned against gc for the whole run."""
+def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
+            iincludes: tuple[str, ...], iexcludes: tuple[str, ...], dry_run: bool, overwrite: str, delete: bool,
+            verify: bool, verbose: int, json_out: bool, flt: SnapshotFilter) -> None:
+    """Restore SNAPSHOT (or SNAPSHOT:SUBPATH's content) into --target, verifying every chunk; pinned
+    against gc for the whole run."""
     repo = ctx.open()
     cancel = threading.Event()
-    opts = RestoreOptions(target=target, includes=list(includes), progress=_show_progress(ctx, json_out),
-                          cancel=cancel)
+    spec, _, subpath = snapshot.partition(":")
+    opts = RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
+                          iincludes=list(iincludes), iexcludes=list(iexcludes), subpath=subpath, dry_run=dry_run,
+                          list_paths=dry_run and (verbose > 0 or json_out), overwrite=overwrite, delete=delete,
+                          verify=verify, progress=_show_progress(ctx, json_out), cancel=cancel)
     with _signals_cancel(cancel) as seen:
         try:
             with repo.reader("restore") as snap:
-                info = resolve(snap, snapshot, flt)
+                info = resolve(snap, spec, flt)
                 summary = restore_snapshot(snap, info, opts)
         except Interrupted:
             if seen.get("signal") == signal.SIGTERM:
@@ -279,11 +310,10 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
     if json_out:
         emit_json({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
-        click.echo(f"restored snapshot {info.id[:8]}: {s['files']} files, {s['dirs']} dirs, {s['symlinks']} symlinks, "
-                   f"{s['specials']} special files, {human(s['bytes'])} in {s['duration']:.1f}s to {target}")
-        if s["specials_skipped"]:
-            click.echo(f"casbackup: note: {s['specials_skipped']} device node(s) not created (that needs root)",
-                       err=True)
+        _restore_report(target, info.id, s, verbose)
+    if summary.verify_failed:
+        die(f"verify: {len(summary.verify_failed)} restored file(s) differ from the snapshot, first "
+            f"{summary.verify_failed[0]}", 1)
 
 
 def _diff_summary_lines(doc: dict[str, Any]) -> list[str]:

@@ -167,3 +167,29 @@ def parse_size(text: str) -> int:
     if not m:
         raise UsageError(f"invalid size {text!r}: give a number with an optional k, M, G or T suffix")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def child_match(pattern: Pattern, comps: list[str]) -> bool:
+    """restic's filter.ChildMatch: could something below the directory `comps` match `pattern`?
+    A relative pattern always may; an anchored one may while the directory is a prefix of it
+    (cut at a `**`, below which anything may match)."""
+    if not pattern.parts or pattern.parts[0] != "/":
+        return True
+    parts = pattern.parts
+    if "**" in parts:
+        pos = parts.index("**")
+        comps = comps[:pos]
+    n = min(len(comps), len(parts))
+    return _match(parts[:n], comps[:n]) if n else True
+
+
+def list_match(patterns: list[Pattern], comps: list[str], is_dir: bool) -> bool:
+    """Whether the last pattern matching `comps` (split_path of an absolute path) is not a
+    negation. A pattern matches a path when it matches the path or one of its parents; a
+    directory-only pattern (trailing `/`) matches a non-directory only through its parents."""
+    matched = False
+    for p in patterns:
+        target = comps if is_dir or not p.dirs_only else comps[:-1]
+        if p.match(target):
+            matched = not p.negated
+    return matched

@@ -22,14 +22,18 @@ import errno
 import os
 import re
 import secrets
+import shutil
+import stat as statmod
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..errors import BlobCorrupt, BlobMissing, UsageError
+from ..codec import BlobType, blob_id
+from ..errors import BlobCorrupt, BlobMissing, NotFound, UsageError
 from ..repository import Reader, Repository
 from ..transfer import Pipeline
+from .patterns import Pattern, child_match, list_match, split_path
 from .progress import Progress
 from .reader import TreeReader, in_file
 from .snapshots import SnapshotInfo, resolve
@@ -38,6 +42,7 @@ from .tree import DEVICES, MAX_DEPTH, SPECIAL_IFMT, Chunk, Node
 TEMP_PREFIX = b".casbackup-restore-"
 TEMP_NAME = re.compile(rb"\.casbackup-restore-[0-9a-f]{16}\Z")  # exactly what _tmp() makes
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -47,7 +52,16 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class RestoreOptions:
     target: str
-    includes: list[str] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)    # restic patterns (restic 0.17 restore --include)
+    excludes: list[str] = field(default_factory=list)
+    iincludes: list[str] = field(default_factory=list)   # case-insensitive
+    iexcludes: list[str] = field(default_factory=list)
+    subpath: str = ""           # SNAPSHOT:subpath: restore only this directory's content into target
+    dry_run: bool = False       # walk and count; write nothing
+    list_paths: bool = False    # with dry_run: collect the paths that would be restored
+    overwrite: str = "always"   # always | if-changed (size+mtime) | if-newer (mtime) | never
+    delete: bool = False        # afterwards, remove target entries the snapshot does not have
+    verify: bool = False        # afterwards, read the restored files back against their chunk ids
     progress: bool = False
     workers: int | None = None
     budget: int = 64 * 1024 * 1024
@@ -65,12 +79,53 @@ class RestoreSummary:
     specials: int = 0          # FIFOs, sockets and (as root) devices created
     specials_skipped: int = 0  # devices in the snapshot, not created: that needs root
     bytes: int = 0
+    skipped: int = 0           # existing entries kept by --overwrite
+    deleted: int = 0           # entries --delete removed
+    verified: int = 0          # files --verify read back and found equal
+    dry_run: bool = False
     duration: float = 0.0
+    verify_failed: list[str] = field(default_factory=list)  # snapshot paths whose restored bytes differ
+    paths: list[str] | None = None  # --dry-run with list_paths: what would be restored
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["duration"] = round(self.duration, 3)
+        if d["paths"] is None:
+            del d["paths"]
         return d
+
+
+class Selector:
+    """restic 0.17's restore filter: selected when an include matches (or there are none) and no
+    exclude does; a directory is entered when it is selected or an include may match below it."""
+
+    def __init__(self, opts: RestoreOptions) -> None:
+        self.inc = [Pattern.parse(p) for p in opts.includes if p]
+        self.iinc = [Pattern.parse(p, fold=True) for p in opts.iincludes if p]
+        self.exc = [Pattern.parse(p) for p in opts.excludes if p]
+        self.iexc = [Pattern.parse(p, fold=True) for p in opts.iexcludes if p]
+        self.has_includes = bool(self.inc or self.iinc)
+        self.active = self.has_includes or bool(self.exc or self.iexc)
+        self.hits: dict[str, bool] = {p.original: False for p in self.inc + self.iinc if not p.negated}
+
+    def select(self, path: str, is_dir: bool) -> tuple[bool, bool]:
+        """(selected, a child may be selected) for an absolute path below the restore root."""
+        if not self.active:
+            return True, is_dir
+        comps, low = split_path(path), split_path(path.lower())
+        if list_match(self.exc, comps, is_dir) or list_match(self.iexc, low, is_dir):
+            return False, False
+        if not self.has_includes:
+            return True, is_dir
+        sel = list_match(self.inc, comps, is_dir) or list_match(self.iinc, low, is_dir)
+        if sel:
+            for group, c in ((self.inc, comps), (self.iinc, low)):
+                for p in group:
+                    if not p.negated and not self.hits[p.original] and list_match([p], c, is_dir):
+                        self.hits[p.original] = True
+        child = is_dir and (sel or any(child_match(p, comps) for p in self.inc if not p.negated)
+                            or any(child_match(p, low) for p in self.iinc if not p.negated))
+        return sel, child
 
 
 class DirHandle:
@@ -130,7 +185,10 @@ class Restorer:
         self.jobs: dict[int, FileJob] = {}
         self.handles: dict[int, DirHandle] = {}
         self.owner = opts.owner if opts.owner is not None else os.geteuid() == 0
-        self.includes = [[os.fsencode(p) for p in inc.split("/") if p and p != "."] for inc in opts.includes]
+        self.selector = Selector(opts)
+        self.needed: set[str] | None = None  # with includes: the directories that hold selected entries
+        self.deletions: list[tuple[list[bytes], bytes, Node | None]] = []  # --delete: (dir, name, dir's node)
+        self.written: list[tuple[str, Node]] = []  # --verify: the files this run wrote
 
     def check_cancel(self) -> None:
         """Stop at a safe point (no lock held, nothing half-registered) when asked to."""
@@ -138,10 +196,48 @@ class Restorer:
             raise Interrupted()
 
     # ---- selection ----
-    def selected(self, parts: list[bytes]) -> bool:
-        if not self.includes:
-            return True
-        return any(inc[:len(parts)] == parts or parts[:len(inc)] == inc for inc in self.includes)
+    def wanted(self, path: str, node: Node) -> bool:
+        sel, child = self.selector.select(path, node.is_dir)
+        if not node.is_dir:
+            return sel
+        return (sel or child) and (self.needed is None or path in self.needed)
+
+    def keep_existing(self, handle: DirHandle, node: Node) -> bool:
+        """--overwrite: whether an entry already in the target stays as it is (counted as skipped)."""
+        mode = self.opts.overwrite
+        if mode == "always":
+            return False
+        try:
+            st = os.stat(node.name, dir_fd=handle.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if mode == "never":
+            keep = True
+        elif mode == "if-newer":
+            keep = st.st_mtime_ns >= node.mtime_ns
+        elif node.kind == "file":
+            keep = statmod.S_ISREG(st.st_mode) and st.st_size == node.size and st.st_mtime_ns == node.mtime_ns
+        elif node.kind == "symlink":
+            keep = statmod.S_ISLNK(st.st_mode) and os.readlink(node.name, dir_fd=handle.fd) == node.target
+        else:
+            keep = False
+        if keep:
+            self.summary.skipped += 1
+        return keep
+
+    def collect_extra(self, handle: DirHandle, names: set[bytes], parts: list[bytes]) -> None:
+        """--delete: entries of this target directory that the snapshot does not have and the
+        filters select; removed after the restore succeeded (never our temp files)."""
+        for entry in os.listdir(handle.fd):
+            name = os.fsencode(entry)
+            if name in names or TEMP_NAME.match(name):
+                continue
+            try:
+                st = os.stat(name, dir_fd=handle.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if self.selector.select(_path(parts + [name]), statmod.S_ISDIR(st.st_mode))[0]:
+                self.deletions.append((parts, name, handle.node))
 
     # ---- metadata ----
     def apply_meta(self, fd: int, node: Node, is_dir: bool = False) -> None:
@@ -179,10 +275,13 @@ class Restorer:
         if len(parts) > MAX_DEPTH:
             raise BlobCorrupt(tree_id, f"directory nesting deeper than {MAX_DEPTH} levels",
                               self.reader.snap.generation.id)
-        for node in self.reader.nodes(tree_id):
+        nodes = self.reader.nodes(tree_id)
+        for node in nodes:
             self.check_cancel()
             p = parts + [node.name]
-            if not self.selected(p):
+            if not self.wanted(_path(p), node):
+                continue
+            if not node.is_dir and self.keep_existing(handle, node):
                 continue
             if node.is_dir:
                 child = self.subdir(handle, node)
@@ -196,6 +295,8 @@ class Restorer:
                 self.symlink(handle, node)
             else:
                 self.special(handle, node)
+        if self.opts.delete:
+            self.collect_extra(handle, {n.name for n in nodes}, parts)
 
     def _tmp(self) -> bytes:
         return TEMP_PREFIX + secrets.token_hex(8).encode()
@@ -293,10 +394,58 @@ class Restorer:
             raise UsageError(f"cannot restore {job.dir.path}/{os.fsdecode(job.node.name)}: "
                              f"{exc.strerror or exc}") from None
         del self.jobs[id(job)]
+        if self.opts.verify:
+            self.written.append((job.path, job.node))
         self.summary.files += 1
         self.summary.bytes += job.node.size
         self.progress.add(files=1)
         job.dir.release()
+
+    def delete_extra(self, root_fd: int) -> None:
+        """--delete, after a successful restore: remove what collect_extra found, through
+        O_NOFOLLOW directory fds (never above the target); the parent keeps its snapshot mtime."""
+        for parts, name, dnode in self.deletions:
+            fd = _open_dir(root_fd, parts)
+            try:
+                if statmod.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=fd)  # fd-based: does not follow symlinks inside
+                else:
+                    os.unlink(name, dir_fd=fd)
+                self.summary.deleted += 1
+                if dnode is not None:
+                    os.utime(fd, ns=(dnode.mtime_ns, dnode.mtime_ns))
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+
+    def verify_written(self, root_fd: int) -> None:
+        """--verify: read every file this run wrote back and compare it with its chunk ids."""
+        for path, node in self.written:
+            self.check_cancel()
+            parts = [os.fsencode(x) for x in path.split("/") if x]
+            if self.same_content(root_fd, parts, node, path):
+                self.summary.verified += 1
+            else:
+                self.summary.verify_failed.append(path)
+
+    def same_content(self, root_fd: int, parts: list[bytes], node: Node, path: str) -> bool:
+        try:
+            dir_fd = _open_dir(root_fd, parts[:-1])
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as f:
+            if node.data is not None:
+                return f.read(len(node.data) + 1) == node.data
+            for c in self.reader.chunks(node, path, "verifying"):
+                data = f.read(c.size)
+                if len(data) != c.size or blob_id(BlobType.CHUNK, data) != c.id:
+                    return False
+            return f.read(1) == b""
 
     def drain(self) -> None:
         while self.queue:
@@ -337,6 +486,23 @@ def _write_all(fd: int, data: bytes, offset: int, where: str) -> int:
     return offset
 
 
+def _path(parts: list[bytes]) -> str:
+    """A path below the restore root as the filters see it: '/a/b'."""
+    return "/" + b"/".join(parts).decode("utf-8", "surrogateescape")
+
+
+def _open_dir(root_fd: int, parts: list[bytes]) -> int:
+    """A new fd for the directory `parts` below root_fd, never through a symlink."""
+    fd = os.dup(root_fd)
+    for part in parts:
+        try:
+            nfd = os.open(part, O_DIR, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nfd
+    return fd
+
+
 def _unlink(name: bytes, dir_fd: int) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
@@ -359,28 +525,121 @@ def remove_stale_temps(dir_fd: int) -> None:
                 pass
 
 
-def check_includes(reader: TreeReader, tree: str, includes: list[str]) -> None:
-    """Every --include must name a path of the snapshot (NotFound otherwise), checked before
-    anything is written."""
-    for inc in includes:
-        reader.lookup(tree, inc)
+def _count_extras(delete_in: str, selector: Selector, nodes: list[Node], parts: list[bytes],
+                  counted: RestoreSummary) -> None:
+    """--dry-run --delete: count (and list) what --delete would remove from one target directory."""
+    try:
+        root = os.open(delete_in, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # as the restore opens it
+    except OSError:
+        return
+    try:
+        fd = _open_dir(root, parts)
+    except OSError:
+        return
+    finally:
+        os.close(root)
+    try:
+        names = {n.name for n in nodes}
+        for entry in os.listdir(fd):
+            name = os.fsencode(entry)
+            if name in names or TEMP_NAME.match(name):
+                continue
+            is_dir = statmod.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+            if selector.select(_path(parts + [name]), is_dir)[0]:
+                counted.deleted += 1
+                if counted.paths is not None:
+                    counted.paths.append("- " + _path(parts + [name]))
+    finally:
+        os.close(fd)
+
+
+def plan(reader: TreeReader, tree_id: str, selector: Selector, counted: RestoreSummary,
+         delete_in: str | None = None) -> set[str]:
+    """Walk the snapshot's trees (no chunk is read) as the restore would: count what it would
+    restore into `counted` (and list it, if counted.paths is a list), mark the includes that
+    match; return the directories that are selected or hold something selected. With
+    `delete_in` (a target, for --dry-run --delete) also count what --delete would remove there."""
+    needed: set[str] = set()
+
+    def walk(tid: str, parts: list[bytes], entered: bool = True) -> bool:
+        if len(parts) > MAX_DEPTH:
+            raise BlobCorrupt(tid, f"directory nesting deeper than {MAX_DEPTH} levels", reader.generation)
+        found = False
+        nodes = reader.nodes(tid)
+        for node in nodes:
+            p = parts + [node.name]
+            path = _path(p)
+            sel, child = selector.select(path, node.is_dir)
+            mark = len(counted.paths) if counted.paths is not None else 0
+            if counted.paths is not None:
+                counted.paths.append(path)
+            below = bool(node.is_dir and (sel or child) and walk(node.tree or "", p, sel))
+            if not (sel or below):
+                if counted.paths is not None:
+                    del counted.paths[mark:]
+                continue
+            found = True
+            if node.is_dir:
+                needed.add(path)
+                counted.dirs += 1
+            elif node.kind == "file":
+                counted.files += 1
+                counted.bytes += node.size
+            elif node.kind == "symlink":
+                counted.symlinks += 1
+            else:
+                counted.specials += 1
+        if delete_in is not None and (found or entered):  # the directories the restore itself enters
+            _count_extras(delete_in, selector, nodes, parts, counted)
+        return found
+
+    walk(tree_id, [])
+    return needed
+
+
+def restore_root(reader: TreeReader, tree: str, subpath: str) -> str:
+    """The tree restored into the target: the snapshot's root, or (SNAPSHOT:subpath) that
+    directory's, whose content then lands directly in the target, as in restic."""
+    if subpath.strip("/") in ("", "."):
+        return tree
+    node = reader.lookup(tree, subpath)
+    if not node.is_dir:
+        raise UsageError(f"{subpath!r} is not a directory in the snapshot (SNAPSHOT:subpath takes a directory; "
+                         "use --include for a file)")
+    return node.tree or ""
 
 
 def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> RestoreSummary:
-    """Restore through an already pinned Reader."""
+    """Restore through an already pinned Reader. Includes that match nothing are NotFound
+    before anything is written; --dry-run stops after counting."""
+    if opts.overwrite not in OVERWRITE_MODES:
+        raise UsageError(f"invalid --overwrite {opts.overwrite!r}: use one of {', '.join(OVERWRITE_MODES)}")
     started = time.monotonic()
     summary = RestoreSummary()
-    progress = Progress("restore", opts.progress, total_bytes=info.size or None)
     reader = TreeReader(snap)
-    check_includes(reader, info.tree, opts.includes)
+    tree = restore_root(reader, info.tree, opts.subpath)
+    job = Restorer(reader, opts, summary, Progress("restore", False))
+    total = info.size if tree == info.tree else None
+    if job.selector.has_includes or opts.dry_run:
+        counted = RestoreSummary(dry_run=True, paths=[] if opts.list_paths else None)
+        needed = plan(reader, tree, job.selector, counted, opts.target if opts.dry_run and opts.delete else None)
+        missing = [p for p, hit in job.selector.hits.items() if not hit]
+        if missing:
+            raise NotFound(f"include pattern {missing[0]!r} matches nothing in snapshot {info.id[:8]}; "
+                           "nothing restored")
+        if opts.dry_run:
+            counted.duration = time.monotonic() - started
+            return counted
+        job.needed = needed if job.selector.has_includes else None
+        total = counted.bytes
+    job.progress = progress = Progress("restore", opts.progress, total_bytes=total or None)
     os.makedirs(opts.target, exist_ok=True)
-    job = Restorer(reader, opts, summary, progress)
     ok = False
     try:
         root_fd = os.open(opts.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         root = DirHandle(root_fd, None, None, job, opts.target.rstrip("/") or "/")
         remove_stale_temps(root_fd)
-        job.directory(root, info.tree, [])
+        job.directory(root, tree, [])
         job.drain()
         ok = True
     finally:
@@ -388,13 +647,23 @@ def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> 
             job.abandon()
         else:
             job.queue.close(cancel=False)
+            root.fd = os.dup(root_fd)  # kept for --delete and --verify; release() closes the dup
             root.release()
         progress.done()
+    try:
+        job.delete_extra(root_fd)
+        job.verify_written(root_fd)
+    finally:
+        os.close(root_fd)
     summary.duration = time.monotonic() - started
     return summary
 
 
 def run_restore(repo: Repository, spec: str, opts: RestoreOptions) -> tuple[SnapshotInfo, RestoreSummary]:
+    """Restore SPEC (an id, 'latest', or either with ':subpath')."""
+    spec, sep, sub = spec.partition(":")
+    if sep:
+        opts.subpath = sub
     with repo.reader("restore") as snap:
         info = resolve(snap, spec)
         return info, restore_snapshot(snap, info, opts)
