@@ -12,6 +12,8 @@ import pytest
 
 from helpers_common import cli_env
 
+pytestmark = pytest.mark.slow  # end-to-end CLI tables, one subprocess per command (run with --run-slow)
+
 
 def j(r):
     assert r.code == 0, r.stderr

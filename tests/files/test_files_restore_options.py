@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end CLI tables, one subprocess per command (run with --run-slow)
+
 
 def j(r) -> dict:
     assert r.code == 0, r.stderr
