@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from .backends.base import TempFileCleaner
-from .codec import BlobType, Ref
 from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
@@ -181,19 +180,16 @@ class Collector:
         """reach.walk_root's walk (the same roots; the mark set is their union either way), in
         steps so the report can say what only the last keep_last generations and only pins
         hold: (generations, what the head reaches, what the newest keep_last reach)."""
-        gens = reach.retained_generations(root, pins, now, self.keep_last)
-        reach.walk([Ref(BlobType.GENERATION, gens[0].id)], gens[0].id)
-        head_seen = set(reach.seen)
-        for gen in gens[1:self.keep_last]:
-            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
-        gens_seen = set(reach.seen)
-        for gen in gens[self.keep_last:]:  # retained back to the oldest live pin: held by pins
-            reach.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
-        for pin in pins:
-            if pin.live(now) and pin.record is not None:
-                reach.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
-                           tolerate_missing=True)
-        reach.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
+        held: dict[str, set[str]] = {}
+
+        def note(i: int, gens: list[Generation]) -> None:
+            if i == 0:
+                held["head"] = set(reach.seen)
+            if i == min(max(self.keep_last, 1), len(gens)) - 1:
+                held["generations"] = set(reach.seen)
+
+        gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
+        head_seen, gens_seen = held["head"], held["generations"]
         return gens, head_seen, gens_seen
 
     def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:

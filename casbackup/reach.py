@@ -61,11 +61,16 @@ class Reachability:
         skipped (its subtree cannot be walked) instead of stopping the walk."""
         self._walker.walk(roots, generation, _PIN if tolerate_missing else None)
 
-    def walk_root(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int) -> list[Generation]:
+    def walk_root(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int,
+                  after_generation: Callable[[int, list[Generation]], None] | None = None) -> list[Generation]:
+        """Mark what gc keeps; `after_generation(i, gens)` runs once gens[i] is walked (gc's report
+        reads `seen` there to say what only older generations or pins hold)."""
         pins = list(pins)
         gens = self.retained_generations(root, pins, now, keep_last)
-        for gen in gens:
+        for i, gen in enumerate(gens):
             self.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
+            if after_generation is not None:
+                after_generation(i, gens)
         for pin in pins:
             if pin.live(now) and pin.record is not None:
                 # A pin can name a generation collected before the pin was written (a reader
