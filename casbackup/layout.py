@@ -11,6 +11,8 @@ CONFIG_KEY = "config"
 ROOT_KEY = "root"
 # create-only: blobs/<h[0:2]>/<h>, a blob whose ID is the 64-hex-digit h (§4)
 BLOB_PREFIX = "blobs/"
+# format v2 (spec/FORMAT-v2.md V§3, not written yet): packs/<p[0:2]>/<p>, a pack of blobs
+PACK_PREFIX = "packs/"
 # mutable (CAS), deletable: pins/<pin-id>, a PIN record (§5.3)
 PIN_PREFIX = "pins/"
 # mutable (CAS): the LEASE record of the GC lease (§9.5)
@@ -25,6 +27,11 @@ CLOCK_PREFIX = "clock/"
 def blob_key(blob_id: str) -> str:
     """Where a blob is stored: fanned out by its first two hex digits."""
     return f"{BLOB_PREFIX}{blob_id[:2]}/{blob_id}"
+
+
+def pack_key(pack_id: str) -> str:
+    """Where a pack is stored: fanned out like blobs, by its first two hex digits."""
+    return f"{PACK_PREFIX}{pack_id[:2]}/{pack_id}"
 
 
 def pin_key(pin_id: str) -> str:
