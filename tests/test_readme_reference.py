@@ -118,6 +118,12 @@ def test_global_options_are_documented() -> None:
     assert [o for o in sorted(long_options(cli)) if not _mentions(paragraph, o)] == []
 
 
+def test_the_differences_from_restic_are_written_down() -> None:
+    start = README.index("### Where casbackup differs from restic, and why")
+    section = README[start:README.index("\n## ", start)]
+    assert section.count("\n- **") >= 5  # one bullet per difference, each with its reason
+
+
 def test_the_checker_catches_a_missing_option() -> None:
     """The checks can fail: an option named nowhere is reported, shorthands expand as meant."""
     assert not _mentions(" ".join(reference_rows()["backup"]), "--no-such-option")

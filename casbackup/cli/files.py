@@ -13,9 +13,9 @@ from typing import Any, Iterator
 import click
 
 from ..errors import UsageError
+from ..files import names
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import DiffSummary, diff_trees
-from ..files import names
 from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import human
