@@ -73,6 +73,7 @@ def utc_time(t: float) -> str:
 
 
 def die(message: str, code: int) -> NoReturn:
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # no lone surrogates
     click.echo(f"casbackup: error: {message}", err=True)
     sys.exit(code)
 

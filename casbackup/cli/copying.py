@@ -1,10 +1,13 @@
 """restic's `copy` and `rewrite`: snapshots into another repository, and snapshots without paths."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import open as open_repository
 from ..errors import UsageError
+from ..files import names
 from ..files.copy import copy_snapshots
 from ..files.patterns import read_pattern_file
 from ..files.progress import human
@@ -85,7 +88,7 @@ def rewrite(ctx: Context, snapshot_ids: tuple[str, ...], excludes: tuple[str, ..
         return
     for r in done:
         for p in r.removed if r.new is not None else ():
-            click.echo(f"{'would remove' if dry_run else 'removed'} {p}")
+            click.echo(f"{'would remove' if dry_run else 'removed'} {names.shown(p, sys.stdout.isatty())}", color=True)
         if r.new is None:
             click.echo(f"snapshot {r.old.id[:8]}: {r.note}, no new snapshot")
         else:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import click
 
 from ..errors import UsageError
+from ..files import names
 from ..files.backup import BackupOptions, run_backup
 from ..files.diff import DiffSummary, diff_trees
 from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
@@ -154,21 +155,26 @@ def snapshots(ctx: Context, flt: SnapshotFilter, latest: int | None, compact: bo
     if json_out:
         emit_json([s.to_json() for s in rows])
         return
+    terminal = sys.stdout.isatty()
     for s in rows:
+        head = f"{s.id[:8]}  {utc_time(s.time)}  {names.shown(s.host, terminal)}  {','.join(s.tags) or '-'}"
         if compact:
-            click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}")
+            click.echo(head, color=True)
             continue
-        click.echo(f"{s.id[:8]}  {utc_time(s.time)}  {s.host}  {','.join(s.tags) or '-'}  {human(s.size)}  "
-                   f"{' '.join(s.paths)}" + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""))
+        click.echo(f"{head}  {human(s.size)}  {' '.join(names.shown(p, terminal) for p in s.paths)}"
+                   + ("  DAMAGED (see 'casbackup repair blobs')" if s.damaged else ""), color=True)
 
 
 def _node_json(path: str, n: Node) -> dict[str, Any]:
-    d = {"path": path, "name": path.rsplit("/", 1)[-1], "type": n.kind, "mode": n.mode, "permissions": _filemode(n),
-         "mtime_ns": n.mtime_ns, "mtime": utc_time(n.mtime_ns / 1e9), "uid": n.uid, "gid": n.gid}
+    """One ls --json row; names that are not UTF-8 also as exact bytes (files/names.py)."""
+    d: dict[str, Any] = {"type": n.kind, "mode": n.mode, "permissions": _filemode(n), "mtime_ns": n.mtime_ns,
+                         "mtime": utc_time(n.mtime_ns / 1e9), "uid": n.uid, "gid": n.gid}
+    names.put_json(d, "path", path)
+    names.put_json(d, "name", path.rsplit("/", 1)[-1])
     if n.kind == "file":
         d["size"] = n.size
     if n.kind == "symlink":
-        d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+        names.put_json(d, "target", n.target or b"")
     if n.kind in DEVICES:
         d["rdev"] = n.rdev
     return d
@@ -179,20 +185,11 @@ def _filemode(n: Node) -> str:
                              **SPECIAL_IFMT}[n.kind] | n.mode)
 
 
-def _shown(text: str, terminal: bool) -> str:
-    """A name as printable text: bytes that are not UTF-8 as \\xNN; newlines always escaped (one
-    entry a line); on a terminal every control character too, so a name cannot move the cursor."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if not terminal:
-        return text.replace("\n", "\\n")
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
 def _ls_rows(reader: TreeReader, root: str, paths: tuple[str, ...], recursive: bool) -> Iterator[tuple[str, Node]]:
     """restic 0.14's ls selection: no PATH lists everything; a directory PATH lists itself and
     its entries (all below it with `recursive`); any other PATH lists just that entry."""
     for path in paths or ("/",):
-        start = snapshot_path(path)
+        start = snapshot_path(names.from_argv(path))
         node = reader.lookup(root, start)
         if not paths or recursive or not node.is_dir:
             rows = reader.walk(node, start)
@@ -224,11 +221,11 @@ def ls_cmd(ctx: Context, snapshot: str, paths: tuple[str, ...], long: bool, recu
             return
         for p, n in rows:
             if not long:
-                click.echo(_shown(p, terminal), color=True)  # color=True: click must not strip ESC from names
+                click.echo(names.shown(p, terminal), color=True)  # color=True: click must not strip ESC from names
                 continue
-            extra = f" -> {_shown((n.target or b'').decode('utf-8', 'surrogateescape'), terminal)}" if n.target else ""
+            extra = f" -> {names.shown(n.target, terminal)}" if n.target else ""
             click.echo(f"{_filemode(n)} {n.uid:>5} {n.gid:>5} {n.size:>12} {utc_time(n.mtime_ns / 1e9)} "
-                       f"{_shown(p, terminal)}{extra}", color=True)
+                       f"{names.shown(p, terminal)}{extra}", color=True)
 
 
 @click.command()
@@ -255,7 +252,7 @@ def _restore_report(target: str, sid: str, s: dict[str, Any], verbose: int) -> N
     """restore's human output: the summary line, then notes."""
     if s["dry_run"]:
         for path in s.get("paths") or []:
-            click.echo(path)
+            click.echo(names.shown(path, sys.stdout.isatty()), color=True)
         click.echo(f"would restore from snapshot {sid[:8]}: {s['files']} files, {s['dirs']} dirs, "
                    f"{s['symlinks']} symlinks, {s['specials']} special files, {human(s['bytes'])} to {target}"
                    + (f", delete {s['deleted']} entries" if s["deleted"] else "") + " (dry run: nothing written)")
@@ -349,11 +346,11 @@ def diff(ctx: Context, snapshot1: str, snapshot2: str, json_out: bool, json_summ
     doc = {"source_snapshot": a.id, "target_snapshot": b.id, **summary.to_json()}
     terminal = sys.stdout.isatty()
     if json_out:
-        rows = [{"change": c, "path": p} for c, p in changes]
+        rows = [names.put_json({"change": c}, "path", p) for c, p in changes]
         emit_json({"changes": rows, "summary": doc} if json_summary else rows)
         return
     for c, p in changes:
-        click.echo(f"{c}  {_shown(p, terminal)}", color=True)
+        click.echo(f"{c}  {names.shown(p, terminal)}", color=True)
     if not ctx.quiet:
         for line in _diff_summary_lines(doc):
             click.echo(line)

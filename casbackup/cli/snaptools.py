@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
+from ..files import names
 from ..files.dump import ARCHIVES, dump
 from ..files.find import Finder, match_json, search_snapshots, snapshots_to_search
 from ..files.progress import human
@@ -41,9 +42,10 @@ def version(json_out: bool) -> None:
 def find(ctx: Context, patterns: tuple[str, ...], snapshot_ids: tuple[str, ...], ignore_case: bool,
          json_out: bool, flt: SnapshotFilter) -> None:
     """Find the snapshots holding entries that match PATTERN (a glob on the name, or a path pattern with '/')."""
-    finder = Finder(list(patterns), fold=ignore_case)
+    finder = Finder([names.from_argv(p) for p in patterns], fold=ignore_case)
     repo = ctx.open()
     docs = []
+    terminal = sys.stdout.isatty()
     with repo.reader("find") as reader:
         for info, hits in search_snapshots(reader, finder, snapshots_to_search(reader, snapshot_ids, flt)):
             if json_out:
@@ -53,7 +55,8 @@ def find(ctx: Context, patterns: tuple[str, ...], snapshot_ids: tuple[str, ...],
             click.echo(f"Found matching entries in snapshot {info.id[:8]} from {utc_time(info.time)}")
             for p, n in hits:
                 size = human(n.size) if n.kind == "file" else "-"
-                click.echo(f"{n.kind:<7} {size:>10}  {utc_time(n.mtime_ns / 1e9)}  {p}".replace("\n", "\\n"))
+                click.echo(f"{n.kind:<7} {size:>10}  {utc_time(n.mtime_ns / 1e9)}  {names.shown(p, terminal)}",
+                           color=True)
             click.echo("")
     if json_out:
         emit_json(docs)
@@ -75,7 +78,7 @@ def dump_cmd(ctx: Context, snapshot: str, path: str, archive: str | None, flt: S
     with repo.reader("dump") as snap:
         info = resolve(snap, snapshot, flt)
         reader = TreeReader(snap)
-        start = snapshot_path(path)
+        start = snapshot_path(names.from_argv(path))
         node = reader.lookup(info.tree, start)
         if node.kind == "dir" and out.isatty():
             raise UsageError("refusing to write an archive to a terminal: redirect standard output")

@@ -16,6 +16,7 @@ import zipfile
 from typing import BinaryIO, Iterator
 
 from ..errors import UsageError
+from .names import as_bytes, is_text
 from .reader import TreeReader
 from .tree import SPECIALS, Node
 
@@ -83,6 +84,17 @@ def write_tar(reader: TreeReader, node: Node, path: str, out: BinaryIO) -> int:
     return count
 
 
+class _ZipInfo(zipfile.ZipInfo):
+    """A zip member whose name is stored as the snapshot's bytes. zip names are UTF-8 (flag bit
+    11) or unflagged legacy bytes; zipfile would refuse a name that is not UTF-8, so such a name
+    is written unflagged, byte for byte (Info-ZIP's unzip on Unix extracts those bytes)."""
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:
+        if is_text(self.filename):
+            return super()._encodeFilenameFlags()  # type: ignore[misc, no-any-return]
+        return as_bytes(self.filename), self.flag_bits & ~0x800
+
+
 def write_zip(reader: TreeReader, node: Node, path: str, out: BinaryIO) -> int:
     count = 0
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -91,7 +103,7 @@ def write_zip(reader: TreeReader, node: Node, path: str, out: BinaryIO) -> int:
                 continue  # zip has no special files
             when = time.localtime(max(n.mtime_ns / 1e9, _ZIP_EPOCH))[:6]
             kind = {"dir": statmod.S_IFDIR, "symlink": statmod.S_IFLNK}.get(n.kind, statmod.S_IFREG)
-            zi = zipfile.ZipInfo(name + ("/" if n.kind == "dir" else ""), date_time=when)
+            zi = _ZipInfo(name + ("/" if n.kind == "dir" else ""), date_time=when)
             zi.external_attr = (kind | n.mode) << 16
             zi.compress_type = zipfile.ZIP_STORED if n.kind != "file" else zipfile.ZIP_DEFLATED
             if n.kind == "dir":

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import NotFound
 from ..repository import Reader
+from .names import from_bytes, put_json
 from .patterns import Pattern, component_regex, split_path
 from .reader import TreeReader
 from .snapshots import SnapshotFilter, SnapshotInfo, list_snapshots, resolve
@@ -49,7 +50,7 @@ class Finder:
         for path, node in reader.walk(root, "/"):
             if node is root:
                 continue
-            if self.matches(path, node.name.decode("utf-8", "surrogateescape")):
+            if self.matches(path, from_bytes(node.name)):
                 yield path, node
 
 
@@ -78,10 +79,11 @@ def search_snapshots(reader: Reader, finder: Finder,
 
 
 def match_json(path: str, n: Node, ts: Callable[[float], str]) -> dict[str, Any]:
-    d: dict[str, Any] = {"path": path, "type": n.kind, "mode": n.mode, "mtime": ts(n.mtime_ns / 1e9),
-                         "uid": n.uid, "gid": n.gid}
+    """One match as JSON; a name that is not UTF-8 also as exact bytes (`path_bytes`, files/names.py)."""
+    d: dict[str, Any] = put_json({"type": n.kind, "mode": n.mode, "mtime": ts(n.mtime_ns / 1e9),
+                                  "uid": n.uid, "gid": n.gid}, "path", path)
     if n.kind == "file":
         d["size"] = n.size
     if n.kind == "symlink":
-        d["target"] = (n.target or b"").decode("utf-8", "surrogateescape")
+        put_json(d, "target", n.target or b"")
     return d

@@ -13,6 +13,7 @@ from ..chunklist import iter_chunks
 from ..codec import BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, BlobMissing, CasbackupError, NotFound
 from ..repository import Reader
+from .names import as_bytes, from_bytes, shown
 from .tree import MAX_DEPTH, Chunk, Node, TreeBody, decode_tree_body
 
 
@@ -116,11 +117,11 @@ class TreeReader:
         node = Node(b"", "dir", tree=root, mode=0o755)
         for part in [p for p in path.split("/") if p and p != "."]:
             if not node.is_dir:
-                raise NotFound(f"{path!r}: {part!r} is inside a non-directory")
-            want = part.encode("utf-8", "surrogateescape")
+                raise NotFound(f"{shown(path)}: {shown(part)} is inside a non-directory")
+            want = as_bytes(part)
             found = [n for n in self.nodes(node.tree or "") if n.name == want]
             if not found:
-                raise NotFound(f"no such path in snapshot: {path}")
+                raise NotFound(f"no such path in snapshot: {shown(path)}")
             node = found[0]
         return node
 
@@ -147,5 +148,5 @@ class TreeReader:
 
 
 def join(path: str, name: bytes) -> str:
-    s = name.decode("utf-8", "surrogateescape")
+    s = from_bytes(name)
     return f"{path.rstrip('/')}/{s}" if path else s
