@@ -199,7 +199,8 @@ class Restorer:
         self.deletions: list[tuple[list[bytes], bytes, Node | None]] = []  # --delete: (dir, name, dir's node)
         self.written: list[tuple[str, Node]] = []  # --verify: the files this run wrote
         self.root_fd = -1  # the target, for hard links to an entry restored earlier
-        self.linked: dict[LinkKey, tuple[list[bytes], FileJob | None]] = {}  # inode -> first path (and its job)
+        # hard-linked inode -> its first restored path, and id() of its FileJob (a file: it may be in flight)
+        self.linked: dict[LinkKey, tuple[list[bytes], int | None]] = {}
 
     def check_cancel(self) -> None:
         """Stop at a safe point (no lock held, nothing half-registered) when asked to."""
@@ -328,14 +329,15 @@ class Restorer:
         else:
             self.special(handle, node)
         if key is not None and key not in self.linked:
-            self.linked[key] = (parts, job)
+            self.linked[key] = (parts, id(job) if job is not None else None)
 
     def link(self, handle: DirHandle, node: Node, key: LinkKey) -> bool:
         """Hard-link `node` to the first restored path of its inode (once that file is complete);
         False when the file system refuses (EXDEV, EMLINK, a target made unreachable...)."""
-        parts, job = self.linked[key]
-        while job is not None and id(job) in self.jobs and self.queue:
+        parts, job_id = self.linked[key]
+        while job_id in self.jobs and self.queue:
             self.write_next()  # its chunks are ahead in the queue: taking them finishes it
+            # (an id reused by a newer job only makes this wait for that one too)
         tmp = self._tmp()
         try:
             src = _open_dir(self.root_fd, parts[:-1])
