@@ -10,8 +10,9 @@ before the store verified all of it. The walking thread takes the results back i
 cap on bytes, chunks and files in flight, and finishes a file (size, metadata, rename) once its
 last chunk is written; a file's chunk list is streamed, so memory does not grow with a file's
 chunk count. Hard-linked entries after the first of their inode are made as links to it
-(files/fidelity.py); extended attributes are applied after owner and mode, before times. Any missing or corrupt chunk stops
-the restore with the error that names it and the file being restored.
+(files/fidelity.py); extended attributes are applied after owner and mode, before times. Any
+missing or corrupt chunk stops the restore with the error that names it and the file being
+restored.
 
 Interrupts: on any exception the temp files in flight are removed before the pool is waited
 for. The CLI does not raise from its SIGINT/SIGTERM handlers (an exception thrown into a thread
@@ -357,6 +358,7 @@ class Restorer:
         self.summary.hardlinks += 1
         counter = {"file": "files", "symlink": "symlinks"}.get(node.kind, "specials")
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
+        self.progress.add(files=1)
         return True
 
     def _tmp(self) -> bytes:
@@ -370,8 +372,8 @@ class Restorer:
         self.summary.symlinks += 1
 
     def _place(self, handle: DirHandle, node: Node, tmp: bytes, chmod: bool) -> None:
-        """Owner, then mode (so setuid/setgid bits survive the chown), xattrs, then times of a node made
-        under a temp name of ours, never following it; then rename it into place."""
+        """Owner, then mode (so setuid/setgid bits survive the chown), xattrs, then times of a node
+        made under a temp name of ours, never following it; then rename it into place."""
         try:
             if self.owner:
                 os.chown(tmp, node.uid, node.gid, dir_fd=handle.fd, follow_symlinks=False)
