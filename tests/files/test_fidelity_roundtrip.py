@@ -204,3 +204,23 @@ def test_xattrs_the_target_refuses_are_counted_not_fatal(tmp_path: Path) -> None
     node = Node(b"f", "file")
     fidelity.capture(node, str(f), os.lstat(f), lambda p, m: errors.append((p, m)))
     assert node.xattrs == [(b"user.ok", b"2")] and node.links == 0 and errors == []
+
+
+def test_a_link_the_file_system_refuses_is_restored_as_a_copy(tree: Path, tmp_path: Path, monkeypatch) -> None:
+    """EMLINK, EXDEV...: the later names still get the content and metadata, as separate files."""
+    from helpers_files import restore, restored
+    repo = make_repo(tmp_path / "repo")
+    backup(repo, tree)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(31, "Too many links")
+    monkeypatch.setattr(os, "link", refuse)
+    _, summary = restore(repo, tmp_path / "out")
+    got = restored(tmp_path / "out", tree)
+    assert summary.hardlinks == 0
+    for name in ("c", "d2/b"):
+        assert (got / name).read_bytes() == (tree / "d1" / "a").read_bytes()
+        assert os.getxattr(got / name, "user.comment") == b"shared by three names"
+        assert os.lstat(got / name).st_nlink == 1
+        assert os.lstat(got / name).st_mtime_ns == os.lstat(tree / "d1" / "a").st_mtime_ns
+    assert not list(got.rglob(".casbackup-restore-*"))
