@@ -53,6 +53,7 @@ def make_tree(src: Path) -> None:
     os.setxattr(src / "small", "user.bin", b"\x00\xff\x10")
     os.setxattr(src / "d1", "user.dir", b"on a directory")
     os.mkfifo(src / "fifo", 0o640)
+    os.link(src / "fifo", src / "d1" / "fifo-too")  # a hard-linked special file
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "sock"))
     sock.close()
@@ -116,7 +117,8 @@ def test_round_trip_keeps_links_xattrs_acls_specials_sparse_setuid(tree: Path, t
     want = view(tree)
     assert view(got) == want
     assert os.lstat(got / "c").st_nlink == 3 and os.lstat(got / "d2" / "b").st_ino == os.lstat(got / "d1" / "a").st_ino
-    assert res["hardlinks"] == 3 and res["xattrs_skipped"] == 0  # b, c and small-too
+    assert res["hardlinks"] == 4 and res["xattrs_skipped"] == 0  # b (or a), c, small-too, a fifo name
+    assert os.lstat(got / "fifo").st_ino == os.lstat(got / "d1" / "fifo-too").st_ino
     # --sparse: the 8 MiB file holds 128 KiB of data; zero blocks inside chunks became holes
     assert os.lstat(got / "sparse").st_blocks * 512 < 1024 * 1024
     if ROOT:
