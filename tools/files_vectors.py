@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write spec/vectors/files/tree.json: the blobs of a small file snapshot, byte for byte.
+"""Write spec/vectors/files/tree.json: the blobs of a small file snapshot, byte for byte, and
+spec/vectors/files/fidelity.json: TREEs with the optional xattrs and hard-link fields (§3.2).
 
 tests/files/test_files_vectors.py rebuilds them with the library and compares, so the spec text,
 the vectors and the code cannot drift apart. The snapshot backs up /home/alice, so its root TREE
@@ -20,6 +21,11 @@ from casbackup.files.snapshots import SnapshotInfo, new_id  # noqa: E402
 from casbackup.files.tree import Chunk, Node, file_body, tree_body  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "files" / "tree.json"
+FIDELITY_OUT = OUT.with_name("fidelity.json")
+# a POSIX access ACL in the kernel's xattr form: version 2, then (tag, perm, id) entries
+# USER_OBJ rw-, USER 1001 r--, GROUP_OBJ r--, MASK r--, OTHER ---
+ACL = bytes.fromhex("02000000" "01000600ffffffff" "02000400e9030000" "04000400ffffffff"
+                    "10000400ffffffff" "20000000ffffffff")
 
 
 def build() -> dict[str, Any]:
@@ -76,6 +82,43 @@ def build() -> dict[str, Any]:
     }
 
 
+def build_fidelity() -> dict[str, Any]:
+    """One directory: a file with xattrs (an ACL among them), two names of one hard-linked file,
+    a hard-linked FIFO; and the decoded fields every reader must see."""
+    t = 1_700_000_010_000_000_000
+    xattrs = [(b"security.selinux", b"unconfined_u:object_r:user_home_t:s0\x00"),
+              (b"system.posix_acl_access", ACL), (b"user.comment", b"hello \xff bytes")]
+    a = Node(b"a.txt", "file", mode=0o644, mtime_ns=t, uid=1000, gid=1000, size=2, ino=77, ctime_ns=t,
+             data=b"hi", links=2, dev=2049)
+    b = Node(b"b.txt", "file", mode=0o644, mtime_ns=t, uid=1000, gid=1000, size=2, ino=77, ctime_ns=t,
+             data=b"hi", links=2, dev=2049)
+    doc = Node(b"doc", "file", mode=0o4750, mtime_ns=t, uid=0, gid=0, size=3, ino=78, ctime_ns=t, data=b"abc",
+               xattrs=xattrs)
+    fifo = Node(b"pipe", "fifo", mode=0o600, mtime_ns=t, uid=1000, gid=1000, links=3, dev=2049, ino=79)
+    acl_dir = Node(b"shared", "dir", mode=0o2775, mtime_ns=t, tree="00" * 32,
+                   xattrs=[(b"system.posix_acl_default", ACL)])
+    empty_refs, empty_body = tree_body([])
+    empty = pack_structured(empty_refs, empty_body)
+    acl_dir.tree = blob_id(BlobType.TREE, empty)
+    refs, body = tree_body([a, b, doc, fifo, acl_dir])
+    payload = pack_structured(refs, body)
+    return {
+        "description": "TREE entries with the optional fields of spec/files.md §3.2: `xattrs` ([name, value] "
+                       "pairs of bin, ascending by name; POSIX ACLs are the system.posix_acl_* xattrs) and "
+                       "hard-link identity (`links` > 1 with `dev` and `ino`). a.txt and b.txt are one inode "
+                       "(restore links b.txt to a.txt); `expect` lists each entry's decoded fields.",
+        "blobs": [{"name": "empty TREE of shared/", "type": int(BlobType.TREE), "id": acl_dir.tree,
+                   "payload_hex": empty.hex()},
+                  {"name": "TREE with xattrs and hard links", "type": int(BlobType.TREE),
+                   "id": blob_id(BlobType.TREE, payload), "payload_hex": payload.hex()}],
+        "expect": [{"name": n.name.hex(), "type": n.kind, "links": n.links, "dev": n.dev,
+                    "ino": n.ino if n.links > 1 else None,
+                    "xattrs": [[k.hex(), v.hex()] for k, v in n.xattrs or ()]} for n in (a, b, doc, fifo, acl_dir)],
+    }
+
+
 if __name__ == "__main__":
     OUT.write_text(json.dumps(build(), indent=2) + "\n")
     print(f"wrote {OUT}")
+    FIDELITY_OUT.write_text(json.dumps(build_fidelity(), indent=2) + "\n")
+    print(f"wrote {FIDELITY_OUT}")

@@ -278,13 +278,15 @@ def _restore_report(target: str, sid: str, s: dict[str, Any], verbose: int) -> N
               show_default=True, help="What to do with files already in the target (if-changed: size and mtime).")
 @click.option("--delete", is_flag=True, help="Afterwards, remove target entries that are not in the snapshot.")
 @click.option("--verify", is_flag=True, help="Afterwards, read the restored files back and check their chunk ids.")
+@click.option("--sparse", is_flag=True,
+              help="Restore zero-filled 4 KiB blocks as holes (all-zero chunks always are), as restic's --sparse.")
 @click.option("--verbose", "-v", count=True, help="With --dry-run: list the paths.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
 @snapshot_filter
 @pass_ctx
 def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
             iincludes: tuple[str, ...], iexcludes: tuple[str, ...], dry_run: bool, overwrite: str, delete: bool,
-            verify: bool, verbose: int, json_out: bool, flt: SnapshotFilter) -> None:
+            verify: bool, sparse: bool, verbose: int, json_out: bool, flt: SnapshotFilter) -> None:
     """Restore SNAPSHOT (or SNAPSHOT:SUBPATH's content) into --target, verifying every chunk; pinned
     against gc for the whole run."""
     repo = ctx.open()
@@ -293,7 +295,7 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
     opts = RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
                           iincludes=list(iincludes), iexcludes=list(iexcludes), subpath=subpath, dry_run=dry_run,
                           list_paths=dry_run and (verbose > 0 or json_out), overwrite=overwrite, delete=delete,
-                          verify=verify, progress=_show_progress(ctx, json_out), cancel=cancel)
+                          verify=verify, sparse=sparse, progress=_show_progress(ctx, json_out), cancel=cancel)
     with _signals_cancel(cancel) as seen:
         try:
             with repo.reader("restore") as snap:
@@ -308,6 +310,9 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
         emit_json({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
         _restore_report(target, info.id, s, verbose)
+        if summary.xattrs_skipped:
+            click.echo(f"casbackup: note: {summary.xattrs_skipped} extended attribute(s) not set: the target "
+                       "file system or this user's privileges refused them", err=True)
     if summary.verify_failed:
         die(f"verify: {len(summary.verify_failed)} restored file(s) differ from the snapshot, first "
             f"{summary.verify_failed[0]}", 1)

@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..repository import Reader, Repository, Transaction
 from ..transfer import Pipeline
 from .chunker import Chunker
+from .fidelity import capture
 from .patterns import PatternList
 from .progress import Progress
 from .reader import TreeReader
@@ -286,6 +287,7 @@ class Backup:
             return None
         node = Node(name, kind, mode=statmod.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns, uid=st.st_uid,
                     gid=st.st_gid)
+        capture(node, path, st, self.summary.error)  # xattrs, ACLs, hard-link identity (files/fidelity.py)
         if kind == "symlink":
             try:
                 node.target = os.readlink(os.fsencode(path))

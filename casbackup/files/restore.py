@@ -4,11 +4,15 @@ Safety: every name was validated when its TREE was decoded (one plain component,
 directories are entered only with O_NOFOLLOW|O_DIRECTORY relative to their parent's fd, so
 no path ever passes through a symlink, whatever the snapshot or the target already holds.
 Files are written to a temp name in their directory and renamed into place. Chunks are
-fetched, verified (hash and length) and decompressed on the one work pipeline
-(transfer.Pipeline); the writer applies them in order with a cap on bytes, chunks and files in
-flight, and a file's chunk list is
-streamed, so memory does not grow with a file's chunk count. Any missing or corrupt chunk stops
-the restore with the error that names it and the file being restored.
+fetched, verified (hash and length), decompressed and written (pwrite at the chunk's known
+offset) on the one work pipeline's threads (transfer.Pipeline): no byte of a chunk is written
+before the store verified all of it. The walking thread takes the results back in order, with a
+cap on bytes, chunks and files in flight, and finishes a file (size, metadata, rename) once its
+last chunk is written; a file's chunk list is streamed, so memory does not grow with a file's
+chunk count. Hard-linked entries after the first of their inode are made as links to it
+(files/fidelity.py); extended attributes are applied after owner and mode, before times. Any
+missing or corrupt chunk stops the restore with the error that names it and the file being
+restored.
 
 Interrupts: on any exception the temp files in flight are removed before the pool is waited
 for. The CLI does not raise from its SIGINT/SIGTERM handlers (an exception thrown into a thread
@@ -33,6 +37,7 @@ from ..codec import BlobType, blob_id
 from ..errors import BlobCorrupt, BlobMissing, NotFound, UsageError
 from ..repository import Reader, Repository
 from ..transfer import Pipeline
+from .fidelity import LinkKey, apply_xattrs, link_key, path_at
 from .patterns import Pattern, child_match, list_match, split_path
 from .progress import Progress
 from .reader import TreeReader, in_file
@@ -43,6 +48,8 @@ TEMP_PREFIX = b".casbackup-restore-"
 TEMP_NAME = re.compile(rb"\.casbackup-restore-[0-9a-f]{16}\Z")  # exactly what _tmp() makes
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
+SPARSE_BLOCK = 4096  # --sparse: a zero-filled, aligned run this long becomes a hole
+ZERO_BLOCK = bytes(SPARSE_BLOCK)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -68,6 +75,7 @@ class RestoreOptions:
     max_open_files: int = 128
     max_chunks: int = 4096     # chunk reads queued at once, whatever their size (each costs a Future)
     owner: bool | None = None  # restore uid/gid; default: only when running as root
+    sparse: bool = False       # zero-filled 4 KiB blocks become holes (all-zero chunks always do)
     cancel: threading.Event | None = None  # set it (e.g. from a signal handler) to stop cleanly
 
 
@@ -82,6 +90,8 @@ class RestoreSummary:
     skipped: int = 0           # existing entries kept by --overwrite
     deleted: int = 0           # entries --delete removed
     verified: int = 0          # files --verify read back and found equal
+    hardlinks: int = 0         # entries made as a hard link to an earlier one (counted in files etc. too)
+    xattrs_skipped: int = 0    # extended attributes the target refused (no support, or not root)
     dry_run: bool = False
     duration: float = 0.0
     verify_failed: list[str] = field(default_factory=list)  # snapshot paths whose restored bytes differ
@@ -179,7 +189,7 @@ class Restorer:
         self.reader, self.opts, self.summary, self.progress = reader, opts, summary, progress
         # more threads than cores: fetching a chunk waits on the storage with the GIL released.
         # A chunk's bytes count from its queuing until they are written.
-        self.queue: Pipeline[tuple[FileJob, Chunk, bytes]] = Pipeline(
+        self.queue: Pipeline[tuple[FileJob, int]] = Pipeline(
             opts.workers or max(4, 2 * (os.cpu_count() or 2)), max_items=opts.max_chunks, max_bytes=opts.budget,
             name="restore")
         self.jobs: dict[int, FileJob] = {}
@@ -189,6 +199,9 @@ class Restorer:
         self.needed: set[str] | None = None  # with includes: the directories that hold selected entries
         self.deletions: list[tuple[list[bytes], bytes, Node | None]] = []  # --delete: (dir, name, dir's node)
         self.written: list[tuple[str, Node]] = []  # --verify: the files this run wrote
+        self.root_fd = -1  # the target, for hard links to an entry restored earlier
+        # hard-linked inode -> its first restored path, and id() of its FileJob (a file: it may be in flight)
+        self.linked: dict[LinkKey, tuple[list[bytes], int | None]] = {}
 
     def check_cancel(self) -> None:
         """Stop at a safe point (no lock held, nothing half-registered) when asked to."""
@@ -241,10 +254,19 @@ class Restorer:
 
     # ---- metadata ----
     def apply_meta(self, fd: int, node: Node, is_dir: bool = False) -> None:
+        """Owner, mode, xattrs, times, in that order (see set_xattrs)."""
         if self.owner:
             os.fchown(fd, node.uid, node.gid)
+        self.set_xattrs(fd, node, before_mode=True)
         os.fchmod(fd, node.mode)
+        self.set_xattrs(fd, node, before_mode=False)
         os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+
+    def set_xattrs(self, target: int | bytes, node: Node, before_mode: bool) -> None:
+        """Xattrs go after the owner (chown clears security.capability) and, as root, after the
+        mode; without owners they go before it, as a read-only mode would refuse user.* ones."""
+        if node.xattrs and before_mode != self.owner:
+            self.summary.xattrs_skipped += apply_xattrs(target, node.xattrs)
 
     # ---- walking ----
     def subdir(self, parent: DirHandle, node: Node) -> DirHandle:
@@ -289,14 +311,55 @@ class Restorer:
                     self.directory(child, node.tree or "", p)
                 finally:
                     child.release()
-            elif node.kind == "file":
-                self.file(handle, node, "/" + b"/".join(p).decode("utf-8", "surrogateescape"))
-            elif node.kind == "symlink":
-                self.symlink(handle, node)
             else:
-                self.special(handle, node)
+                self.non_dir(handle, node, p)
         if self.opts.delete:
             self.collect_extra(handle, {n.name for n in nodes}, parts)
+
+    def non_dir(self, handle: DirHandle, node: Node, parts: list[bytes]) -> None:
+        """A file, symlink or special entry; a later occurrence of a hard-linked inode becomes a
+        link to the first one restored (or, if linking fails, a copy of it)."""
+        key = link_key(node)
+        if key is not None and key in self.linked and self.link(handle, node, key):
+            return
+        job: FileJob | None = None
+        if node.kind == "file":
+            job = self.file(handle, node, _path(parts))
+        elif node.kind == "symlink":
+            self.symlink(handle, node)
+        else:
+            self.special(handle, node)
+        if key is not None and key not in self.linked:
+            self.linked[key] = (parts, id(job) if job is not None else None)
+
+    def link(self, handle: DirHandle, node: Node, key: LinkKey) -> bool:
+        """Hard-link `node` to the first restored path of its inode (once that file is complete);
+        False when the file system refuses (EXDEV, EMLINK, a target made unreachable...)."""
+        parts, job_id = self.linked[key]
+        while job_id in self.jobs and self.queue:
+            self.write_next()  # its chunks are ahead in the queue: taking them finishes it
+            # (an id reused by a newer job only makes this wait for that one too)
+        tmp = self._tmp()
+        try:
+            src = _open_dir(self.root_fd, parts[:-1])
+        except OSError:
+            return False
+        try:
+            os.link(parts[-1], tmp, src_dir_fd=src, dst_dir_fd=handle.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(src)
+        try:
+            os.rename(tmp, node.name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd)
+        except BaseException:
+            _unlink(tmp, handle.fd)
+            raise
+        self.summary.hardlinks += 1
+        counter = {"file": "files", "symlink": "symlinks"}.get(node.kind, "specials")
+        setattr(self.summary, counter, getattr(self.summary, counter) + 1)
+        self.progress.add(files=1)
+        return True
 
     def _tmp(self) -> bytes:
         return TEMP_PREFIX + secrets.token_hex(8).encode()
@@ -309,13 +372,15 @@ class Restorer:
         self.summary.symlinks += 1
 
     def _place(self, handle: DirHandle, node: Node, tmp: bytes, chmod: bool) -> None:
-        """Owner, then mode (so setuid/setgid bits survive the chown), then times of a node made
-        under a temp name of ours, never following it; then rename it into place."""
+        """Owner, then mode (so setuid/setgid bits survive the chown), xattrs, then times of a node
+        made under a temp name of ours, never following it; then rename it into place."""
         try:
             if self.owner:
                 os.chown(tmp, node.uid, node.gid, dir_fd=handle.fd, follow_symlinks=False)
+            self.set_xattrs(path_at(handle.fd, tmp), node, before_mode=True)
             if chmod:
                 os.chmod(tmp, node.mode, dir_fd=handle.fd)  # the name is ours: it was created exclusively
+            self.set_xattrs(path_at(handle.fd, tmp), node, before_mode=False)
             os.utime(tmp, ns=(node.mtime_ns, node.mtime_ns), dir_fd=handle.fd, follow_symlinks=False)
             os.rename(tmp, node.name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd)
         except BaseException:
@@ -333,8 +398,9 @@ class Restorer:
         self._place(handle, node, tmp, chmod=True)
         self.summary.specials += 1
 
-    def file(self, handle: DirHandle, node: Node, path: str) -> None:
-        """Queue a file's chunk reads (streamed from its list, sizes checked by TreeReader.chunks)."""
+    def file(self, handle: DirHandle, node: Node, path: str) -> FileJob:
+        """Queue a file's chunk reads and writes (streamed from its list, sizes checked by
+        TreeReader.chunks); each chunk's offset is the sum of the sizes before it."""
         chunks: Iterator[Chunk] = self.reader.chunks(node, path, "restoring")
         first = next(chunks, None)  # the list's sizes are checked before anything is created
         tmp = self._tmp()
@@ -349,34 +415,41 @@ class Restorer:
                 self.progress.add(nbytes=len(node.data))
             job.listed = True
             self.finish(job)
-            return
+            return job
         c: Chunk | None = first
         while c is not None:
             self.check_cancel()
             while self.queue and (self.queue.full(c.size) or len(self.jobs) > self.opts.max_open_files):
                 self.write_next()
-            self.queue.submit(self.fetch, job, c, cost=c.size)
+            self.queue.submit(self.fetch_write, job, c, job.offset, cost=c.size)
+            job.offset += c.size
             job.remaining += 1
             c = next(chunks, None)
         job.listed = True
         if job.remaining == 0:  # every queued chunk was written while we listed the rest
             self.finish(job)
+        return job
 
-    def fetch(self, job: FileJob, chunk: Chunk) -> tuple[FileJob, Chunk, bytes]:
-        """On the pool: one chunk, verified; an error names the file being restored."""
+    def fetch_write(self, job: FileJob, chunk: Chunk, offset: int) -> tuple[FileJob, int]:
+        """On the pool: one chunk, verified by the store, then written at its offset (the fd
+        stays open until the walking thread has taken this result); an error names the file."""
         try:
-            return job, chunk, self.reader.read_chunk(chunk)
+            data = self.reader.read_chunk(chunk)
         except (BlobCorrupt, BlobMissing) as exc:
             raise in_file(exc, f"restoring {job.path}") from None
+        if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
+            pass  # a hole: keep sparse files sparse (ftruncate sets the size)
+        elif self.opts.sparse:
+            _write_sparse(job.fd, data, offset, job.target)
+        else:
+            _write_all(job.fd, data, offset, job.target)
+        return job, len(data)
 
     def write_next(self) -> None:
+        """Take the oldest chunk result (its bytes are on disk); finish its file if it was the last."""
         self.check_cancel()
-        job, chunk, data = self.queue.take()
-        if data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data):
-            job.offset += len(data)  # a hole: keep sparse files sparse (ftruncate sets the size)
-        else:
-            job.offset = _write_all(job.fd, data, job.offset, job.target)
-        self.progress.add(nbytes=len(data))
+        job, size = self.queue.take()
+        self.progress.add(nbytes=size)
         job.remaining -= 1
         if job.remaining == 0 and job.listed:
             self.finish(job)
@@ -453,24 +526,28 @@ class Restorer:
 
     def abandon(self) -> None:
         """After an error or an interrupt: remove every temp file we created, then stop the pool.
-        Files first: only this thread writes them, and a second Ctrl-C while the pool drains
-        must not leave them behind."""
+        Names first (a worker still writing to an unlinked file harms nothing, and a second
+        Ctrl-C while the pool drains must not leave them behind); fds only once no worker runs,
+        so none can write through an fd number that was closed and reused."""
         self.queue.cancel()
         for job in list(self.jobs.values()):
-            if job.fd >= 0:
-                try:
-                    os.close(job.fd)
-                except OSError:
-                    pass
-                job.fd = -1
             _unlink(job.tmp, job.dir.fd)
-        self.jobs.clear()
+        try:
+            self.queue.close()
+        finally:
+            for job in list(self.jobs.values()):
+                if job.fd >= 0:
+                    try:
+                        os.close(job.fd)
+                    except OSError:
+                        pass
+                    job.fd = -1
+            self.jobs.clear()
         for handle in list(self.handles.values()):
             try:
                 handle.close()
             except OSError:
                 pass
-        self.queue.close()
 
 
 def _write_all(fd: int, data: bytes, offset: int, where: str) -> int:
@@ -484,6 +561,24 @@ def _write_all(fd: int, data: bytes, offset: int, where: str) -> int:
         exc.add_note(f"path: {where}")  # pwrite's error names no file; the CLI reports this one
         raise
     return offset
+
+
+def _write_sparse(fd: int, data: bytes, offset: int, where: str) -> None:
+    """Write only the file-aligned SPARSE_BLOCK runs of `data` that hold a non-zero byte; the
+    rest stay holes (the temp file is new, so a hole reads as zeros)."""
+    pos, n = 0, len(data)
+    run = -1  # start of the pending run of non-zero blocks
+    while pos < n:
+        end = min(n, pos + SPARSE_BLOCK - (offset + pos) % SPARSE_BLOCK)
+        if data[pos:end] == ZERO_BLOCK[: end - pos]:
+            if run >= 0:
+                _write_all(fd, data[run:pos], offset + run, where)
+                run = -1
+        elif run < 0:
+            run = pos
+        pos = end
+    if run >= 0:
+        _write_all(fd, data[run:], offset + run, where)
 
 
 def _path(parts: list[bytes]) -> str:
@@ -638,6 +733,7 @@ def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> 
     try:
         root_fd = os.open(opts.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         root = DirHandle(root_fd, None, None, job, opts.target.rstrip("/") or "/")
+        job.root_fd = root_fd
         remove_stale_temps(root_fd)
         job.directory(root, tree, [])
         job.drain()

@@ -44,6 +44,11 @@ MAX_DEPTH = 512
 MAX_NAME = 4096
 MAX_TARGET = 65536
 INLINE_CHUNK_MAX = 2**40 - 1  # what a TREE entry's own chunk list may claim for one chunk
+# Extended attributes per entry (names plus values): what Linux allows on one inode on ext4 is
+# about a block, so this keeps every real case while bounding a TREE entry (spec/files.md §3.2).
+MAX_XATTR_BYTES = 64 * 1024
+MAX_XATTR_NAME = 255
+MAX_LINKS = 2**32
 
 
 def check_name(name: Any, where: str) -> bytes:
@@ -78,6 +83,9 @@ class Node:
     target: bytes | None = None   # symlink target, stored verbatim and never followed
     data: bytes | None = None     # inline content of a small file
     rdev: int = 0                 # device number of a chardev/blockdev entry
+    xattrs: list[tuple[bytes, bytes]] | None = None  # extended attributes (and ACLs), sorted by name
+    links: int = 0                # st_nlink of a hard-linked non-directory (> 1), else 0
+    dev: int = 0                  # st_dev of that inode: (dev, ino) identifies it within a snapshot
     # the TREE blob (or TREE part) this entry was decoded from, to name it in errors; not stored
     where: str | None = field(default=None, compare=False, repr=False)
 
@@ -109,6 +117,10 @@ class Node:
             d["target"] = self.target or b""
         elif self.kind in DEVICES:
             d["rdev"] = self.rdev
+        if self.xattrs:
+            d["xattrs"] = [[k, v] for k, v in self.xattrs]
+        if self.links > 1 and self.kind != "dir":
+            d.update(links=self.links, dev=self.dev, ino=self.ino)
         return d
 
     @property
@@ -134,7 +146,7 @@ def entry_cost(n: Node) -> int:
     """An upper bound on what one entry adds to a TREE payload (body plus refs), without
     encoding it: fixed fields take < 200 bytes, a chunk item 45 plus its 33-byte ref."""
     return (200 + len(n.name) + len(n.data or b"") + len(n.target or b"") + 78 * len(n.chunks or ())
-            + (70 if n.file or n.tree else 0))
+            + (70 if n.file or n.tree else 0) + sum(8 + len(k) + len(v) for k, v in n.xattrs or ()))
 
 
 def split_tree(nodes: list[Node], budget: int | None = None) -> list[list[Node]]:
@@ -271,8 +283,39 @@ def _entries(tree_id: str, refs: list[Ref], raw: Any) -> list[Node]:
             if not isinstance(t, bytes) or not t or len(t) > MAX_TARGET or b"\x00" in t:
                 raise BlobCorrupt(tree_id, f"symlink {name!r} has a bad target")
             n.target = t
+        _fidelity_fields(n, e, tree_id)
         nodes.append(n)
     return nodes
+
+
+def _fidelity_fields(n: Node, e: dict[str, Any], tree_id: str) -> None:
+    """The optional `xattrs` and hard-link fields (spec/files.md §3.2), validated as hostile."""
+    if "xattrs" in e:
+        n.xattrs = decode_xattrs(e["xattrs"], n.name, tree_id)
+    if "links" in e and n.kind != "dir":
+        n.links = _int(e, "links", tree_id, 0, 0, MAX_LINKS)
+        if n.links > 1:
+            n.dev = _int(e, "dev", tree_id, None, 0, 2**64)
+            n.ino = _int(e, "ino", tree_id, None, 0, 2**64)
+
+
+def decode_xattrs(raw: Any, name: bytes, tree_id: str) -> list[tuple[bytes, bytes]]:
+    """An entry's `xattrs`: [name, value] pairs of bin, names strictly ascending, bounded."""
+    if not isinstance(raw, list):
+        raise BlobCorrupt(tree_id, f"xattrs of {name!r} is not an array")
+    out: list[tuple[bytes, bytes]] = []
+    total = 0
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 2 or not all(isinstance(x, bytes) for x in item)
+                or not 0 < len(item[0]) <= MAX_XATTR_NAME or b"\x00" in item[0]):
+            raise BlobCorrupt(tree_id, f"xattrs of {name!r}: an item is not [name, value] (bin, bin)")
+        if out and item[0] <= out[-1][0]:
+            raise BlobCorrupt(tree_id, f"xattrs of {name!r}: {item[0]!r} is duplicated or out of order")
+        total += len(item[0]) + len(item[1])
+        if total > MAX_XATTR_BYTES:
+            raise BlobCorrupt(tree_id, f"xattrs of {name!r} exceed {MAX_XATTR_BYTES} bytes")
+        out.append((item[0], item[1]))
+    return out
 
 
 def decode_file(file_id: str, refs: list[Ref], body: Any) -> list[Chunk]:
