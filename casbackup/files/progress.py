@@ -41,13 +41,13 @@ def clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def _fps_interval() -> float | None:
-    """CASBACKUP_PROGRESS_FPS (like RESTIC_PROGRESS_FPS) sets the redraw rate of both modes."""
+def _fps() -> float | None:
+    """CASBACKUP_PROGRESS_FPS (like RESTIC_PROGRESS_FPS): status updates a second, both modes;
+    0 turns the status (line or JSON messages) off. Unset or not a number: the defaults."""
     try:
-        fps = float(os.environ.get("CASBACKUP_PROGRESS_FPS", ""))
+        return min(float(os.environ.get("CASBACKUP_PROGRESS_FPS", "")), 60.0)
     except ValueError:
         return None
-    return 1.0 / min(fps, 60.0) if fps > 0 else None
 
 
 @dataclass
@@ -70,13 +70,14 @@ class Progress:
                  stream: TextIO | None = None, interval: float | None = None, total_files: int | None = None,
                  unit: str = "files", errors: Callable[[], int] | None = None) -> None:
         self.display = enabled if isinstance(enabled, Display) else Display(terminal=bool(enabled))
-        self.enabled = self.display.terminal or self.display.json
+        fps = _fps()
+        self.enabled = (self.display.terminal or self.display.json) and fps != 0
         self.label, self.unit = label, unit
         self.total_bytes, self.total_files = total_bytes, total_files
         self.stream = stream or (sys.stdout if self.display.json else sys.stderr)
         self.notes = stream or sys.stderr
         default = JSON_INTERVAL if self.display.json else TERMINAL_INTERVAL
-        self.interval = interval if interval is not None else (_fps_interval() or default)
+        self.interval = interval if interval is not None else (1.0 / fps if fps and fps > 0 else default)
         self.files = self.bytes = self.errors = 0
         self._error_source = errors
         self.start = self._phase_start = time.monotonic()

@@ -21,8 +21,12 @@ ETA = re.compile(rb"ETA \d+:\d\d")
 HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 
+DEFAULT_RATE = {"CASBACKUP_PROGRESS_FPS": ""}  # the helpers turn the status off for other tests; not here
+
+
 def spawn(*args: str, env: dict[str, str] | None = None) -> "pexpect.spawn":
-    return pexpect.spawn(sys.executable, ["-m", "casbackup", *args], env=cli_env(env), cwd=str(PROJECT_ROOT),
+    return pexpect.spawn(sys.executable, ["-m", "casbackup", *args], env=cli_env({**DEFAULT_RATE, **(env or {})}),
+                         cwd=str(PROJECT_ROOT),
                          timeout=180, dimensions=(24, 200))
 
 
@@ -75,7 +79,7 @@ def test_quiet_on_terminal_shows_no_status(small: tuple[str, Path]) -> None:
 
 def test_no_status_when_stderr_is_not_a_terminal(small: tuple[str, Path], cli) -> None:
     repo, src = small
-    r = cli("-r", repo, "backup", str(src))
+    r = cli("-r", repo, "backup", str(src), env=DEFAULT_RATE)
     assert r.code == 0, r.stderr
     assert "\x1b[K" not in r.stderr and "%" not in r.stderr and "ETA" not in r.stderr
     assert "300 files" in r.stderr
@@ -116,31 +120,58 @@ def test_json_without_fps_is_one_summary_line_for_a_short_run(small: tuple[str, 
     """A run shorter than the JSON interval prints the summary alone, so json.loads of the
     whole output (what scripts did before status lines) still works for quick commands."""
     repo, src = small
-    r = cli("-r", repo, "backup", str(src), "--json")
+    r = cli("-r", repo, "backup", str(src), "--json", env=DEFAULT_RATE)
     assert r.code == 0, r.stderr
     if r.out.count("\n") == 1:  # under heavy load the run may pass the interval: then status lines come first
         assert json.loads(r.out)["message_type"] == "summary"
     for cmd in (["check"], ["gc", "--dry-run"], ["restore", "latest", "--target", str(tmp_path / "o")]):
-        r = cli("-r", repo, *cmd, "--json")
+        r = cli("-r", repo, *cmd, "--json", env=DEFAULT_RATE)
         assert r.code == 0, r.stderr
         assert json.loads(r.out.splitlines()[-1])["message_type"] == "summary"
 
 
+def test_json_times_are_rfc3339(small: tuple[str, Path], cli, tmp_path: Path) -> None:
+    """No epoch floats: backup's, snapshots' and copy's `time` are RFC 3339 UTC text."""
+    repo, src = small
+    rfc3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    r = cli("-r", repo, "backup", str(src), "--json")
+    assert r.code == 0, r.stderr
+    assert rfc3339.fullmatch(json.loads(r.out)["time"])
+    r = cli("-r", repo, "snapshots", "--json")
+    assert r.code == 0, r.stderr
+    assert all(rfc3339.fullmatch(s["time"]) for s in json.loads(r.out))
+    other = str(tmp_path / "other")
+    assert cli("-r", other, "init").code == 0
+    r = cli("-r", other, "copy", "--from-repo", repo, "--json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.out.splitlines()[-1])
+    assert doc["message_type"] == "summary" and doc["copied"] == 1
+    assert rfc3339.fullmatch(doc["snapshots"][0]["time"])
+
+
 def test_verbose_levels(small: tuple[str, Path], cli) -> None:
     repo, src = small
-    r = cli("-r", repo, "-v", "backup", str(src))
+    r = cli("-r", repo, "-v", "backup", str(src), env=DEFAULT_RATE)
     assert r.code == 0, r.stderr
     assert re.search(r"scan finished in [\d.]+s: 300 files", r.stderr)
     assert "new " not in r.stderr  # per-file lines are -vv
     (src / "d000" / "f00000").write_bytes(b"changed")
     (src / "d000" / "added").write_bytes(b"added")
-    r = cli("-r", repo, "backup", str(src), "-vv")  # after the subcommand too, as restic accepts
+    r = cli("-r", repo, "backup", str(src), "-vv", env=DEFAULT_RATE)  # after the subcommand too, as restic accepts
     assert r.code == 0, r.stderr
     items = re.findall(r"casbackup: (new|modified)\s+(\S+)", r.stderr)
     assert sorted(items) == sorted([("modified", str(src / "d000" / "f00000")), ("new", str(src / "d000" / "added"))])
 
 
-@pytest.mark.slow
+def test_status_off_with_fps_zero(small: tuple[str, Path], cli) -> None:
+    repo, src = small
+    r = cli("-r", repo, "backup", str(src), "--json", env={"CASBACKUP_PROGRESS_FPS": "0"})
+    assert r.code == 0, r.stderr
+    assert json.loads(r.out)["message_type"] == "summary"  # one line: the summary alone
+    code, out = run_on_terminal("-r", repo, "backup", str(src), env={"CASBACKUP_PROGRESS_FPS": "0"})
+    assert code == 0 and b"\x1b[K" not in out
+
+
 def test_eta_appears_on_a_longer_backup(tmp_path: Path, cli) -> None:
     """A backup of a few seconds shows an ETA once 2 s and 3% have passed."""
     repo, src = str(tmp_path / "repo"), tmp_path / "src"
