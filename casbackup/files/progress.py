@@ -137,7 +137,7 @@ class Progress:
                     self.stream.write(json.dumps(doc) + "\n")
                     self.stream.flush()
                 return
-            self.notes.write(("\r\x1b[K" if self._drawn else "") + f"casbackup: {text}\n")
+            self.notes.write(("\r\x1b[K" if self._drawn else "") + f"casbackup: {_printable(text)}\n")
             self.notes.flush()
             self._drawn = False
 
