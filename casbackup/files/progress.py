@@ -175,9 +175,11 @@ class Progress:
     def eta(self, now: float) -> float | None:
         """Seconds left, from the rate over a sliding window; None early in a phase (see ETA_AFTER_*)."""
         frac = self.fraction()
-        if frac is None or frac < ETA_AFTER_FRACTION or now - self._phase_start < ETA_AFTER_SECONDS:
+        if frac is None:
             return None
-        rate = self._rate(now, frac)
+        rate = self._rate(now, frac)  # sampled from the start, so the first ETA has a window already
+        if frac < ETA_AFTER_FRACTION or now - self._phase_start < ETA_AFTER_SECONDS:
+            return None
         return (1.0 - frac) / rate if rate > 0 else None
 
     def _rate(self, now: float, frac: float) -> float:
