@@ -20,6 +20,7 @@ from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY
+from .meter import Meter, as_meter
 from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader
 from .walk import Walker, below_floor, chain
@@ -144,7 +145,7 @@ def _check_records(repo: Repository, report: CheckReport) -> None:
         report.corrupt_records.append(Problem(GC_LEASE_KEY, None, _reason(exc)))
 
 
-def check(repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None,
+def check(repo: Repository, read_data: bool = False, progress: Callable[[str], None] | Meter | None = None,
           validators: Mapping[BlobType, Validator] | None = None,
           entry_validators: Mapping[str, EntryValidator] | None = None) -> CheckReport:
     """Check the repository. `validators` adds body validators per blob type (upper layers'
@@ -173,14 +174,14 @@ class _Visit(NamedTuple):
 
 class _Checker:
     def __init__(self, repo: Repository, snap: Reader, report: CheckReport, read_data: bool,
-                 progress: Callable[[str], None] | None, validators: Mapping[BlobType, Validator] | None,
+                 progress: Callable[[str], None] | Meter | None, validators: Mapping[BlobType, Validator] | None,
                  entry_validators: Mapping[str, EntryValidator] | None) -> None:
         self.repo = repo
         self.store = repo.store
         self.snap = snap
         self.report = report
         self.read_data = read_data
-        self.say = progress or (lambda _m: None)
+        self.say = as_meter(progress)  # phases, and a count of the blobs each has read
         self.validators: dict[BlobType, Validator] = {**(validators or {}), **CORE_VALIDATORS}
         self.entry_validators: dict[str, EntryValidator] = {DAMAGE_NAMESPACE: _validate_damage_entry,
                                                             **(entry_validators or {})}
@@ -251,18 +252,22 @@ class _Checker:
         if validator is not None:
             validator(ref.id, [], payload)
         self.report.blobs_read += 1
+        self.say.add(files=1, nbytes=self.stored.get(ref.id, 0))
 
     def _read_body(self, ref: Ref, refs: list[Ref], body: Any, gen_id: str | None) -> None:
         self._validate(ref, refs, body, gen_id)
         self.report.blobs_read += 1
+        self.say.add(files=1, nbytes=self.stored.get(ref.id, 0) if self.read_data else 0)
 
     def _on_missing(self, ref: Ref, _exc: BlobMissing, visit: _Visit) -> None:
         what = "is missing" if ref.id not in self.stored else "vanished during check"
         self._missing(ref, visit.gen, visit.mode, what, visit.pin)
+        self.say.add(errors=1)
 
     def _on_corrupt(self, ref: Ref, exc: Exception, visit: _Visit) -> None:
         blob = getattr(exc, "blob_id", None) or ref.id
         self.report.corrupt.append(Problem(blob, visit.gen.id if visit.gen else None, _reason(exc)))
+        self.say.add(errors=1)
 
     def visit(self, start: Ref, gen: Generation | None, mode: str, owner: str | None = None) -> None:
         """Walk everything reachable from `start`, reading (and so verifying) each blob once."""
@@ -283,7 +288,8 @@ class _Checker:
         self.stored = {i: info.size for i, info in self.store.list()}
         report.blobs_stored = len(self.stored)
 
-        self.say("walking generations")
+        self.say.phase("walking generations", total=len(self.stored), unit="blobs",
+                       total_bytes=sum(self.stored.values()) if self.read_data else None)
         self.visit(Ref(BlobType.GENERATION, head.id), head, "head")
         report.generations_checked = 1
         self._walk_history(head, root_start.retain_floor)
@@ -296,10 +302,12 @@ class _Checker:
         report.orphans = len(unreferenced)
         report.orphan_bytes = sum(self.stored[i] for i in unreferenced)
         if self.read_data:
-            self.say(f"reading {len(unreferenced)} unreferenced blobs")
+            self.say.phase("reading unreferenced blobs", total=len(unreferenced), unit="blobs",
+                           total_bytes=report.orphan_bytes)
             condemned = self._gcstate_ids(root_start.condemned) | self._gcstate_ids(root_start.sweeping)
             for blob_id in unreferenced:
                 self._read_unreferenced(blob_id, blob_id in condemned)
+                self.say.add(files=1, nbytes=self.stored[blob_id])
         self._judge(root_start)
         return report
 

@@ -16,6 +16,7 @@ from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
+from .meter import Meter, as_meter
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .reach import Reachability
 from .records import Generation, Root, new_write_id
@@ -79,7 +80,7 @@ def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bo
 
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
-                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
+                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | Meter | None = None) -> None:
         check_options(grace, keep_last, dry_run, force)
         self.repo = repo
         self.backend = repo.backend
@@ -87,7 +88,7 @@ class Collector:
         self.grace = grace
         self.keep_last = keep_last
         self.dry_run = dry_run
-        self.progress = progress or (lambda _msg: None)
+        self.progress = as_meter(progress)
         self.report = GcReport(dry_run, grace, keep_last)
         self._unreachable: dict[str, tuple[int, float]] = {}  # blob -> (size, mtime), for the report
         self._now = 0.0
@@ -251,7 +252,7 @@ class Collector:
         gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
         doomed = sorted(i for i in sweeping if i not in reach.seen)
         self.report.rescued += len(sweeping) - len(doomed)
-        self.progress(f"deleting {len(doomed)} blobs")
+        self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
         sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
         yield Step.PLANNED
         for n, blob_id in enumerate(doomed):
@@ -261,6 +262,7 @@ class Collector:
                 self.report.rescued += 1
                 continue
             self.store.delete(blob_id)
+            self.progress.add(files=1, nbytes=sizes.get(blob_id, 0))
             self.report.deleted += 1
             self.report.deleted_bytes += sizes.get(blob_id, 0)
             self.report.deleted_ids.append(blob_id)

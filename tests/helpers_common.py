@@ -26,6 +26,7 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("CASBACKUP_REPO", None)
+    env.setdefault("CASBACKUP_PROGRESS_FPS", "0")  # no --json status lines: tests parse the summary alone
     env.update(extra or {})
     return env
 

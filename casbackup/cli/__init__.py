@@ -71,18 +71,21 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
                    "what is being read; that is then an error, never skipped. Write commands refuse it. "
                    "[env CASBACKUP_NO_PIN=1]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output on standard error.")
+@click.option("-v", "--verbose", "verbosity", count=True,
+              help="More detail on standard error: -v phases and totals, -vv a line per new or changed file.")
 @click.pass_context
 def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, no_pin: bool,
-        quiet: bool) -> None:
+        quiet: bool, verbosity: int) -> None:
     """casbackup: content-addressed backups that readers, writers and gc can share safely."""
-    ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin)
+    ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin, verbosity=verbosity)
     ctx.call_on_close(ctx.obj.close)
 
 
 
 # Global options restic accepts anywhere on the line: (names, takes a value).
 GLOBAL_OPTIONS = {"-r": True, "--repo": True, "-o": True, "--option": True, "-q": False, "--quiet": False,
-                  "--no-pin": False, "--unsafe-single-writer": False}
+                  "--no-pin": False, "--unsafe-single-writer": False,
+                  "-v": False, "-vv": False, "-vvv": False, "--verbose": False}
 # Subcommands whose argv is left exactly as given (the Aptos adapter has its own --no-pin).
 VERBATIM_COMMANDS = frozenset({"aptos"})
 

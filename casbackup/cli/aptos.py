@@ -197,7 +197,8 @@ def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool, gzip_mode: str) -
     from ..aptos.legacy import LegacyImporter  # lazily: adapter calls do not import
 
     store = AptosStorage(ctx.open(write=True))
-    report = LegacyImporter(store, legacy_dir, ctx.progress(json_out), gzip_mode).run()
+    with ctx.progress(json_out, label="import") as meter:
+        report = LegacyImporter(store, legacy_dir, meter, gzip_mode).run()
     if json_out:
         emit_json(report.to_json())
     else:

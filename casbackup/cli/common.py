@@ -5,7 +5,7 @@ import json
 import re
 import sys
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -13,6 +13,9 @@ from .. import init as init_repository
 from .. import open as open_repository
 from ..errors import UsageError
 from ..repository import Repository
+
+if TYPE_CHECKING:  # imported on use: the Aptos adapter (a process per file) must not load the files layer
+    from ..files.progress import Display, Progress
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -82,14 +85,21 @@ def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
+def emit_summary(doc: dict[str, Any]) -> None:
+    """The last line of a long command's --json output, after its status lines (restic's JSON
+    lines): the command's result keys plus "message_type": "summary", on one line."""
+    click.echo(json.dumps({"message_type": "summary", **doc}, sort_keys=True, default=str))
+
+
 NO_PIN_WARNING = ("warning: --no-pin: reading without a pin, so a gc running now could remove what this "
                   "reads (that fails loudly, never silently)")
 
 
 class Context:
     def __init__(self, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool,
-                 no_pin: bool = False) -> None:
+                 no_pin: bool = False, verbosity: int = 0) -> None:
         self.url = repo
+        self.verbosity = 0 if quiet else verbosity
         self.no_pin = no_pin
         self._warned_no_pin = False
         self.options = {}
@@ -123,11 +133,22 @@ class Context:
                 click.echo(f"casbackup: {NO_PIN_WARNING}", err=True)
         return self._repo
 
-    def progress(self, json_mode: bool = False) -> Any:
-        """A status-line printer for a terminal; silent on a pipe, with --json or -q."""
-        if self.quiet or json_mode or not sys.stderr.isatty():
-            return lambda _msg: None
-        return lambda msg: click.echo(f"casbackup: {msg}", err=True)
+    def display(self, json_mode: bool = False, verbosity: int = 0) -> Display:
+        """What a long command shows: a status line when standard error is a terminal, JSON-lines
+        status messages with --json, note lines at -v/-vv (`verbosity`: a command's own -v); -q: none."""
+        from ..files.progress import Display
+        if self.quiet:
+            return Display()
+        return Display(terminal=not json_mode and sys.stderr.isatty(), json=json_mode,
+                       verbosity=max(self.verbosity, verbosity))
+
+    def progress(self, json_mode: bool = False, json_lines: bool = False, label: str = "casbackup") -> Progress:
+        """The progress of a command that reports phases (check, gc, copy, repair): callable with a
+        phase name; use it as a context manager so the status line is cleared before the output.
+        With --json, status messages only where the command ends with a summary line (`json_lines`)."""
+        from ..files.progress import Display, Progress
+        display = self.display(json_mode) if json_lines or not json_mode else Display()
+        return Progress(label, display, unit="blobs")
 
     def close(self) -> None:
         if self._repo is not None:

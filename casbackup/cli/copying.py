@@ -13,7 +13,7 @@ from ..files.patterns import read_pattern_file
 from ..files.progress import human
 from ..files.rewrite import rewrite_snapshots
 from ..files.snapshots import SnapshotFilter
-from .common import TEXT, Context, emit_json
+from .common import TEXT, Context, emit_json, emit_summary
 from .snapshot_options import pass_ctx, snapshot_filter
 
 
@@ -43,11 +43,12 @@ def copy(ctx: Context, snapshot_ids: tuple[str, ...], from_repo: str, from_optio
     dst = ctx.open(write=True)
     src = open_repository(from_repo, False, _options(from_options), False)
     try:
-        result = copy_snapshots(src, dst, list(snapshot_ids), flt, ctx.progress(json_out))
+        with ctx.progress(json_out, json_lines=True, label="copy") as meter:
+            result = copy_snapshots(src, dst, list(snapshot_ids), flt, meter)
     finally:
         src.close()
     if json_out:
-        emit_json(result.to_json())
+        emit_summary(result.to_json())
         return
     for item in result.snapshots:
         if item.status == "copied":

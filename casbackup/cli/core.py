@@ -16,7 +16,7 @@ from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
 from ..repair import repair_blobs, repair_root
-from .common import DURATION, TEXT, Context, emit_json, utc_time
+from .common import DURATION, TEXT, Context, emit_json, emit_summary, utc_time
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -190,10 +190,10 @@ def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: boo
     generations, live pins. --dry-run changes nothing (and so needs no --force)."""
     from ..gc import explain, summary  # the report's text lives with the report
     repo = ctx.open(write=not dry_run)
-    report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force,
-                       progress=ctx.progress(json_out)).run()
+    with ctx.progress(json_out, json_lines=True, label="gc") as meter:
+        report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force, progress=meter).run()
     if json_out:
-        emit_json(report.to_json())
+        emit_summary(report.to_json())
         return
     click.echo(summary(report))
     for line in explain(report):
@@ -227,10 +227,11 @@ def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
     --read-data, every stored blob. Exits 13 on damage."""
     repo = ctx.open()
     validators, entry_validators = check_validators()
-    report = run_check(repo, read_data=read_data, progress=ctx.progress(json_out), validators=validators,
-                       entry_validators=entry_validators)
+    with ctx.progress(json_out, json_lines=True, label="check") as meter:
+        report = run_check(repo, read_data=read_data, progress=meter, validators=validators,
+                           entry_validators=entry_validators)
     if json_out:
-        emit_json(report.to_json())
+        emit_summary(report.to_json())
     else:
         for line in _problem_lines(report):
             click.echo(line)
@@ -278,8 +279,9 @@ def repair_root_cmd(ctx: Context, generation: str | None, yes: bool, dry_run: bo
     apply = yes and not dry_run
     repo = ctx.open(write=apply)
     validators, entry_validators = check_validators()
-    out = repair_root(repo, apply=apply, generation=generation, validators=validators,
-                      entry_validators=entry_validators, progress=ctx.progress(json_out))
+    with ctx.progress(json_out, label="repair") as meter:
+        out = repair_root(repo, apply=apply, generation=generation, validators=validators,
+                          entry_validators=entry_validators, progress=meter)
     if json_out:
         doc = out.to_json()
         if out.generation is not None:
@@ -311,8 +313,9 @@ def repair_blobs_cmd(ctx: Context, yes: bool, dry_run: bool, json_out: bool) -> 
     apply = yes and not dry_run
     repo = ctx.open(write=apply)
     validators, entry_validators = check_validators()
-    out = repair_blobs(repo, apply=apply, validators=validators, entry_validators=entry_validators,
-                       progress=ctx.progress(json_out))
+    with ctx.progress(json_out, label="repair") as meter:
+        out = repair_blobs(repo, apply=apply, validators=validators, entry_validators=entry_validators,
+                           progress=meter)
     if json_out:
         emit_json(out.to_json())
         return

@@ -18,7 +18,7 @@ from ..files.backup import BackupOptions, run_backup
 from ..files.diff import DiffSummary, diff_trees
 from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
-from ..files.progress import human
+from ..files.progress import Display, human, rfc3339
 from ..files.reader import TreeReader, join
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
 from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
@@ -28,7 +28,7 @@ from ..files.tree import DEVICES, SPECIAL_IFMT, Node
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector, check_options as check_gc_options
 from ..gc import explain as explain_gc, summary as gc_summary
 from ..repository import Repository
-from .common import DURATION, Context, die, emit_json, utc_time
+from .common import DURATION, Context, die, emit_json, emit_summary, utc_time
 from .snapshot_options import pass_ctx, snapshot_filter, snapshot_path
 
 EXIT_PARTIAL = 16  # the snapshot was committed, but some files could not be read (restic uses 3; ours is "not found")
@@ -59,8 +59,8 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[dict[str, int]]:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-def _show_progress(ctx: Context, json_out: bool) -> bool:
-    return not (ctx.quiet or json_out) and sys.stderr.isatty()
+def _show_progress(ctx: Context, json_out: bool) -> Display:
+    return ctx.display(json_out)
 
 
 def _own_repository(repo: Repository) -> list[str]:
@@ -120,7 +120,7 @@ def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes
     info, summary = run_backup(repo, opts)
     s = summary.as_dict()
     if json_out:
-        emit_json({"id": info.id, "short_id": info.id[:8], "time": info.time, "host": info.host, "paths": info.paths,
+        emit_summary({"id": info.id, "short_id": info.id[:8], "time": rfc3339(info.time), "host": info.host, "paths": info.paths,
                    "tags": info.tags, "parent": info.parent, **s})
     else:
         click.echo(info.id)
@@ -307,7 +307,7 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
             die("interrupted; the restore stopped and removed its temp files", EXIT_INTERRUPTED)
     s = summary.as_dict()
     if json_out:
-        emit_json({"id": info.id, "target": target, **s})
+        emit_summary({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
         _restore_report(target, info.id, s, verbose)
         if summary.xattrs_skipped:
@@ -453,8 +453,9 @@ def forget(ctx: Context, snapshot_ids: tuple[str, ...], flt: SnapshotFilter, gro
         check_gc_options(grace, keep_generations, dry_run, force)
     repo = ctx.open(write=not dry_run)
     result = forget_snapshots(repo, snapshot_ids, policy, flt, dry_run=dry_run, group_by=groups)
-    report = Collector(repo, dry_run=dry_run, progress=ctx.progress(json_out),
-                       **collector_args).run() if prune else None  # type: ignore[arg-type]
+    with ctx.progress(json_out, label="prune") as meter:
+        report = Collector(repo, dry_run=dry_run, progress=meter,
+                           **collector_args).run() if prune else None  # type: ignore[arg-type]
     if json_out:
         emit_json({**result.to_json(), **({"gc": report.to_json()} if report else {})})
         return

@@ -26,7 +26,7 @@ from ..transfer import Pipeline
 from .chunker import Chunker
 from .fidelity import capture
 from .patterns import PatternList
-from .progress import Progress
+from .progress import Display, Progress
 from .reader import TreeReader
 from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
 from .tree import (DEVICES, INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, SPECIALS, Chunk, Node,
@@ -130,7 +130,7 @@ class BackupOptions:
     force: bool = False             # ignore the files cache and read everything
     workers: int | None = None
     budget: int | None = None
-    progress: bool = False
+    progress: bool | Display = False
     message: str = "backup"
 
 
@@ -144,7 +144,7 @@ class Backup:
         budget = opts.budget or max(64 * 1024 * 1024, 4 * workers * cfg.chunk_max)
         self.uploader = Uploader(txn, summary, workers, budget)
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
-        self.progress = Progress("backup", opts.progress)
+        self.progress = Progress("backup", opts.progress, errors=lambda: summary.error_count)
         self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
         self.tree_futures: dict[int, Future[str]] = {}
         self.patterns = PatternList(opts.excludes)
@@ -326,6 +326,7 @@ class Backup:
             work = self.read_file(path, st, node)
         if work is None:
             return None
+        self.progress.item("modified" if changed else "new", path)
         pending.append((node, work, changed))
         return node
 
@@ -503,7 +504,7 @@ def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool
                 one_file_system: bool = False) -> None:
     """Sum file sizes in the background so the progress line can show an ETA (terminals only);
     it skips what the walk skips, other file systems included."""
-    total = 0
+    total = files = 0
     stack: list[tuple[str, int | None]] = [(p, None) for p in paths]
     while stack:
         p, dev = stack.pop()
@@ -516,9 +517,10 @@ def _scan_total(paths: list[str], excluded: Callable[[str, os.stat_result], bool
                     stack.extend((e.path, st.st_dev if dev is None else dev) for e in it)
             elif statmod.S_ISREG(st.st_mode):
                 total += st.st_size
+                files += 1
         except OSError:
             continue
-    progress.total_bytes = total
+    progress.scanned(files, total)
 
 
 def find_parent(snap: Reader, host: str, paths: list[str]) -> SnapshotInfo | None:
@@ -560,7 +562,7 @@ def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Sum
         parent = None if opts.stdin is not None else find_parent(txn.base, host, paths)
         job = Backup(repo, txn, opts, summary)
         if parent is not None:
-            job.progress.total_bytes = parent.size
+            job.progress.total_bytes, job.progress.total_files = parent.size, parent.summary.get("total_files")
         if opts.progress and opts.stdin is None:
             threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress, opts.one_file_system), daemon=True).start()
         ok = False

@@ -16,13 +16,14 @@ from typing import Any, Callable
 
 from ..codec import RAW_TYPES, BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, UsageError
+from ..meter import Meter, as_meter
 from ..repository import Reader, Repository
 from ..transaction import Transaction
 from ..transfer import Pipeline
+from .progress import rfc3339
 from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, list_snapshots, resolve
 
-Progress = Callable[[str], None]
-PROGRESS_EVERY = 500  # blobs between progress lines
+Progress = Callable[[str], None] | Meter
 COPY_REQUESTS = 8     # CHUNKs checked, read and sent at once (at most twice as many held in memory)
 
 
@@ -36,7 +37,7 @@ class CopiedSnapshot:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.info.id, "short_id": self.info.id[:8], "status": self.status, "reason": self.reason,
-                "time": self.info.time, "host": self.info.host, "paths": self.info.paths,
+                "time": rfc3339(self.info.time), "host": self.info.host, "paths": self.info.paths,
                 "blobs_uploaded": self.blobs_uploaded, "bytes_uploaded": self.bytes_uploaded}
 
 
@@ -76,18 +77,11 @@ class _Copier:
     are checked, read and sent on a bounded pool of threads, COPY_REQUESTS at a time; TREE and
     FILE blobs are handled in the walking thread, which needs their refs to go on."""
 
-    def __init__(self, src: Reader, txn: Transaction, result: CopyResult, say: Progress,
+    def __init__(self, src: Reader, txn: Transaction, result: CopyResult, say: Meter,
                  pipe: Pipeline[tuple[Ref, bool, int]]) -> None:
         self.src, self.txn, self.result, self.say, self.pipe = src, txn, result, say, pipe
         self.seen: set[str] = set()
-        self.label = ""
         self.item: CopiedSnapshot | None = None
-
-    def _report(self) -> None:
-        if len(self.seen) % PROGRESS_EVERY == 0:
-            r = self.result
-            self.say(f"{self.label}: {len(self.seen)} blobs checked, {r.blobs_uploaded} uploaded "
-                     f"({r.bytes_uploaded} bytes), {r.blobs_reused} already present")
 
     def _send(self, ref: Ref, payload: bytes | None) -> tuple[Ref, bool, int]:
         """Upload one blob unless the destination has it: (ref, uploaded, payload bytes)."""
@@ -111,6 +105,7 @@ class _Copier:
         self.item.bytes_uploaded += size
         self.result.blobs_uploaded += 1
         self.result.bytes_uploaded += size
+        self.say.add(nbytes=size)
 
     def copy_roots(self, roots: list[Ref], item: CopiedSnapshot) -> None:
         self.item = item
@@ -120,7 +115,6 @@ class _Copier:
             if ref.id in self.seen:
                 continue
             self.seen.add(ref.id)
-            self._report()
             if ref.type in RAW_TYPES:
                 while self.pipe.full():
                     self._account(self.pipe.take())
@@ -140,7 +134,7 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
                    progress: Progress | None = None) -> CopyResult:
     """Copy the chosen snapshots (default: all) from src_repo into dst_repo in one commit; a
     snapshot whose ID the destination already has is skipped, as is one marked damaged."""
-    say = progress or (lambda _msg: None)
+    say = as_meter(progress)
     result = CopyResult()
     with src_repo.reader("copy") as src:
         chosen = select(src, specs, flt)
@@ -150,7 +144,9 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
         try:
             have = {e.key for e in txn.base.list(NAMESPACE)}
             copier = _Copier(src, txn, result, say, pipe)
-            for n, info in enumerate(chosen, 1):
+            say.phase("copying snapshots", total=sum(1 for i in chosen if i.id not in have and not i.damaged),
+                      unit="snapshots")
+            for info in chosen:
                 item = CopiedSnapshot(info, "skipped")
                 result.snapshots.append(item)
                 if info.id in have:
@@ -159,14 +155,13 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
                 if info.damaged:
                     item.reason = "marked damaged in the source by 'repair blobs'"
                     continue
-                copier.label = f"snapshot {n}/{len(chosen)} ({100 * (n - 1) // len(chosen)}%) {info.id[:8]}"
-                say(copier.label)
                 entry = src.entry(NAMESPACE, info.id)
                 if entry is None:  # listed a moment ago in the same pinned generation
                     raise UsageError(f"snapshot {info.id[:8]} vanished from the source")
                 copier.copy_roots(list(entry.refs), item)  # the root TREE (and anything else kept)
                 txn.put(NAMESPACE, info.id, src.value(entry), refs=list(entry.refs), if_absent=True)
                 item.status = "copied"
+                say.add(files=1)
                 have.add(info.id)
             if result.copied:
                 result.generation = txn.commit().id

@@ -39,7 +39,7 @@ from ..repository import Reader, Repository
 from ..transfer import Pipeline
 from .fidelity import LinkKey, apply_xattrs, link_key, path_at
 from .patterns import Pattern, child_match, list_match, split_path
-from .progress import Progress
+from .progress import Display, Progress
 from .reader import TreeReader, in_file
 from .snapshots import SnapshotInfo, resolve
 from .tree import DEVICES, MAX_DEPTH, SPECIAL_IFMT, Chunk, Node
@@ -69,7 +69,7 @@ class RestoreOptions:
     overwrite: str = "always"   # always | if-changed (size+mtime) | if-newer (mtime) | never
     delete: bool = False        # afterwards, remove target entries the snapshot does not have
     verify: bool = False        # afterwards, read the restored files back against their chunk ids
-    progress: bool = False
+    progress: bool | Display = False
     workers: int | None = None
     budget: int = 64 * 1024 * 1024
     max_open_files: int = 128
@@ -404,6 +404,7 @@ class Restorer:
         chunks: Iterator[Chunk] = self.reader.chunks(node, path, "restoring")
         first = next(chunks, None)  # the list's sizes are checked before anything is created
         tmp = self._tmp()
+        self.progress.working_on(path)
         job = FileJob(handle, node, -1, tmp, path)
         self.jobs[id(job)] = job  # before the open: abandon() removes the name even if we stop here
         handle.refs += 1
@@ -715,6 +716,7 @@ def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> 
     tree = restore_root(reader, info.tree, opts.subpath)
     job = Restorer(reader, opts, summary, Progress("restore", False))
     total = info.size if tree == info.tree else None
+    total_files = info.summary.get("total_files") if tree == info.tree else None
     if job.selector.has_includes or opts.dry_run:
         counted = RestoreSummary(dry_run=True, paths=[] if opts.list_paths else None)
         needed = plan(reader, tree, job.selector, counted, opts.target if opts.dry_run and opts.delete else None)
@@ -726,8 +728,8 @@ def restore_snapshot(snap: Reader, info: SnapshotInfo, opts: RestoreOptions) -> 
             counted.duration = time.monotonic() - started
             return counted
         job.needed = needed if job.selector.has_includes else None
-        total = counted.bytes
-    job.progress = progress = Progress("restore", opts.progress, total_bytes=total or None)
+        total, total_files = counted.bytes, counted.files
+    job.progress = progress = Progress("restore", opts.progress, total_bytes=total or None, total_files=total_files)
     os.makedirs(opts.target, exist_ok=True)
     ok = False
     try:

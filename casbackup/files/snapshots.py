@@ -11,6 +11,7 @@ from ..codec import BlobType, Ref, packb, unpackb
 from ..damage import damaged_keys, is_damaged
 from ..errors import BlobCorrupt, NotFound, UsageError
 from ..repository import Reader
+from .progress import rfc3339
 
 NAMESPACE = "snapshots"
 SNAPSHOT_VERSION = 1
@@ -47,7 +48,7 @@ class SnapshotInfo:
         return packb(d)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "short_id": self.id[:8], "time": self.time, "host": self.host, "user": self.user,
+        return {"id": self.id, "short_id": self.id[:8], "time": rfc3339(self.time), "host": self.host, "user": self.user,
                 "paths": self.paths, "tags": self.tags, "tree": self.tree, "parent": self.parent,
                 "size": self.size, "summary": self.summary, "damaged": self.damaged, "original": self.original}
 
