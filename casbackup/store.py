@@ -4,9 +4,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from .backends.base import Backend, ObjectInfo
+from .backends.base import Backend, ObjectInfo, delete_keys
+from .backends.listing import fanout_prefixes, list_concurrency, list_prefixes
 from .codec import (
     HEADER_LEN,
     MAGIC,
@@ -159,15 +160,27 @@ class BlobStore:
         return head[5]
 
     def list(self) -> Iterator[tuple[str, ObjectInfo]]:
-        """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""
-        for info in self.backend.list(BLOB_PREFIX):
+        """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped. On an
+        object store the 256 fan-out folders are listed concurrently (every blob key is in one
+        of them, so the merged listing is the same, in the same order)."""
+        workers = list_concurrency(self.backend)
+        if workers > 1:
+            listing = list_prefixes(self.backend, fanout_prefixes(BLOB_PREFIX), workers)
+        else:
+            listing = self.backend.list(BLOB_PREFIX)
+        for info in listing:
             name = info.key.rsplit("/", 1)[-1]
             if is_blob_id(name) and info.key == blob_key(name):
                 yield name, info
 
     def delete(self, blob_id: str) -> None:
+        self.delete_many([blob_id])
+
+    def delete_many(self, blob_ids: Sequence[str]) -> None:
+        """Delete blobs in the backend's batches (one request per batch on object stores)."""
         with self._cache_lock:
-            old = self._cache.pop(blob_id, None)
-            if old is not None:
-                self._cached_bytes -= old[1]
-        self.backend.delete(blob_key(blob_id))
+            for blob_id in blob_ids:
+                old = self._cache.pop(blob_id, None)
+                if old is not None:
+                    self._cached_bytes -= old[1]
+        delete_keys(self.backend, [blob_key(i) for i in blob_ids])
