@@ -20,6 +20,7 @@ from casbackup.backends.listing import fanout_prefixes, list_prefixes
 from casbackup.codec import BlobType
 from casbackup.errors import BackendError, CapabilityError, EtagMismatch, KeyMissing, UsageError
 from casbackup.repository import Repository, self_test
+from casbackup import store as store_module
 from casbackup.store import BlobStore
 
 from . import helpers_workers as workers
@@ -134,7 +135,9 @@ def test_batched_delete_removes_every_key_and_ignores_absent_ones(target: Target
     delete_keys(b, [])
 
 
-def test_fanout_listing_is_the_whole_listing_in_key_order(target: Target) -> None:
+def test_fanout_listing_is_the_whole_listing_in_key_order(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LISTING_PAGE", 5)  # more than FANOUT_AFTER_PAGES "pages": the fan-out is used
+    monkeypatch.setattr(store_module, "FANOUT_AFTER_PAGES", 1)
     b = target.make()
     store = BlobStore(b)
     ids = sorted(store.put(BlobType.CHUNK, f"blob {i}".encode()).ref.id for i in range(24))
@@ -166,7 +169,10 @@ class FailingListing:
             yield info
 
 
-def test_a_failed_fanout_listing_is_an_error_never_a_short_listing(target: Target) -> None:
+def test_a_failed_fanout_listing_is_an_error_never_a_short_listing(target: Target,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LISTING_PAGE", 5)
+    monkeypatch.setattr(store_module, "FANOUT_AFTER_PAGES", 1)
     b = target.make()
     ids = [f"{p}{n:062x}" for p in ("00", "7f", "ff") for n in range(3)]
     for blob_id in ids:
