@@ -105,7 +105,8 @@ class Collector:
 
     def steps(self) -> "Steps[GcReport]":
         """run() as steps: yields after taking the lease, before every root swap and after every
-        delete, so tests can interleave writers and readers between any two of them."""
+        delete (every batch's, where the backend deletes in batches), so tests can interleave
+        writers and readers between any two of them."""
         started = time.monotonic()
         if not self.dry_run:
             self.lease = acquire_gc_lease(self.backend, monotonic=self.repo.monotonic)
