@@ -9,7 +9,7 @@ import pytest
 from casbackup.backends import MemoryBackend, open_backend
 from casbackup.backends.base import delete_keys
 from casbackup.backends.objectstore import ObjectStoreBackend
-from casbackup.errors import BackendError
+from casbackup.errors import BackendError, UsageError
 from casbackup.codec import BlobType, blob_id
 from casbackup.gc import Collector
 from casbackup.repository import Repository
@@ -142,3 +142,12 @@ def test_batched_sweep_spares_a_blob_uploaded_again_after_an_interrupted_sweep(b
     assert repo.store.exists(gone[0]), "a blob stored again within the grace period was deleted"
     assert [i for i in orphans if repo.store.exists(i)] == [gone[0]]
     assert all(n <= batch for n in backend.batches)
+
+
+def test_an_unsigned_reader_refuses_a_batched_delete_before_sending(moto_target: Target, proxy: FaultProxy) -> None:
+    b = open_backend(moto_target.url, {**moto_target.options, "endpoint": proxy.url,  # type: ignore[arg-type]
+                                       "skip_signature": "true"})
+    proxy.clear()
+    with pytest.raises(UsageError, match="skip_signature=true"):
+        delete_keys(b, ["blobs/aa/one", "blobs/ab/two"])
+    assert proxy.state.log == []
