@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from .backends.base import TempFileCleaner
+from .backends.base import BatchDeleter, TempFileCleaner, delete_batch_size
+from .backends.listing import list_concurrency
 from .errors import BlobCorrupt, UsageError
 from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
@@ -22,6 +23,8 @@ from .reach import Reachability
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
+from .store import listing_rounds
+from .transfer import ordered_map
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
@@ -103,7 +106,8 @@ class Collector:
 
     def steps(self) -> "Steps[GcReport]":
         """run() as steps: yields after taking the lease, before every root swap and after every
-        delete, so tests can interleave writers and readers between any two of them."""
+        delete (every batch's, where the backend deletes in batches), so tests can interleave
+        writers and readers between any two of them."""
         started = time.monotonic()
         if not self.dry_run:
             self.lease = acquire_gc_lease(self.backend, monotonic=self.repo.monotonic)
@@ -253,20 +257,14 @@ class Collector:
         doomed = sorted(i for i in sweeping if i not in reach.seen)
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
-        sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
+        sizes: dict[str, int] = {}
+        stored = 0
+        for blob_id, info in self.store.list() if doomed else ():
+            stored += 1
+            if blob_id in sweeping:
+                sizes[blob_id] = info.size
         yield Step.PLANNED
-        for n, blob_id in enumerate(doomed):
-            if n % 64 == 0:
-                self._check_lease()
-            if self._recreated(blob_id):
-                self.report.rescued += 1
-                continue
-            self.store.delete(blob_id)
-            self.progress.add(files=1, nbytes=sizes.get(blob_id, 0))
-            self.report.deleted += 1
-            self.report.deleted_bytes += sizes.get(blob_id, 0)
-            self.report.deleted_ids.append(blob_id)
-            yield Step.DELETED
+        yield from self._delete_batches(doomed, sizes, stored)
         floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
@@ -280,11 +278,40 @@ class Collector:
         """Blobs `repair blobs` removed, as the head records them: known damage, not a reason to stop."""
         return known_blobs_of(self.repo, self.repo.load_generation(root.generation))
 
-    def _recreated(self, blob_id: str) -> bool:
-        """True if the blob was stored again within the grace period (deleted by an earlier,
-        interrupted sweep and uploaded anew by a writer): it is young, so it is not deleted."""
-        info = self.store.stat(blob_id)
-        return info is not None and info.mtime > self.backend.now() - self.grace
+    def _delete_batches(self, doomed: list[str], sizes: dict[str, int], stored: int) -> "Steps[None]":
+        """Delete `doomed` a batch at a time (§9.4 step 5): spare the re-uploaded, check the
+        lease, delete; one request a batch where the backend can, else one delete (and step) a
+        blob. `stored` (how many blobs the repository holds) prices a listing against stats."""
+        batch_size = delete_batch_size(self.backend)
+        batched = isinstance(self.backend, BatchDeleter)
+        for start in range(0, len(doomed), batch_size):
+            batch = self._not_recreated(doomed[start:start + batch_size], stored)
+            self._check_lease()  # after the stats, right before the deletes: still the only gc
+            for part in [batch] if batched else [[i] for i in batch]:
+                self.store.delete_many(part)
+                self.progress.add(files=len(part), nbytes=sum(sizes.get(i, 0) for i in part))
+                self.report.deleted += len(part)
+                self.report.deleted_bytes += sum(sizes.get(i, 0) for i in part)
+                self.report.deleted_ids += part
+                yield Step.DELETED
+
+    def _not_recreated(self, batch: list[str], stored: int) -> list[str]:
+        """The batch without the blobs stored again within the grace period (deleted by an
+        earlier, interrupted sweep and uploaded anew by a writer): those are young, so they are
+        spared (§9.4 step 5). Their mtimes come from one stat per blob, or on an object store
+        from one listing of blobs/ when that takes fewer requests, made just before the
+        batch's delete."""
+        workers = list_concurrency(self.backend)
+        if workers > 1 and listing_rounds(stored, workers) < len(batch) / workers:
+            wanted = set(batch)
+            listed = {i: info for i, info in self.store.list() if i in wanted}
+            infos = [listed.get(i) for i in batch]
+        else:
+            infos = list(ordered_map(self.store.stat, batch, workers, 2 * workers, name="casbackup-gc-stat"))
+        cutoff = self.backend.now() - self.grace
+        keep = [i for i, info in zip(batch, infos) if info is None or info.mtime <= cutoff]
+        self.report.rescued += len(batch) - len(keep)
+        return keep
 
     # ---- housekeeping ------------------------------------------------------------------
 

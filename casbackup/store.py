@@ -4,9 +4,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Iterator, Sequence
 
-from .backends.base import Backend, ObjectInfo
+from .backends.base import Backend, ObjectInfo, delete_keys
+from .backends.listing import HEX_FANOUT, fanout_prefixes, list_concurrency, list_prefixes
 from .codec import (
     HEADER_LEN,
     MAGIC,
@@ -42,6 +44,20 @@ class PutResult:
 # cache at its bound rather than growing with their count.
 DEFAULT_CACHE_BYTES = 1024 * 1024
 CACHE_ENTRY_FRACTION = 8
+# Keys in an object store's listing page (S3 ListObjectsV2's maximum), and the pages a blob
+# listing reads in sequence before it is redone as the 256 fan-out folders listed concurrently:
+# below about 16 pages, 256 listings in flight 16 at a time take longer than the pages in a row.
+LISTING_PAGE = 1000
+FANOUT_AFTER_PAGES = 16
+
+
+def listing_rounds(blobs: int, concurrency: int) -> float:
+    """About how many request round trips, one after another, the blob listing of an object store
+    holding `blobs` blobs takes with `concurrency` requests in flight: gc weighs it against stats."""
+    pages = blobs // LISTING_PAGE + 1
+    if pages <= FANOUT_AFTER_PAGES:
+        return pages
+    return FANOUT_AFTER_PAGES + (len(HEX_FANOUT) + pages) / max(1, concurrency)
 
 
 class BlobStore:
@@ -160,14 +176,35 @@ class BlobStore:
 
     def list(self) -> Iterator[tuple[str, ObjectInfo]]:
         """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""
-        for info in self.backend.list(BLOB_PREFIX):
+        for info in self._list_keys():
             name = info.key.rsplit("/", 1)[-1]
             if is_blob_id(name) and info.key == blob_key(name):
                 yield name, info
 
+    def _list_keys(self) -> Iterator[ObjectInfo]:
+        """The listing of blobs/. On an object store, a listing longer than FANOUT_AFTER_PAGES
+        pages is redone as the 256 fan-out folders listed concurrently (every blob key is in one
+        of them, so the merged listing is the same, in the same order)."""
+        workers = list_concurrency(self.backend)
+        if workers == 1:
+            yield from self.backend.list(BLOB_PREFIX)
+            return
+        plain = self.backend.list(BLOB_PREFIX)
+        first = list(islice(plain, LISTING_PAGE * FANOUT_AFTER_PAGES))
+        if len(first) < LISTING_PAGE * FANOUT_AFTER_PAGES:  # the whole listing fitted
+            yield from first
+            return
+        del first, plain  # abandoned: the concurrent listing starts over
+        yield from list_prefixes(self.backend, fanout_prefixes(BLOB_PREFIX), workers)
+
     def delete(self, blob_id: str) -> None:
+        self.delete_many([blob_id])
+
+    def delete_many(self, blob_ids: Sequence[str]) -> None:
+        """Delete blobs in the backend's batches (one request per batch on object stores)."""
         with self._cache_lock:
-            old = self._cache.pop(blob_id, None)
-            if old is not None:
-                self._cached_bytes -= old[1]
-        self.backend.delete(blob_key(blob_id))
+            for blob_id in blob_ids:
+                old = self._cache.pop(blob_id, None)
+                if old is not None:
+                    self._cached_bytes -= old[1]
+        delete_keys(self.backend, [blob_key(i) for i in blob_ids])

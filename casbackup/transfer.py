@@ -27,7 +27,10 @@ from .store import BlobStore, PutResult
 T = TypeVar("T")
 R = TypeVar("R")
 
-DEFAULT_REQUESTS = 8
+# Requests in flight by default (object stores need many to hide their round trips; threads
+# waiting on the network or fsync hold no GIL), and the bytes they may hold between them, which
+# is what bounds memory: more requests never mean more memory than DEFAULT_BYTES (+ one item).
+DEFAULT_REQUESTS = 16
 DEFAULT_BYTES = 64 * 1024 * 1024
 
 

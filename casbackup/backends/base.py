@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import blake3
 
@@ -104,6 +104,57 @@ class TempFileCleaner(Protocol):
     def remove_stale_temp_files(self, older_than: float) -> int:
         """Remove temp files older than `older_than` seconds; returns how many were removed."""
         ...
+
+
+@runtime_checkable
+class BatchDeleter(Protocol):
+    """An optional ability: a backend that deletes many keys in one request (S3 DeleteObjects,
+    Azure blob batch) says how many it takes at once; gc's sweep deletes through it."""
+
+    delete_batch_size: int
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove every key (at most delete_batch_size); absent keys are not an error. A failure
+        raises: some of the keys may then be gone, none is reported deleted that was not."""
+        ...
+
+
+@runtime_checkable
+class ParallelLister(Protocol):
+    """An optional ability: a backend whose listings pay a round trip per page (object stores)
+    lists a fan-out of prefixes with `list_concurrency` listings in flight (backends/listing.py)."""
+
+    list_concurrency: int
+
+
+LOOP_DELETE_BATCH = 64  # keys per batch where deletes are one call each (gc checks its lease between batches)
+
+
+def delete_batch_size(backend: Backend) -> int:
+    """How many keys one delete_keys() batch holds on this backend."""
+    return backend.delete_batch_size if isinstance(backend, BatchDeleter) else LOOP_DELETE_BATCH
+
+
+def delete_keys(backend: Backend, keys: Iterable[str]) -> None:
+    """Delete `keys` in batches of delete_batch_size(backend): one request per batch where the
+    backend can (BatchDeleter), one delete per key elsewhere."""
+    batch: list[str] = []
+    size = delete_batch_size(backend)
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= size:
+            _delete_batch(backend, batch)
+            batch = []
+    if batch:
+        _delete_batch(backend, batch)
+
+
+def _delete_batch(backend: Backend, keys: list[str]) -> None:
+    if isinstance(backend, BatchDeleter):
+        backend.delete_many(keys)
+    else:
+        for key in keys:
+            backend.delete(key)
 
 
 def location(backend: Backend) -> str:

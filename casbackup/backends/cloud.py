@@ -9,7 +9,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
@@ -273,6 +273,9 @@ class UnsignedReader:
 
     def delete(self, key: str) -> None:
         raise self._refuse(f"delete {key}")
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        raise self._refuse(f"delete {len(keys)} keys")
 
     def now(self) -> float:
         raise self._refuse("a clock probe object")

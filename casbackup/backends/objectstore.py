@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import obstore
 from obstore.exceptions import (
@@ -37,6 +37,8 @@ DEFAULT_TIMEOUT = 30.0          # seconds for a whole request, body included
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_ATTEMPTS = 6            # for requests that may safely be repeated
 CLOCK_REFRESH = 600.0           # re-measure the storage clock this often (seconds)
+DELETE_BATCH = 1000             # keys per batched delete: S3 DeleteObjects takes at most 1000
+LIST_CONCURRENCY = 16           # fan-out prefixes listed at once (backends/listing.py)
 
 _STATUS_RE = re.compile(r"status code: (\d{3})")
 _CONNECT_RE = re.compile(r"HttpError \{\s*kind: Connect\b")
@@ -270,6 +272,23 @@ class ObjectStoreBackend:
             self._read("delete", key, lambda: obstore.delete(self._reads, key))
         except KeyMissing:
             return  # some stores answer 404 for an absent key: deleting it is still a no-op
+
+    delete_batch_size = DELETE_BATCH
+    list_concurrency = LIST_CONCURRENCY
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One batched request per up to 1000 keys on S3 (DeleteObjects; obstore splits Azure's
+        into its 256-key batches and runs GCS's as concurrent single deletes). Azure and GCS
+        answer an absent key with an error that fails the whole call: then each key is deleted
+        alone, where 404 is a no-op, so deleting an absent key is never an error."""
+        paths = [validate_key(k) for k in keys]
+        if not paths:
+            return
+        try:
+            self._read("delete", f"{paths[0]} (+{len(paths) - 1} more)", lambda: obstore.delete(self._reads, paths))
+        except KeyMissing:
+            for key in paths:
+                self.delete(key)
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

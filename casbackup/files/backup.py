@@ -22,7 +22,7 @@ from ..chunklist import write_file
 from ..codec import BlobType, Ref, blob_id
 from ..errors import UsageError
 from ..repository import Reader, Repository, Transaction
-from ..transfer import Pipeline
+from ..transfer import DEFAULT_BYTES, DEFAULT_REQUESTS, Pipeline
 from .chunker import Chunker
 from .fidelity import capture
 from .patterns import PatternList
@@ -140,8 +140,8 @@ class Backup:
         self.repo, self.txn, self.opts, self.summary = repo, txn, opts, summary
         self.chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max)
         # more threads than cores: blob writes wait on fsync (~2 ms each here) with the GIL released
-        workers = opts.workers or max(4, 2 * (os.cpu_count() or 2))
-        budget = opts.budget or max(64 * 1024 * 1024, 4 * workers * cfg.chunk_max)
+        workers = opts.workers or max(DEFAULT_REQUESTS, 2 * (os.cpu_count() or 2))
+        budget = opts.budget or max(DEFAULT_BYTES, 4 * cfg.chunk_max)  # bytes bound memory, not threads
         self.uploader = Uploader(txn, summary, workers, budget)
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
         self.progress = Progress("backup", opts.progress, errors=lambda: summary.error_count)

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from ..codec import BlobType, blob_id
 from ..errors import BlobCorrupt, BlobMissing, NotFound, UsageError
 from ..repository import Reader, Repository
-from ..transfer import Pipeline
+from ..transfer import DEFAULT_BYTES, DEFAULT_REQUESTS, Pipeline
 from .fidelity import LinkKey, apply_xattrs, link_key, path_at
 from .patterns import Pattern, child_match, list_match, split_path
 from .progress import Display, Progress
@@ -71,7 +71,7 @@ class RestoreOptions:
     verify: bool = False        # afterwards, read the restored files back against their chunk ids
     progress: bool | Display = False
     workers: int | None = None
-    budget: int = 64 * 1024 * 1024
+    budget: int = DEFAULT_BYTES
     max_open_files: int = 128
     max_chunks: int = 4096     # chunk reads queued at once, whatever their size (each costs a Future)
     owner: bool | None = None  # restore uid/gid; default: only when running as root
@@ -190,7 +190,7 @@ class Restorer:
         # more threads than cores: fetching a chunk waits on the storage with the GIL released.
         # A chunk's bytes count from its queuing until they are written.
         self.queue: Pipeline[tuple[FileJob, int]] = Pipeline(
-            opts.workers or max(4, 2 * (os.cpu_count() or 2)), max_items=opts.max_chunks, max_bytes=opts.budget,
+            opts.workers or max(DEFAULT_REQUESTS, 2 * (os.cpu_count() or 2)), max_items=opts.max_chunks, max_bytes=opts.budget,
             name="restore")
         self.jobs: dict[int, FileJob] = {}
         self.handles: dict[int, DirHandle] = {}

@@ -15,8 +15,13 @@ from typing import Any
 
 import pytest
 
-from casbackup.errors import CapabilityError, EtagMismatch, KeyMissing, UsageError
+from casbackup.backends.base import BatchDeleter, delete_keys
+from casbackup.backends.listing import fanout_prefixes, list_prefixes
+from casbackup.codec import BlobType
+from casbackup.errors import BackendError, CapabilityError, EtagMismatch, KeyMissing, UsageError
 from casbackup.repository import Repository, self_test
+from casbackup import store as store_module
+from casbackup.store import BlobStore
 
 from . import helpers_workers as workers
 from .conftest import Target
@@ -112,6 +117,72 @@ def test_delete_is_idempotent(target: Target) -> None:
     with pytest.raises(KeyMissing):
         b.get("blobs/ef/gone")
     assert [i.key for i in b.list("blobs/ef/")] == []
+
+
+# ---- batched deletes and the concurrent fan-out listing -----------------------------------
+
+
+def test_batched_delete_removes_every_key_and_ignores_absent_ones(target: Target) -> None:
+    b = target.make()
+    keys = [f"blobs/{i:02x}/key{i}" for i in range(0, 60, 3)]
+    for key in keys:
+        assert b.create(key, b"x")
+    b.create("blobs/ff/kept", b"kept")
+    if isinstance(b, BatchDeleter):
+        b.delete_batch_size = 7  # several batches, each one request, one with the absent keys in it
+    delete_keys(b, keys[:10] + ["blobs/aa/never-stored", "blobs/ab/never-stored"] + keys[10:])
+    assert [i.key for i in b.list("blobs/")] == ["blobs/ff/kept"]
+    delete_keys(b, [])
+
+
+def test_fanout_listing_is_the_whole_listing_in_key_order(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LISTING_PAGE", 5)  # more than FANOUT_AFTER_PAGES "pages": the fan-out is used
+    monkeypatch.setattr(store_module, "FANOUT_AFTER_PAGES", 1)
+    b = target.make()
+    store = BlobStore(b)
+    ids = sorted(store.put(BlobType.CHUNK, f"blob {i}".encode()).ref.id for i in range(24))
+    for key in ("blobs/foreign", "blobs/zz/foreign", "blobsx/00/other"):
+        b.create(key, b"not a blob")
+    plain = {i.key: i.size for i in b.list("blobs/")}
+    fanout = [(i.key, i.size) for i in list_prefixes(b, fanout_prefixes("blobs/"), workers=4)]
+    assert fanout == [(f"blobs/{i[:2]}/{i}", plain[f"blobs/{i[:2]}/{i}"]) for i in ids]
+    # concurrently on object stores, sequentially elsewhere: the same blobs, in the same order
+    assert [(i, info.size) for i, info in store.list()] == [(k.rsplit("/", 1)[1], s) for k, s in fanout]
+
+
+class FailingListing:
+    """A backend whose listing of one prefix fails after yielding part of it (a lost connection
+    mid-listing), and which asks for concurrent listings."""
+
+    list_concurrency = 4
+
+    def __init__(self, inner: Any, failing: str) -> None:
+        self._inner, self._failing = inner, failing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def list(self, prefix: str) -> Any:
+        for n, info in enumerate(self._inner.list(prefix)):
+            if prefix == self._failing and n == 1:
+                raise BackendError(f"listing {prefix} failed")
+            yield info
+
+
+def test_a_failed_fanout_listing_is_an_error_never_a_short_listing(target: Target,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LISTING_PAGE", 5)
+    monkeypatch.setattr(store_module, "FANOUT_AFTER_PAGES", 1)
+    b = target.make()
+    ids = [f"{p}{n:062x}" for p in ("00", "7f", "ff") for n in range(3)]
+    for blob_id in ids:
+        b.create(f"blobs/{blob_id[:2]}/{blob_id}", b"a listed key")
+    failing = FailingListing(b, "blobs/7f/")  # fails after the first key of blobs/7f/
+    with pytest.raises(BackendError, match="blobs/7f/"):
+        list(list_prefixes(failing, fanout_prefixes("blobs/"), workers=4))
+    with pytest.raises(BackendError, match="blobs/7f/"):
+        list(BlobStore(failing).list())  # type: ignore[arg-type]
+    assert [i for i, _ in BlobStore(FailingListing(b, "none/")).list()] == ids  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/../b", "", ".hidden", "a/b/"])

@@ -4,17 +4,27 @@
 Installs nothing. Peers come from Debian:  apt-get install restic borgbackup
 
 Data sets (seeded, generated under --workdir):
-  mixed   --size bytes (default 1 GiB) in files of 1-32 MiB, half compressible text, half random
-  small   --small-files files (default 50,000) of 0.5-8 KiB in directories of 100
-  mixed'  the mixed set after overwriting 1% of its bytes in 64 KiB pieces at random offsets
+  mixed    --size bytes (default 1 GiB) in files of 1-32 MiB, half compressible text, half random
+  small    --small-files files (default 50,000) of 0.5-8 KiB in directories of 100
+  mixed'   the mixed set after overwriting 1% of its bytes in 64 KiB pieces at random offsets
+  realtree a copy of --realtree-source (default /usr/share), the first --realtree-files regular
+           files (default 30,000) in sorted walk order with their directories and symlinks,
+           made once under the workdir and reused (its name and file count are printed)
 
-Per round (tools alternate, order rotates each round), each tool gets a fresh repository and:
-  first backup of mixed, second backup of mixed' (the 1% change), restore of mixed', and a
-  backup of the small-files set. Reports medians over --rounds and casbackup/peer ratios for
-  time, repository size, growth after the change, and peak RSS (from a per-command wrapper).
+Shapes (--shapes, comma-separated; default mixed,small), per round (tools alternate, order
+rotates each round), each on a fresh repository:
+  mixed    first backup of mixed (also: objects written per GiB = files in the repository after
+           it / GiB of input), second backup of mixed' (the 1% change), restore of mixed'
+  small    a backup of the small-files set
+  realtree a backup of the real tree and its restore
+  s3       backup and restore of mixed on S3: moto's server on 127.0.0.1 (one server per tool
+           run, fresh bucket); restic through s3:http://127.0.0.1:PORT/bucket, casbackup through
+           s3://bucket/... -o endpoint=...; borg has no S3 backend and is skipped there
+Reports medians over --rounds, casbackup/peer ratios, the issue-10 goal of each measure (vs the
+first peer) and whether it is met, and peak RSS (from a per-command wrapper).
 
 Usage: python tools/bench/backup.py [--size 1G] [--small-files 50000] [--rounds 3] [--workdir DIR]
-       [--tools casbackup,restic,borg] [--chunk-avg 1M]
+       [--tools casbackup,restic,borg] [--chunk-avg 1M] [--shapes mixed,small,realtree,s3]
 """
 from __future__ import annotations
 
@@ -28,9 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objectstore import make_bucket, start_moto  # noqa: E402  (moto on 127.0.0.1, as the object-store benchmark)
 WORDS = [w.encode() for w in (
     "the of and to in is that for it as was with be by on not he this are or his from at which but have an "
     "they you were her she there been one all we their has would when if so no will more can about said out "
@@ -105,6 +119,48 @@ def change_one_percent(root: Path, seed: int) -> int:
     return changed
 
 
+def copy_real_tree(source: Path, dest: Path, limit: int) -> tuple[int, int]:
+    """Copy the first `limit` regular files of `source` (sorted walk), with the directories and
+    symlinks met on the way; unreadable entries are left out. Returns (files, bytes) copied."""
+    files = size = 0
+    for dirpath, dirs, names in os.walk(source):
+        dirs.sort()
+        rel = Path(dirpath).relative_to(source)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for name in sorted(names):
+            src, dst = Path(dirpath) / name, dest / rel / name
+            try:
+                if src.is_symlink():
+                    os.symlink(os.readlink(src), dst)
+                elif src.is_file():
+                    shutil.copy2(src, dst)
+                    files += 1
+                    size += dst.stat().st_size
+            except OSError:
+                continue
+            if files >= limit:
+                return files, size
+    return files, size
+
+
+def real_tree(work: Path, source: Path, limit: int) -> tuple[Path, int, int]:
+    """The real-tree data set, made once under the workdir: (path, files, bytes)."""
+    base = work / "realtree"
+    tree, marker = base / source.name, base / "made.json"
+    if marker.exists():
+        made = json.loads(marker.read_text())
+        if made["source"] == str(source) and made["limit"] == limit:
+            return tree, made["files"], made["bytes"]
+    shutil.rmtree(base, ignore_errors=True)
+    files, size = copy_real_tree(source, tree, limit)
+    marker.write_text(json.dumps({"source": str(source), "limit": limit, "files": files, "bytes": size}))
+    return tree, files, size
+
+
+def count_files(path: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(path))
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -130,6 +186,7 @@ class Tool:
     def __init__(self, work: Path, env: dict[str, str]) -> None:
         self.work, self.env = work, env
         self.repo = work / f"repo-{self.name}"
+        self.s3: tuple[str, str] | None = None  # (endpoint, bucket) while on S3
 
     def reset(self) -> None:
         shutil.rmtree(self.repo, ignore_errors=True)
@@ -150,7 +207,14 @@ class Casbackup(Tool):
         self.name = name
         super().__init__(work, env)
         self.chunk_avg = chunk_avg
-        self.base = [sys.executable, "-m", "casbackup", "-q", "-r", str(self.repo)]
+
+    @property
+    def base(self) -> list[str]:
+        if self.s3 is None:
+            where = ["-r", str(self.repo)]
+        else:
+            where = ["-r", f"s3://{self.s3[1]}/{self.name}", "-o", f"endpoint={self.s3[0]}", "-o", "allow_http=true"]
+        return [sys.executable, "-m", "casbackup", "-q", *where]
 
     def init(self) -> None:
         avg = parse_size(self.chunk_avg)
@@ -167,14 +231,19 @@ class Casbackup(Tool):
 class Restic(Tool):
     name = "restic"
 
+    @property
+    def base(self) -> list[str]:
+        where = str(self.repo) if self.s3 is None else f"s3:{self.s3[0]}/{self.s3[1]}/restic"
+        return ["restic", "-q", "-r", where]
+
     def init(self) -> None:
-        subprocess.run(["restic", "-q", "-r", str(self.repo), "init"], env=self.env, check=True, capture_output=True)
+        subprocess.run(self.base + ["init"], env=self.env, check=True, capture_output=True)
 
     def backup(self, src: Path) -> list[str]:
-        return ["restic", "-q", "-r", str(self.repo), "backup", str(src)]
+        return self.base + ["backup", str(src)]
 
     def restore(self, dst: Path) -> list[str]:
-        return ["restic", "-q", "-r", str(self.repo), "restore", "latest", "--target", str(dst)]
+        return self.base + ["restore", "latest", "--target", str(dst)]
 
 
 class Borg(Tool):
@@ -195,7 +264,100 @@ class Borg(Tool):
         return ["borg", "extract", f"{self.repo}::a{self.n}"]
 
 
-def main() -> None:
+SHAPES = ("mixed", "small", "realtree", "s3")
+Record = Callable[[str, float], None]
+
+
+@dataclass
+class Bench:
+    """The data sets and the settings every shape's run needs."""
+
+    work: Path
+    env: dict[str, str]
+    size: int
+    mixed: Path
+    mixed2: Path
+    small: Path
+    tree: Path | None = None
+    tree_files: int = 0
+    tree_bytes: int = 0
+
+    def restore_timed(self, t: Tool, rec: Record, key: str) -> None:
+        dst = self.work / "restore" / t.name
+        shutil.rmtree(dst, ignore_errors=True)
+        cmd = t.restore(dst)
+        secs, rss = timed(cmd, self.env, cwd=getattr(t, "cwd", None))
+        rec(f"{key}_s", secs); rec(f"{key}_rss", rss)
+        shutil.rmtree(dst, ignore_errors=True)
+
+    def linked_copy(self, data: Path) -> Path:
+        """`data` hard-linked to one fixed path (no data copied): both backups of the mixed set
+        back up the same path, so the second one finds the first as its parent."""
+        src = self.work / "src" / "mixed"
+        shutil.rmtree(src.parent, ignore_errors=True)
+        src.parent.mkdir()
+        shutil.copytree(data, src, copy_function=os.link)
+        return src
+
+
+def run_mixed(b: Bench, t: Tool, rec: Record) -> None:
+    t.reset()
+    src = b.linked_copy(b.mixed)
+    secs, rss = timed(t.backup(src), b.env)
+    rec("first_backup_s", secs); rec("first_backup_rss", rss)
+    first_size = dir_size(t.repo)
+    rec("repo_size", first_size)
+    rec("objects_per_gib", count_files(t.repo) / (b.size / (1 << 30)))
+    src = b.linked_copy(b.mixed2)
+    secs, rss = timed(t.backup(src), b.env)
+    rec("second_backup_s", secs); rec("second_backup_rss", rss)
+    rec("growth_after_1pct", dir_size(t.repo) - first_size)
+    b.restore_timed(t, rec, "restore")
+    shutil.rmtree(src.parent, ignore_errors=True)
+    t.drop()
+
+
+def run_small(b: Bench, t: Tool, rec: Record) -> None:
+    t.reset()
+    secs, rss = timed(t.backup(b.small), b.env)
+    rec("small_files_backup_s", secs); rec("small_files_rss", rss)
+    t.drop()
+
+
+def run_realtree(b: Bench, t: Tool, rec: Record) -> None:
+    assert b.tree is not None
+    t.reset()
+    secs, rss = timed(t.backup(b.tree), b.env)
+    rec("realtree_backup_s", secs); rec("realtree_backup_rss", rss)
+    rec("realtree_objects", count_files(t.repo))
+    b.restore_timed(t, rec, "realtree_restore")
+    t.drop()
+
+
+def run_s3(b: Bench, t: Tool, rec: Record) -> None:
+    """Backup and restore of mixed on a fresh moto server (so no run pays for another's objects)."""
+    if isinstance(t, Borg):
+        return  # borg has no S3 backend
+    proc, endpoint = start_moto()
+    try:
+        bucket = f"bench-{t.name}"
+        make_bucket(endpoint, bucket)
+        t.s3 = (endpoint, bucket)
+        t.init()
+        secs, rss = timed(t.backup(b.mixed), b.env)
+        rec("s3_backup_s", secs); rec("s3_backup_rss", rss)
+        b.restore_timed(t, rec, "s3_restore")
+    finally:
+        t.s3 = None
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+RUNNERS: dict[str, Callable[[Bench, Tool, Record], None]] = {
+    "mixed": run_mixed, "small": run_small, "realtree": run_realtree, "s3": run_s3}
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1G")
     ap.add_argument("--small-files", type=int, default=50_000)
@@ -205,36 +367,57 @@ def main() -> None:
     ap.add_argument("--tools", default="casbackup,restic,borg",
                     help="comma-separated; casbackup@512K adds a casbackup run with that average chunk size")
     ap.add_argument("--chunk-avg", default="1M", help="casbackup's average chunk size (init --chunk-avg)")
+    ap.add_argument("--shapes", default="mixed,small", help=f"comma-separated, of {','.join(SHAPES)}")
+    ap.add_argument("--realtree-source", default="/usr/share")
+    ap.add_argument("--realtree-files", type=int, default=30_000)
     ap.add_argument("--json", action="store_true", help="print medians and raw figures as JSON")
     ap.add_argument("--report", metavar="FILE", help="print the table from a --json output file and exit")
     args = ap.parse_args()
+    args.shape_list = args.shapes.split(",")
+    unknown = set(args.shape_list) - set(SHAPES)
+    if unknown:
+        ap.error(f"unknown shapes {', '.join(sorted(unknown))} (choose from {', '.join(SHAPES)})")
+    return args
+
+
+def prepare(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Bench:
+    size = parse_size(args.size)
+    t0 = time.perf_counter()
+    b = Bench(work, env, size, work / "data" / "mixed", work / "data2" / "mixed", work / "small" / "small")
+    for d in (b.mixed, b.mixed2, b.small):
+        shutil.rmtree(d, ignore_errors=True)
+    gen_mixed(b.mixed, size, args.seed)
+    shutil.copytree(b.mixed, b.mixed2)
+    changed = change_one_percent(b.mixed2, args.seed + 1)
+    gen_small(b.small, args.small_files, args.seed + 2)
+    print(f"# data: mixed {dir_size(b.mixed)/1e6:.0f} MB, changed {changed/1e6:.1f} MB, {args.small_files} small files "
+          f"({time.perf_counter()-t0:.0f}s to generate) in {work}", file=sys.stderr)
+    if "realtree" in args.shape_list:
+        b.tree, b.tree_files, b.tree_bytes = real_tree(work, Path(args.realtree_source), args.realtree_files)
+        print(f"# realtree: a copy of {args.realtree_source}, {b.tree_files} files, {b.tree_bytes / 1e6:.0f} MB, "
+              f"at {b.tree}", file=sys.stderr)
+    return b
+
+
+def main() -> None:
+    args = parse_args()
     if args.report:
         doc = json.loads(Path(args.report).read_text())
-        print_table(doc["medians"], doc.get("tools", list(doc["medians"])), doc["size"], doc["small_files"])
+        print_table(doc["medians"], doc.get("tools", list(doc["medians"])), doc["size"], doc["small_files"],
+                    doc.get("realtree"))
         return
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="casbench-"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT), RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench",
                BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
-               BORG_BASE_DIR=str(work / "borg-home"), RESTIC_CACHE_DIR=str(work / "restic-cache"))
+               BORG_BASE_DIR=str(work / "borg-home"), RESTIC_CACHE_DIR=str(work / "restic-cache"),
+               AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1",
+               AWS_DEFAULT_REGION="us-east-1")
     names = args.tools.split(",")
     missing = [n for n in names if not n.startswith("casbackup") and shutil.which(n) is None]
     if missing:
         sys.exit(f"missing {', '.join(missing)}: apt-get install restic borgbackup")
-
-    size = parse_size(args.size)
-    t0 = time.perf_counter()
-    mixed, mixed2, small = work / "data" / "mixed", work / "data2" / "mixed", work / "small" / "small"
-    for d in (mixed, mixed2, small):
-        shutil.rmtree(d, ignore_errors=True)
-    gen_mixed(mixed, size, args.seed)
-    shutil.copytree(mixed, mixed2)
-    changed = change_one_percent(mixed2, args.seed + 1)
-    gen_small(small, args.small_files, args.seed + 2)
-    print(f"# data: mixed {dir_size(mixed)/1e6:.0f} MB, changed {changed/1e6:.1f} MB, {args.small_files} small files "
-          f"({time.perf_counter()-t0:.0f}s to generate) in {work}", file=sys.stderr)
-
+    b = prepare(args, work, env)
     tools: dict[str, Tool] = {}
     for n in names:
         if n.startswith("casbackup"):
@@ -242,72 +425,89 @@ def main() -> None:
         else:
             tools[n] = {"restic": Restic, "borg": Borg}[n](work, env)
     results: dict[str, dict[str, list[float]]] = {n: {} for n in names}
-
-    def rec(tool: str, key: str, value: float) -> None:
-        results[tool].setdefault(key, []).append(value)
-
     for rnd in range(args.rounds):
-        order = names[rnd % len(names):] + names[:rnd % len(names)]
-        for n in order:
-            t = tools[n]
-            t.reset()
-            # the second backup must see mixed' at the same path as mixed: swap directory contents by rename
-            live = work / "live"
-            shutil.rmtree(live, ignore_errors=True)
-            live.mkdir()
-            os.symlink(mixed, live / "cur")  # not followed by backups; we back up the real dir below
-            src = work / "src" / "mixed"
-            shutil.rmtree(src.parent, ignore_errors=True)
-            src.parent.mkdir()
-            shutil.copytree(mixed, src, copy_function=os.link)  # hard links: no data copy, same content
-            secs, rss = timed(t.backup(src), env)
-            rec(n, "first_backup_s", secs); rec(n, "first_backup_rss", rss)
-            first_size = dir_size(t.repo)
-            rec(n, "repo_size", first_size)
-            shutil.rmtree(src)
-            shutil.copytree(mixed2, src, copy_function=os.link)
-            secs, rss = timed(t.backup(src), env)
-            rec(n, "second_backup_s", secs); rec(n, "second_backup_rss", rss)
-            rec(n, "growth_after_1pct", dir_size(t.repo) - first_size)
-            dst = work / "restore" / n
-            shutil.rmtree(dst, ignore_errors=True)
-            cmd = t.restore(dst)
-            secs, rss = timed(cmd, env, cwd=getattr(t, "cwd", None))
-            rec(n, "restore_s", secs); rec(n, "restore_rss", rss)
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.rmtree(src.parent, ignore_errors=True)
-            t.reset()
-            secs, rss = timed(t.backup(small), env)
-            rec(n, "small_files_backup_s", secs); rec(n, "small_files_rss", rss)
-            t.drop()
-        print(f"# round {rnd + 1}/{args.rounds} done", file=sys.stderr)
-
+        for shape in args.shape_list:  # the tools alternate within each shape; the order rotates each round
+            for n in names[rnd % len(names):] + names[:rnd % len(names)]:
+                RUNNERS[shape](b, tools[n], lambda k, v, n=n: results[n].setdefault(k, []).append(v))  # type: ignore[misc]
+                print(f"# round {rnd + 1}: {shape} {n} done (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
+    tree = {"source": args.realtree_source, "files": b.tree_files, "bytes": b.tree_bytes} if b.tree else None
     if args.json:
-        print(json.dumps({"medians": med, "raw": results, "size": size, "small_files": args.small_files,
-                          "tools": names, "rounds": args.rounds}, indent=2))
+        print(json.dumps({"medians": med, "raw": results, "size": b.size, "small_files": args.small_files,
+                          "tools": names, "rounds": args.rounds, "realtree": tree, "shapes": args.shape_list,
+                          "load": os.getloadavg()}, indent=2))
         return
-    print_table(med, names, size, args.small_files)
+    print_table(med, names, b.size, args.small_files, tree)
 
 
-def print_table(med: dict[str, dict[str, float]], names: list[str], size: int, small_files: int) -> None:
-    keys = ["first_backup_s", "second_backup_s", "restore_s", "small_files_backup_s", "repo_size",
-            "growth_after_1pct", "first_backup_rss", "restore_rss", "small_files_rss"]
+# The issue-10 goals, as limits on casbackup/peer (the first peer named) or on casbackup's own
+# figure: (key, "ratio" | "own", limit, the goal as the issue states it).
+GOALS = [("first_backup_s", "ratio", 0.5, ">= 2x restic's throughput"),
+         ("realtree_backup_s", "ratio", 1 / 1.5, ">= 1.5x"),
+         ("restore_s", "ratio", 0.5, ">= 2x"),
+         ("realtree_restore_s", "ratio", 0.5, ">= 2x"),
+         ("growth_after_1pct", "ratio", 0.5, "<= 0.5x"),
+         ("repo_size", "ratio", 1.05, "<= 1.05x"),
+         ("objects_per_gib", "own", 100, "<= 100"),
+         ("s3_backup_s", "ratio", 1.0, ">= 1x"),
+         ("s3_restore_s", "ratio", 1 / 1.5, ">= 1.5x"),
+         ("first_backup_rss", "own", 300e6, "< 300 MB")]
+KEYS = ["first_backup_s", "second_backup_s", "restore_s", "small_files_backup_s", "realtree_backup_s",
+        "realtree_restore_s", "s3_backup_s", "s3_restore_s", "repo_size", "growth_after_1pct", "objects_per_gib",
+        "realtree_objects", "first_backup_rss", "restore_rss", "small_files_rss", "realtree_backup_rss",
+        "s3_backup_rss", "s3_restore_rss"]
+
+
+def _fmt(key: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if key.endswith(("size", "rss", "pct")):
+        return f"{v / 1e6:.1f} MB"
+    return f"{v:.0f}" if key.endswith(("objects", "per_gib")) else f"{v:.2f} s"
+
+
+def _goal(key: str, med: dict[str, dict[str, float]], ours: str, peer: str | None) -> str:
+    for k, kind, limit, text in GOALS:
+        if k != key:
+            continue
+        own = med[ours].get(k)
+        other = med[peer].get(k) if peer else None
+        value = own if kind == "own" else (own / other if own is not None and other else None)
+        if value is None:
+            return text
+        met = value < limit if text.startswith("< ") else value <= limit
+        return f"{text}: {'met' if met else 'missed'}"
+    return ""
+
+
+def print_table(med: dict[str, dict[str, float]], names: list[str], size: int, small_files: int,
+                tree: dict[str, object] | None = None) -> None:
     peers = [n for n in names if not n.startswith("casbackup")]
     ours = [n for n in names if n.startswith("casbackup")]
     pairs = [(o, p) for o in ours for p in peers]
-    print("| metric | " + " | ".join(names) + "".join(f" | {o}/{p}" for o, p in pairs) + " |")
-    print("|" + "---|" * (1 + len(names) + len(pairs)))
-    for k in keys:
-        def fmt(v: float) -> str:
-            return f"{v / 1e6:.1f} MB" if k.endswith(("size", "rss", "pct")) else f"{v:.2f} s"
-        row = [fmt(med[n][k]) for n in names]
-        ratios = [f"{med[o][k] / med[p][k]:.2f}" if med[p][k] else "-" for o, p in pairs]
-        print(f"| {k} | " + " | ".join(row) + "".join(f" | {r}" for r in ratios) + " |")
+    print("| metric | " + " | ".join(names) + "".join(f" | {o}/{p}" for o, p in pairs) + " | goal |")
+    print("|" + "---|" * (2 + len(names) + len(pairs)))
+    for k in KEYS:
+        if not any(k in med[n] for n in names):
+            continue
+        row = [_fmt(k, med[n].get(k)) for n in names]
+        ratios = [f"{med[o][k] / med[p][k]:.2f}" if med[o].get(k) is not None and med[p].get(k) else "-"
+                  for o, p in pairs]
+        goal = _goal(k, med, ours[0], peers[0] if peers else None) if ours else ""
+        print(f"| {k} | " + " | ".join(row) + "".join(f" | {r}" for r in ratios) + f" | {goal} |")
     mb = size / 1e6
     for n in names:
-        print(f"# {n}: first backup {mb / med[n]['first_backup_s']:.0f} MB/s, restore {mb / med[n]['restore_s']:.0f} MB/s, "
-              f"small files {small_files / med[n]['small_files_backup_s']:.0f} files/s")
+        m = med[n]
+        parts = [f"{label} {mb / m[k]:.0f} MB/s" for label, k in (("first backup", "first_backup_s"),
+                 ("restore", "restore_s"), ("S3 backup", "s3_backup_s"), ("S3 restore", "s3_restore_s")) if k in m]
+        if "small_files_backup_s" in m:
+            parts.append(f"small files {small_files / m['small_files_backup_s']:.0f} files/s")
+        if tree and "realtree_backup_s" in m:
+            parts.append(f"real tree {int(tree['files']) / m['realtree_backup_s']:.0f} files/s")  # type: ignore[call-overload]
+        print(f"# {n}: " + ", ".join(parts))
+    if tree:
+        print(f"# realtree: a copy of {tree['source']}, {tree['files']} files, {int(tree['bytes']) / 1e6:.0f} MB")  # type: ignore[call-overload]
+    print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
