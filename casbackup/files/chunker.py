@@ -62,8 +62,10 @@ class SegmentPool:
             while True:
                 if self._free:
                     return self._free.pop()
-                if self._sealed and self._sealed[0].idle():
-                    return _recycled(self._sealed.popleft())
+                idle = next((s for s in self._sealed if s.idle()), None)
+                if idle is not None:
+                    self._sealed.remove(idle)
+                    return _recycled(idle)
                 if self.allocated < self.limit:  # a new buffer only when none is reusable yet
                     self.allocated += 1
                     return Segment(self.size)
