@@ -129,6 +129,7 @@ class Uploader:
         self.summary = summary
         self.pipe: Pipeline[Any] = Pipeline(workers, max_bytes=budget, name="upload")
         self.known: set[str] = set()
+        self.failure: Exception | None = None  # the first error of the pipeline's work
         self._lock = threading.Lock()
 
     def submit(self, data: bytes | memoryview) -> Future[Chunk]:
@@ -138,7 +139,13 @@ class Uploader:
         """Run fn on the pool once `cost` bytes fit in the budget: older work is waited for
         (oldest first; an error in it stops the backup here) until they do."""
         with self._lock:
-            self.pipe.make_room(cost)
+            if self.failure is not None:  # seen by another thread (a reader): stop the walk now too
+                raise self.failure
+            try:
+                self.pipe.make_room(cost)
+            except Exception as exc:
+                self.failure = exc
+                raise
             return self.pipe.submit(fn, *args, cost=cost)
 
     def cancel(self) -> None:

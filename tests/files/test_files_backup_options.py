@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from casbackup.errors import NotFound, UsageError
+from casbackup.backends import MemoryBackend
+from casbackup.errors import BackendError, NotFound, UsageError
 from casbackup.files import sources
 from casbackup.files.backup import BackupOptions, run_backup
 from casbackup.files.chunker import Chunker, SegmentPool
 from casbackup.files.snapshots import list_snapshots
 from casbackup.files.sources import SourceCommandFailed
+from casbackup.repository import Repository
 from helpers_files import backup, make_repo, restore, restored, snapshot_of
 
 SMALL = (16 * 1024, 64 * 1024, 256 * 1024)
@@ -100,6 +102,42 @@ def test_read_concurrency_round_trips(src: Path, tmp_path: Path, readers: int) -
     assert summary.files_new == 15 and summary.error_count == 0
     restore(repo, tmp_path / "out")
     assert snapshot_of(restored(tmp_path / "out", src)) == snapshot_of(src)
+
+
+class FullDisk(MemoryBackend):
+    """Refuses every blob after the first `room` of them, as a full disk would."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room, self.armed = room, False
+
+    def create(self, key: str, data: bytes) -> bool:
+        if self.armed and key.startswith("blobs/"):
+            if self.room <= 0:
+                raise BackendError(f"{key}: no space left on device")
+            self.room -= 1
+        return super().create(key, data)
+
+
+def test_a_storage_error_met_by_a_reader_stops_the_backup(tmp_path: Path) -> None:
+    """The first failed upload, seen by a reader thread, ends the whole backup with that error
+    (nothing committed, no thread left behind), however much of the tree is still to walk."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(random.Random(i).randbytes(400_000))
+    for i in range(30):
+        (src / f"sub{i:02d}").mkdir()
+        (src / f"sub{i:02d}" / "x.txt").write_text("x" * i)
+    backend = FullDisk(room=3)
+    repo = Repository.init(backend, chunk_min=SMALL[0], chunk_avg=SMALL[1], chunk_max=SMALL[2])
+    backend.armed = True
+    threads = threading.active_count()
+    with pytest.raises(BackendError, match="no space left"):
+        backup(repo, src, read_concurrency=2)
+    assert threading.active_count() == threads
+    with repo.reader() as r:
+        assert list_snapshots(r) == []
 
 
 def test_read_concurrency_below_one_is_refused(src: Path) -> None:
