@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+
+from helpers_common import cli_env, run_cli
 
 pytestmark = pytest.mark.slow  # end-to-end CLI sessions, one subprocess per command
 
@@ -124,3 +129,28 @@ def test_stdin_from_command(setup, tmp_path: Path, cli) -> None:
     one_line_error(cli("-r", r, "backup", "--stdin-from-command", "--", str(tmp_path / "no-such-cmd")), 2,
                    "cannot run")
     assert [s["id"] for s in j(cli("-r", r, "snapshots", "--json"))] == [doc["id"]]
+
+
+def test_interrupted_stdin_from_command_commits_nothing_and_ends_the_command(setup, tmp_path: Path) -> None:
+    """Ctrl-C while the command still writes: exit 130, no snapshot, and the command is ended."""
+    repo, _ = setup
+    marker = tmp_path / "pid"
+    script = (f"import os, sys, time; sys.stdout.write('x' * 1000000); sys.stdout.flush(); "
+              f"open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-m", "casbackup", "-r", str(repo), "backup", "--stdin-from-command",
+                             "--", sys.executable, "-c", script], env=cli_env(), stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err.decode(), err
+    child = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # ended and reaped by the backup
+    check = run_cli("-r", str(repo), "check")
+    assert check.code == 0, check.stderr
+    assert json.loads(run_cli("-r", str(repo), "snapshots", "--json").out) == []
