@@ -2,26 +2,28 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat as statmod
 import sys
 import threading
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
 
 from ..errors import UsageError
-from ..files import names
-from ..files.backup import BackupOptions, run_backup
+from ..files import names, sources
+from ..files.backup import READ_CONCURRENCY, BackupOptions, Summary, run_backup
 from ..files.diff import DiffSummary, diff_trees
 from ..files.forget import UNLIMITED, Policy, Within, check_request, forget_snapshots, parse_group_by
 from ..files.patterns import CACHEDIR_SIGNATURE, CACHEDIR_TAG, parse_size, read_pattern_file
 from ..files.progress import Display, human, rfc3339
 from ..files.reader import TreeReader, join
 from ..files.restore import Interrupted, RestoreOptions, restore_snapshot
-from ..files.snapshots import SnapshotFilter, latest_per_series, list_snapshots, resolve
+from ..files.snapshots import SnapshotFilter, SnapshotInfo, latest_per_series, list_snapshots, resolve
 from ..files.stats import MODES as STATS_MODES
 from ..files.stats import repository_stats, snapshot_stats
 from ..files.tree import DEVICES, SPECIAL_IFMT, Node
@@ -69,6 +71,68 @@ def _own_repository(repo: Repository) -> list[str]:
     return [os.path.abspath(str(root))] if isinstance(root, Path) else []
 
 
+def _backup_time(text: str | None) -> float | None:
+    """restic's --time: "2006-01-02 15:04:05", in local time."""
+    if text is None:
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", text):
+            raise ValueError(text)
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timestamp()
+    except ValueError:
+        raise UsageError(f"invalid --time {text!r}: write it as \"2006-01-02 15:04:05\" (local time)") from None
+
+
+def _backup_targets(paths: tuple[str, ...], lists: dict[str, tuple[str, ...]], stdin_busy: bool) -> list[str]:
+    """PATHs plus what the --files-from* lists name (restic: a listed path that does not exist
+    is skipped with a warning; `-` reads a list from standard input)."""
+    readers = {"files_from": sources.files_from, "files_from_verbatim": sources.files_from_verbatim,
+               "files_from_raw": sources.files_from_raw}
+    names = [n for key in readers for n in lists[key]]
+    if not names:
+        return list(paths)
+    if names.count("-") > 1 or ("-" in names and stdin_busy):
+        raise UsageError("standard input (-) can feed only one of --files-from*, and not with --stdin")
+    if stdin_busy:
+        raise UsageError("--files-from* lists paths to back up; they do not go with --stdin or --stdin-from-command")
+    found = sources.FileList()
+    for key, read in readers.items():
+        for name in lists[key]:
+            read(name, found, sys.stdin.buffer)
+    listed = sources.keep_existing(found.paths, found)
+    for warning in found.warnings:
+        click.echo(f"casbackup: warning: {warning}", err=True)
+    if not listed and not paths:
+        raise UsageError("nothing to back up: no path the --files-from* lists name exists")
+    return listed + list(paths)
+
+
+def _report_backup(ctx: Context, info: SnapshotInfo, summary: Summary, dry_run: bool, json_out: bool) -> None:
+    s = summary.as_dict()
+    if json_out:
+        emit_summary({"dry_run": dry_run, "id": info.id or None, "short_id": info.id[:8] or None,
+                      "time": rfc3339(info.time), "host": info.host, "paths": info.paths, "tags": info.tags,
+                      "parent": info.parent, **s})
+        return
+    files = (f"{s['total_files']} files ({s['files_new']} new, {s['files_changed']} changed, "
+             f"{s['files_unmodified']} unmodified), {s['dirs']} dirs, {human(s['total_bytes'])}")
+    if dry_run:  # the counts are the result, so they go to standard output whatever -q says
+        click.echo(f"dry run, nothing written: {files}")
+        click.echo(f"new {human(s['bytes_new'])}, changed {human(s['bytes_changed'])}, "
+                   f"unmodified {human(s['bytes_unmodified'])}; would read {human(s['bytes_read'])} and add "
+                   f"{human(s['bytes_added'])} in {s['blobs_added']} blobs")
+    else:
+        click.echo(info.id)
+        if not ctx.quiet:
+            click.echo(f"casbackup: {files}; read {human(s['bytes_read'])}, added {human(s['bytes_added'])} "
+                       f"in {s['duration']:.1f}s", err=True)
+    for e in summary.errors[:50]:
+        click.echo(f"casbackup: warning: {e['path']}: {e['error']}", err=True)
+    if summary.error_count:
+        click.echo(f"casbackup: warning: {summary.error_count} file(s) could not be {'read' if dry_run else 'backed up'}; "
+                   f"{'the counts leave them out' if dry_run else 'the snapshot holds the rest'}", err=True)
+
+
 @click.command()
 @click.argument("paths", nargs=-1)
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
@@ -89,52 +153,65 @@ def _own_repository(repo: Repository) -> list[str]:
               help="Exclude files larger than SIZE (e.g. 500k, 10M, 1G).")
 @click.option("--one-file-system", "-x", is_flag=True,
               help="Do not cross into other file systems (mount points are stored empty).")
+@click.option("--files-from", "files_from", multiple=True, metavar="FILE",
+              help="Back up the paths matching the patterns in FILE, one a line ('#' comments; '-': "
+                   "standard input; repeatable).")
+@click.option("--files-from-verbatim", "files_from_verbatim", multiple=True, metavar="FILE",
+              help="Back up the paths in FILE, one a line, taken literally ('-': standard input).")
+@click.option("--files-from-raw", "files_from_raw", multiple=True, metavar="FILE",
+              help="Back up the NUL-terminated paths in FILE (find -print0; '-': standard input).")
 @click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input as one file.")
-@click.option("--stdin-name", default="stdin", show_default=True, help="File name for --stdin.")
+@click.option("--stdin-from-command", "stdin_command", is_flag=True,
+              help="Run the arguments (after --) as a command and back up its standard output as one file; "
+                   "a non-zero exit commits nothing.")
+@click.option("--stdin-name", "--stdin-filename", "stdin_name", default="stdin", show_default=True,
+              help="File name for --stdin and --stdin-from-command.")
 @click.option("--allow-empty", is_flag=True, help="With --stdin: store an empty input instead of failing.")
 @click.option("--host", default=None, help="Host name to record (default: this machine's).")
+@click.option("--parent", default=None, metavar="SNAPSHOT",
+              help="Detect changes against this snapshot instead of the latest one of this host and paths.")
+@click.option("--time", "time_text", default=None, metavar='"YYYY-MM-DD HH:MM:SS"',
+              help="The snapshot's time (local time; default: now).")
+@click.option("--read-concurrency", type=click.IntRange(min=1), default=READ_CONCURRENCY, show_default=True,
+              envvar="CASBACKUP_READ_CONCURRENCY", metavar="N", help="Read N files at once.")
 @click.option("--force", is_flag=True, help="Read every file, ignoring the files cache.")
+@click.option("--dry-run", "-n", is_flag=True, help="Read and count everything; write and commit nothing.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary.")
 @pass_ctx
-def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...],
+def backup(ctx: Context, paths: tuple[str, ...], tags: tuple[str, ...], excludes: tuple[str, ...],  # restic's options
            iexcludes: tuple[str, ...], exclude_files: tuple[str, ...], iexclude_files: tuple[str, ...],
            exclude_caches: bool, exclude_if_present: tuple[str, ...], exclude_larger_than: str | None,
-           one_file_system: bool, use_stdin: bool, stdin_name: str, allow_empty: bool, host: str | None,
-           force: bool, json_out: bool) -> None:
-    """Back up PATHs (or standard input) into a new snapshot and print its ID."""
+           one_file_system: bool, files_from: tuple[str, ...], files_from_verbatim: tuple[str, ...],
+           files_from_raw: tuple[str, ...], use_stdin: bool, stdin_command: bool, stdin_name: str,
+           allow_empty: bool, host: str | None, parent: str | None, time_text: str | None, read_concurrency: int,
+           force: bool, dry_run: bool, json_out: bool) -> None:
+    """Back up PATHs (or standard input, or a command's output) into a new snapshot and print its ID."""
     if use_stdin and paths:
         raise UsageError("give either PATHs or --stdin, not both")
+    if stdin_command and not paths:
+        raise UsageError("--stdin-from-command needs a command: casbackup backup --stdin-from-command -- CMD ARG...")
+    when = _backup_time(time_text)
+    lists = {"files_from": files_from, "files_from_verbatim": files_from_verbatim, "files_from_raw": files_from_raw}
+    targets = [] if stdin_command else _backup_targets(paths, lists, use_stdin or stdin_command)
+    if stdin_command and any(lists.values()):
+        raise UsageError("--files-from* lists paths to back up; they do not go with --stdin-from-command")
     pats = list(excludes) + [p for f in exclude_files for p in read_pattern_file(f)]
     ipats = list(iexcludes) + [p for f in iexclude_files for p in read_pattern_file(f)]
     tags_present = list(exclude_if_present) + ([f"{CACHEDIR_TAG}:{CACHEDIR_SIGNATURE.decode()}"]
                                                if exclude_caches else [])
     limit = parse_size(exclude_larger_than) if exclude_larger_than is not None else None
-    repo = ctx.open(write=True)
-    opts = BackupOptions(paths=list(paths), tags=list(tags), excludes=pats, iexcludes=ipats,
+    repo = ctx.open(write=not dry_run)
+    what = " ".join(targets) if targets else ("--stdin-from-command " if stdin_command else "--stdin ") + stdin_name
+    opts = BackupOptions(paths=targets, tags=list(tags), excludes=pats, iexcludes=ipats,
                          exclude_if_present=tags_present, exclude_larger_than=limit,
                          skip_paths=_own_repository(repo), one_file_system=one_file_system,
                          stdin=sys.stdin.buffer if use_stdin else None, stdin_name=stdin_name,
-                         allow_empty=allow_empty, host=host,
-                         force=force, progress=_show_progress(ctx, json_out),
-                         message=f"backup {' '.join(paths) if paths else '--stdin ' + stdin_name}"[:500])
+                         stdin_command=list(paths) if stdin_command else None, allow_empty=allow_empty, host=host,
+                         parent=parent, time=when, read_concurrency=read_concurrency, force=force, dry_run=dry_run,
+                         progress=_show_progress(ctx, json_out), message=f"backup {what}"[:500])
     info, summary = run_backup(repo, opts)
-    s = summary.as_dict()
-    if json_out:
-        emit_summary({"id": info.id, "short_id": info.id[:8], "time": rfc3339(info.time), "host": info.host, "paths": info.paths,
-                   "tags": info.tags, "parent": info.parent, **s})
-    else:
-        click.echo(info.id)
-        if not ctx.quiet:
-            click.echo(f"casbackup: {s['total_files']} files ({s['files_new']} new, {s['files_changed']} changed, "
-                       f"{s['files_unmodified']} unmodified), {s['dirs']} dirs, {human(s['total_bytes'])}; "
-                       f"read {human(s['bytes_read'])}, added {human(s['bytes_added'])} in {s['duration']:.1f}s",
-                       err=True)
-        for e in summary.errors[:50]:
-            click.echo(f"casbackup: warning: {e['path']}: {e['error']}", err=True)
+    _report_backup(ctx, info, summary, dry_run, json_out)
     if summary.error_count:
-        if not json_out:
-            click.echo(f"casbackup: warning: {summary.error_count} file(s) could not be backed up; "
-                       "the snapshot holds the rest", err=True)
         sys.exit(EXIT_PARTIAL)
 
 

@@ -1,40 +1,47 @@
 """Back up paths or a stream into one snapshot entry (spec/files.md §4-§5).
 
-Pipeline: the calling thread walks, reads and cuts chunks (pyfastcdc releases the GIL); the one
-work pipeline (transfer.Pipeline) hashes, compresses and uploads them on a pool (blake3 and zstd
-release it too). A byte budget caps what is in flight, so memory stays flat whatever the input. Unchanged files (same size, mtime,
-ctime and inode as in the parent snapshot) are not read at all.
+Pipeline: the calling thread walks; `read_concurrency` reader threads read files (`readinto`
+reused segments, chunker.py) and cut chunks (pyfastcdc releases the GIL); the one work pipeline
+(transfer.Pipeline) hashes, compresses and uploads the chunks, handed over as memoryviews (no
+copy), on a pool (blake3 and zstd release the GIL too). A byte budget caps what is in flight, so
+memory stays flat whatever the input. Unchanged files (same size, mtime, ctime and inode as in
+the parent snapshot) are not read at all. `--dry-run` runs the same walk against a `DryRun`
+stand-in for the transaction: everything is read, hashed and compressed, nothing is written.
 """
 from __future__ import annotations
 
 import getpass
-import io
 import os
 import socket
 import stat as statmod
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Optional, Union
+from typing import IO, Any, BinaryIO, Callable, Iterable, Protocol, Union
 
 from ..chunklist import write_file
-from ..codec import BlobType, Ref, blob_id
+from ..codec import BlobType, Ref, blob_id, encode_blob, pack_structured
 from ..errors import UsageError
-from ..repository import Reader, Repository, Transaction
+from ..repository import Reader, Repository
+from ..store import PutResult
 from ..transfer import DEFAULT_BYTES, DEFAULT_REQUESTS, Pipeline
 from .chunker import Chunker
 from .fidelity import capture
 from .patterns import PatternList
 from .progress import Display, Progress
 from .reader import TreeReader
-from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id
+from .snapshots import NAMESPACE, SnapshotInfo, list_snapshots, new_id, resolve
+from .sources import CommandSource
 from .tree import (DEVICES, INLINE_CHUNKS, INLINE_DATA_MAX, INLINE_TREE_BUDGET, MAX_DEPTH, SPECIALS, Chunk, Node,
                    mode_kind, write_tree)
 
 MAX_RECORDED_ERRORS = 1000
-# A file's pending work: its chunk uploads, or the read of a small (inline) file on the pool.
-Work = Union[list[Future[Chunk]], Future[Optional[bytes]]]
+READ_CONCURRENCY = 2  # files read at once, as restic's --read-concurrency default
+# What reading a file gives: its content (a small file, read whole on the upload pool), the
+# uploads of its chunks (a larger file, read on a reader thread), or None when it was dropped.
+ReadResult = Union[bytes, list[Future[Chunk]], None]
+Work = Future[ReadResult]
 
 
 @dataclass
@@ -42,6 +49,8 @@ class Summary:
     files_new: int = 0
     files_changed: int = 0
     files_unmodified: int = 0
+    bytes_new: int = 0        # the sizes of the new and changed files (as_dict adds the unmodified ones)
+    bytes_changed: int = 0
     dirs: int = 0
     symlinks: int = 0
     specials: int = 0  # FIFOs, sockets and devices (stored as entries)
@@ -70,28 +79,80 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         d["total_files"] = self.files_new + self.files_changed + self.files_unmodified
+        d["bytes_unmodified"] = self.total_bytes - self.bytes_new - self.bytes_changed
         d["duration"] = round(self.duration, 3)
         return d
 
 
+class Staging(Protocol):
+    """What a backup stages its blobs through: a Transaction, or a DryRun that writes nothing."""
+
+    repo: Repository
+    base: Reader
+
+    def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult: ...
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult: ...
+    def use(self, refs: Iterable[Ref]) -> None: ...
+
+
+class DryRun:
+    """The Transaction's stand-in for `backup --dry-run`: a blob is encoded (hashed and
+    compressed, to count the bytes it would store) and checked against the repository, but
+    never written; there is nothing to commit."""
+
+    def __init__(self, repo: Repository, base: Reader) -> None:
+        self.repo, self.base = repo, base
+        self._planned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
+        blob = encode_blob(blob_type, payload, self.repo.store.level)
+        with self._lock:
+            first = blob.id not in self._planned
+            self._planned.add(blob.id)
+        created = first and not self.repo.store.exists(blob.id)
+        return PutResult(Ref(blob_type, blob.id), created, len(blob.stored))
+
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
+        return self.put_blob(blob_type, pack_structured(refs, body, blob_type))
+
+    def use(self, refs: Iterable[Ref]) -> None:
+        pass  # nothing is committed, so nothing needs protecting from gc
+
+
 class Uploader:
     """Hash, dedup, compress and store chunks, and run the walk's other work (TREE stores,
-    small-file reads), on the one pipeline; the walk reads results through their Futures."""
+    small-file reads), on the one pipeline; the walk reads results through their Futures.
+    The walk and the reader threads all submit, so submitting takes a lock."""
 
-    def __init__(self, txn: Transaction, summary: Summary, workers: int, budget: int) -> None:
+    def __init__(self, txn: Staging, summary: Summary, workers: int, budget: int) -> None:
         self.txn = txn
         self.summary = summary
         self.pipe: Pipeline[Any] = Pipeline(workers, max_bytes=budget, name="upload")
         self.known: set[str] = set()
+        self.failure: Exception | None = None  # the first error of the pipeline's work
+        self._lock = threading.Lock()
 
-    def submit(self, data: bytes) -> Future[Chunk]:
+    def submit(self, data: bytes | memoryview) -> Future[Chunk]:
         return self.run(len(data), self._store, data)
 
     def run(self, cost: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run fn on the pool once `cost` bytes fit in the budget: older work is waited for
         (oldest first; an error in it stops the backup here) until they do."""
-        self.pipe.make_room(cost)
-        return self.pipe.submit(fn, *args, cost=cost)
+        with self._lock:
+            if self.failure is not None:  # seen by another thread (a reader): stop the walk now too
+                raise self.failure
+            try:
+                self.pipe.make_room(cost)
+            except Exception as exc:
+                self.failure = exc
+                raise
+            return self.pipe.submit(fn, *args, cost=cost)
+
+    def cancel(self) -> None:
+        """Drop the work not yet started (a reader waiting on it is released)."""
+        with self._lock:
+            self.pipe.cancel()
 
     def _store(self, data: bytes) -> Chunk:
         cid = blob_id(BlobType.CHUNK, data)
@@ -128,6 +189,11 @@ class BackupOptions:
     stdin_name: str = "stdin"
     host: str | None = None
     force: bool = False             # ignore the files cache and read everything
+    dry_run: bool = False           # read, hash and count everything; write and commit nothing
+    parent: str | None = None       # the files cache source (an ID or 'latest'), not the automatic one
+    time: float | None = None       # the snapshot's time (Unix seconds); default now
+    read_concurrency: int = READ_CONCURRENCY
+    stdin_command: list[str] | None = None  # back up this command's standard output, as --stdin
     workers: int | None = None
     budget: int | None = None
     progress: bool | Display = False
@@ -135,14 +201,18 @@ class BackupOptions:
 
 
 class Backup:
-    def __init__(self, repo: Repository, txn: Transaction, opts: BackupOptions, summary: Summary) -> None:
+    def __init__(self, repo: Repository, txn: Staging, opts: BackupOptions, summary: Summary,
+                 source: CommandSource | None = None) -> None:
         cfg = repo.config
-        self.repo, self.txn, self.opts, self.summary = repo, txn, opts, summary
+        self.repo, self.txn, self.opts, self.summary, self.source = repo, txn, opts, summary, source
         self.chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max)
         # more threads than cores: blob writes wait on fsync (~2 ms each here) with the GIL released
         workers = opts.workers or max(DEFAULT_REQUESTS, 2 * (os.cpu_count() or 2))
         budget = opts.budget or max(DEFAULT_BYTES, 4 * cfg.chunk_max)  # bytes bound memory, not threads
         self.uploader = Uploader(txn, summary, workers, budget)
+        self.readers = ThreadPoolExecutor(opts.read_concurrency, thread_name_prefix="read")
+        self.segments = self.chunker.pool(opts.read_concurrency, budget)
+        self.stopping = threading.Event()  # set on abort: the readers stop at their next chunk
         self.parent_reader = TreeReader(txn.base)  # the pinned base keeps cache hits alive until commit
         self.progress = Progress("backup", opts.progress, errors=lambda: summary.error_count)
         self.inline_left = INLINE_TREE_BUDGET  # reset per directory: its TREE holds the inline bytes
@@ -226,44 +296,68 @@ class Backup:
 
     def finish_file(self, node: Node, work: Work, changed: bool = False) -> bool:
         """Complete a file node once its reads and uploads are done; False if it was dropped."""
-        if isinstance(work, Future):  # a small file read on the pool
-            data = work.result()
-            if data is None:
-                return False
-            node.size = len(data)
-            if len(data) <= INLINE_DATA_MAX:
-                node.data = data
+        return self._finish(node, work.result(), changed)
+
+    def _finish(self, node: Node, result: ReadResult, changed: bool = False) -> bool:
+        if result is None:
+            return False
+        if isinstance(result, bytes):  # a small file, read whole
+            node.size = len(result)
+            if len(result) <= INLINE_DATA_MAX:
+                node.data = result
             else:  # it grew past the inline limit after we looked
-                self._chunks_done(node, [self.uploader.submit(bytes(c)) for c in self.chunker.split(io.BytesIO(data))])
+                self._chunks_done(node, [self.uploader.submit(c) for c in self.chunker.cut(result)])
         else:
-            self._chunks_done(node, work)
-        self.summary.add(files_changed=int(changed), files_new=int(not changed), total_bytes=node.size)
+            self._chunks_done(node, result)
+        if changed:
+            self.summary.add(files_changed=1, bytes_changed=node.size, total_bytes=node.size)
+        else:
+            self.summary.add(files_new=1, bytes_new=node.size, total_bytes=node.size)
         self.progress.add(files=1)
         return True
 
     # ---- streams ----
-    def read_stream(self, stream: BinaryIO) -> tuple[list[Future[Chunk]], int]:
+    def read_stream(self, stream: IO[bytes]) -> tuple[list[Future[Chunk]], int]:
+        """Cut and submit a stream's chunks as views of reused segments (no copy); each
+        segment is held by the uploads reading it."""
         futures, total = [], 0
-        for piece in self.chunker.split(stream):
+        for seg, piece in self.chunker.views(stream, self.segments):
+            if self.stopping.is_set():
+                raise CancelledError("the backup is stopping")
             total += len(piece)
-            futures.append(self.uploader.submit(piece))
+            fut = self.uploader.submit(piece)
+            seg.hold(fut)
+            futures.append(fut)
             self.progress.add(nbytes=len(piece))
         self.summary.add(bytes_read=total)
         return futures, total
+
+    def close(self, cancel: bool) -> None:
+        """Stop the readers and the pipeline; on cancel, queued reads and uploads never start
+        and a reader in the middle of a file stops at its next chunk."""
+        if cancel:
+            self.stopping.set()
+            self.readers.shutdown(wait=False, cancel_futures=True)
+            self.uploader.cancel()
+        self.readers.shutdown(wait=True)
+        self.uploader.close(cancel=cancel)
 
     def stdin_tree(self) -> str:
         name = self.opts.stdin_name
         if not name or "/" in name or name in (".", "..") or "\x00" in name:
             raise UsageError(f"invalid --stdin-name {name!r}: it must be a plain file name")
-        assert self.opts.stdin is not None
-        futures, size = self.read_stream(self.opts.stdin)
+        stream = self.source.stream if self.source is not None else self.opts.stdin
+        assert stream is not None
+        futures, size = self.read_stream(stream)
+        if self.source is not None:
+            self.source.finish()  # a command that failed commits nothing, whatever it printed
         if size == 0 and not self.opts.allow_empty:
             # restic refuses this too: a failed dump piped in must not commit an empty "backup"
             raise UsageError("standard input was empty; nothing committed (--allow-empty stores an empty file)")
         now = time.time_ns()
         node = Node(name.encode(), "file", mode=0o644, mtime_ns=now, uid=os.getuid(), gid=os.getgid(), size=size,
                     ctime_ns=now)
-        self.finish_file(node, futures)
+        self._finish(node, futures)
         root = Node(b"", "dir")
         self.put_tree(root, [node])
         return self.tree_id(root)
@@ -362,7 +456,11 @@ class Backup:
                                      "(the next backup reads it again)")
         return data
 
-    def read_file(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
+    def read_file(self, path: str, st: os.stat_result, node: Node) -> Work | None:
+        """Read and cut a file on a reader thread (--read-concurrency of them at once)."""
+        return self.readers.submit(self._read_file, path, st, node)
+
+    def _read_file(self, path: str, st: os.stat_result, node: Node) -> list[Future[Chunk]] | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -540,47 +638,89 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Summary]:
-    """Back up and commit one snapshot. Any exception aborts: uploaded chunks become orphans that
-    a re-run reuses (create-if-absent finds them) and gc reclaims after its grace period."""
-    started = time.monotonic()
-    host = opts.host or socket.gethostname()
-    if opts.stdin is not None:
-        paths = [opts.stdin_name]
-    else:
-        if not opts.paths:
-            raise UsageError("nothing to back up: give one or more paths, or --stdin")
-        paths = []
-        for p in opts.paths:
-            ap = os.path.normpath(os.path.abspath(p))
-            if not os.path.lexists(ap):
-                raise UsageError(f"no such file or directory: {p}")
-            if ap not in paths:
-                paths.append(ap)
-    summary = Summary()
-    with repo.transaction(opts.message) as txn:
-        parent = None if opts.stdin is not None else find_parent(txn.base, host, paths)
-        job = Backup(repo, txn, opts, summary)
+def _source_paths(opts: BackupOptions) -> list[str]:
+    """The snapshot's paths: the stdin file's name, or the absolute, de-duplicated PATHs."""
+    if opts.stdin is not None and opts.stdin_command is not None:
+        raise UsageError("give either --stdin or --stdin-from-command, not both")
+    if opts.stdin is not None or opts.stdin_command is not None:
+        return [opts.stdin_name]
+    if not opts.paths:
+        raise UsageError("nothing to back up: give one or more paths, or --stdin")
+    paths: list[str] = []
+    for p in opts.paths:
+        ap = os.path.normpath(os.path.abspath(p))
+        if not os.path.lexists(ap):
+            raise UsageError(f"no such file or directory: {p}")
+        if ap not in paths:
+            paths.append(ap)
+    return paths
+
+
+def choose_parent(snap: Reader, opts: BackupOptions, host: str, paths: list[str]) -> SnapshotInfo | None:
+    """--parent ID (as given, whatever its host and paths, as restic), else the automatic one;
+    a stream has no automatic parent. A damaged snapshot is refused: its lost chunks would be
+    reused for the files it says are unchanged."""
+    if opts.parent is None:
+        streaming = opts.stdin is not None or opts.stdin_command is not None
+        return None if streaming else find_parent(snap, host, paths)
+    parent = resolve(snap, opts.parent)
+    if parent.damaged:
+        raise UsageError(f"snapshot {parent.id[:8]} is marked damaged (see 'casbackup repair blobs'); "
+                         "it cannot be the parent of a backup")
+    return parent
+
+
+def _snapshot(repo: Repository, txn: Staging, opts: BackupOptions, host: str, paths: list[str],
+              summary: Summary, started: float) -> SnapshotInfo:
+    """Walk the paths (or read the stream) into a root TREE and describe the snapshot; the
+    caller commits it (or, in a dry run, does not)."""
+    parent = choose_parent(txn.base, opts, host, paths)
+    source = CommandSource(opts.stdin_command) if opts.stdin_command is not None else None
+    try:
+        job = Backup(repo, txn, opts, summary, source)
         if parent is not None:
             job.progress.total_bytes, job.progress.total_files = parent.size, parent.summary.get("total_files")
-        if opts.progress and opts.stdin is None:
-            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress, opts.one_file_system), daemon=True).start()
+        streaming = opts.stdin is not None or source is not None
+        if opts.progress and not streaming:
+            threading.Thread(target=_scan_total, args=(paths, job.excluded, job.progress, opts.one_file_system),
+                             daemon=True).start()
         ok = False
         try:
-            if opts.stdin is not None:
-                tree = job.stdin_tree()
-            else:
-                tree = job.paths_tree(paths, parent.tree if parent else None)
+            tree = job.stdin_tree() if streaming else job.paths_tree(paths, parent.tree if parent else None)
             ok = True
         finally:
-            job.uploader.close(cancel=not ok)
+            job.close(cancel=not ok)
             job.progress.done()
-        summary.duration = time.monotonic() - started
-        info = SnapshotInfo("", time.time(), host, _user(), paths, sorted(set(opts.tags)), tree,
-                            parent.id if parent else None, summary.as_dict())
-        value = info.value()
-        info.id = new_id(value)
-        txn.put(NAMESPACE, info.id, value, refs=[Ref(BlobType.TREE, tree)], if_absent=True)
+    finally:
+        if source is not None:
+            source.close()
+    summary.duration = time.monotonic() - started
+    when = opts.time if opts.time is not None else time.time()
+    info = SnapshotInfo("", when, host, _user(), paths, sorted(set(opts.tags)), tree,
+                        parent.id if parent else None, summary.as_dict())
+    if not opts.dry_run:
+        info.id = new_id(info.value())
+    return info
+
+
+def run_backup(repo: Repository, opts: BackupOptions) -> tuple[SnapshotInfo, Summary]:
+    """Back up and commit one snapshot (with opts.dry_run: count what it would read and store,
+    and write nothing; the returned info then has no ID). Any exception aborts: uploaded chunks
+    become orphans that a re-run reuses (create-if-absent finds them) and gc reclaims after its
+    grace period."""
+    started = time.monotonic()
+    host = opts.host or socket.gethostname()
+    paths = _source_paths(opts)
+    if opts.read_concurrency < 1:
+        raise UsageError(f"invalid read concurrency {opts.read_concurrency}: read at least one file at a time")
+    summary = Summary()
+    if opts.dry_run:
+        with repo.reader("backup --dry-run") as reader:  # the pin goes when the block ends
+            info = _snapshot(repo, DryRun(repo, reader), opts, host, paths, summary, started)
+    else:
+        with repo.transaction(opts.message) as txn:
+            info = _snapshot(repo, txn, opts, host, paths, summary, started)
+            txn.put(NAMESPACE, info.id, info.value(), refs=[Ref(BlobType.TREE, info.tree)], if_absent=True)
     summary.duration = time.monotonic() - started
     info.summary = summary.as_dict()
     return info, summary
