@@ -21,6 +21,8 @@ from .reach import Reachability
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
+from .packs import LOCATIONS_NAMESPACE, Location
+from .store import PACK_MEMBER, is_pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
@@ -140,7 +142,7 @@ class Collector:
         gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
-        listing = list(self.store.list())
+        listing = list(self.store.list_objects())
         self.report.blobs_total = len(listing)
         self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach.seen)
         previous = load_gcstate(self.store, root.condemned)
@@ -252,7 +254,7 @@ class Collector:
         doomed = sorted(i for i in sweeping if i not in reach.seen)
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress(f"deleting {len(doomed)} blobs")
-        sizes = {i: info.size for i, info in self.store.list() if i in sweeping} if doomed else {}
+        sizes = {i: info.size for i, info in self.store.list_objects() if i in sweeping} if doomed else {}
         yield Step.PLANNED
         for n, blob_id in enumerate(doomed):
             if n % 64 == 0:
@@ -260,11 +262,12 @@ class Collector:
             if self._recreated(blob_id):
                 self.report.rescued += 1
                 continue
-            self.store.delete(blob_id)
+            self.store.delete_object(blob_id)
             self.report.deleted += 1
             self.report.deleted_bytes += sizes.get(blob_id, 0)
             self.report.deleted_ids.append(blob_id)
             yield Step.DELETED
+        yield from self._prune_locations({m[len(PACK_MEMBER):] for m in self.report.deleted_ids if is_pack_member(m)})
         floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
@@ -274,6 +277,24 @@ class Collector:
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
 
+    def _prune_locations(self, deleted_packs: set[str]) -> "Steps[None]":
+        """V§7.5: remove the head's `_blobs` entries that locate blobs in packs just deleted, so no
+        writer dedups against them and fails. Each removal is conditional on the entry still
+        naming that pack when the commit rebases (a writer may have stored the blob anew)."""
+        if not deleted_packs:
+            return
+        self._check_lease()
+        txn = self.repo.transaction("gc: forget the locations of deleted packs")
+        stale = [(e.key, e.value) for e in txn.base.list(LOCATIONS_NAMESPACE)
+                 if e.value is not None and Location.from_value(e.value, e.key).pack in deleted_packs]
+        if not stale:
+            txn.abort()
+            return
+        for blob_id, value in stale:
+            txn.delete_if_value(LOCATIONS_NAMESPACE, blob_id, value)
+        yield Step.PRUNE_COMMIT
+        txn.commit()
+
     def _known_damage(self, root: Root) -> set[str]:
         """Blobs `repair blobs` removed, as the head records them: known damage, not a reason to stop."""
         return known_blobs_of(self.repo, self.repo.load_generation(root.generation))
@@ -281,7 +302,7 @@ class Collector:
     def _recreated(self, blob_id: str) -> bool:
         """True if the blob was stored again within the grace period (deleted by an earlier,
         interrupted sweep and uploaded anew by a writer): it is young, so it is not deleted."""
-        info = self.store.stat(blob_id)
+        info = self.store.stat_object(blob_id)
         return info is not None and info.mtime > self.backend.now() - self.grace
 
     # ---- housekeeping ------------------------------------------------------------------

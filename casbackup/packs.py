@@ -2,8 +2,8 @@
 
 A pack holds many blob envelopes back to back, then its table of contents (TOC) and a trailer,
 so a writer pays one create per ~16 MiB instead of one per blob, and `repair index` can rebuild
-locations from packs alone. This module only encodes and decodes; it is not wired into the
-store yet (FORMAT.md v1 is what lands on storage until format v2 lands as a whole).
+locations from packs alone. This module only encodes and decodes; the store reads locations,
+transactions fill packs.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ PACKTOC_TYPE = 0x14            # the TOC's envelope type byte (never a blob or r
 MAX_PACK_BLOBS = 65536         # readers refuse more
 WRITE_PACK_BLOBS = 32768       # writers close a pack at this many blobs
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+LOCATIONS_NAMESPACE = "_blobs"  # the index entries that locate packed blobs (V§4)
 MIN_PACK_SIZE, MAX_PACK_SIZE = 1024 * 1024, 1024 * 1024 * 1024
 MIN_BLOB_LEN = HEADER_LEN + CHECKSUM_LEN
 MAX_BLOB_LEN = MAX_PAYLOAD + MIN_BLOB_LEN + 1024  # a raw payload stored uncompressed, plus framing
@@ -256,6 +257,6 @@ def location_key(blob_id: str) -> str:
 
 
 __all__ = [
-    "DEFAULT_PACK_SIZE", "Location", "PACKED_TYPES", "PackBuilder", "PackClass", "TocItem",
+    "DEFAULT_PACK_SIZE", "LOCATIONS_NAMESPACE", "Location", "PACKED_TYPES", "PackBuilder", "PackClass", "TocItem",
     "location_key", "new_pack_id", "parse_toc", "read_blob", "read_toc", "split_pack", "toc_span",
 ]

@@ -28,6 +28,7 @@ class Step(str, Enum):
     PLANNED = "planned"
     DELETED = "deleted"
     CLEAR_CAS = "clear-cas"
+    PRUNE_COMMIT = "prune-commit"  # format v2: removing locations of deleted packs
 
     @property
     def waits(self) -> bool:

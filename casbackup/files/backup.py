@@ -96,7 +96,7 @@ class Uploader:
         cid = blob_id(BlobType.CHUNK, data)
         if cid in self.known:
             reused = True
-        elif self.txn.repo.store.exists(cid):
+        elif self.txn.is_stored(Ref(BlobType.CHUNK, cid)):
             reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
         else:
             res = self.txn.put_blob(BlobType.CHUNK, data)  # touched: the commit's GC rules cover it

@@ -37,7 +37,7 @@ def repository_stats(repo: Repository) -> RepositoryStats:
     with repo.reader("stats") as reader:
         every = list_snapshots(reader)
     stored = blobs = 0
-    for _, info in repo.store.list():
+    for _, info in repo.store.list_objects():
         stored += info.size
         blobs += 1
     return RepositoryStats(len(every), sum(s.size for s in every), stored, blobs)
@@ -98,7 +98,7 @@ def snapshot_stats(repo: Repository, snap: Reader, snapshots: list[SnapshotInfo]
     reader = TreeReader(snap)
     if mode == "raw-data":
         refs = _reachable(snap, [s.root for s in snapshots])
-        sizes = {blob_id: info.size for blob_id, info in repo.store.list()}
+        sizes = {blob_id: info.size for blob_id, info in repo.store.list_objects()}
         return SnapshotStats(mode, len(snapshots), sum(sizes.get(r.id, 0) for r in refs),
                              total_blob_count=len({r.id for r in refs}))
     count = size = 0
