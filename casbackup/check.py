@@ -341,7 +341,7 @@ class _Checker:
         try:
             read_toc(self.repo.backend, pack_id, size)
         except BlobCorrupt as exc:
-            self.report.corrupt.append(Problem(f"pack {pack_id}", None, _reason(exc)))
+            self.report.corrupt.append(Problem(exc.blob_id, None, _reason(exc)))
         except KeyMissing:
             pass  # the walk reports the blobs it needed from it
 

@@ -27,7 +27,7 @@ from .codec import (
     packb,
     unpackb,
 )
-from .errors import BlobCorrupt, UsageError
+from .errors import BlobCorrupt, PackCorrupt, UsageError
 from .layout import pack_key
 
 PACK_MAGIC = b"CASP"
@@ -160,20 +160,28 @@ def _pack_name(pack_id: str) -> str:
 
 def toc_span(pack_id: str, trailer: bytes, size: int) -> tuple[int, int]:
     """(offset, length) of the TOC envelope from the pack's last TRAILER_LEN bytes."""
-    name = _pack_name(pack_id)
     if size < PACK_HEADER_LEN + MIN_BLOB_LEN + TRAILER_LEN or len(trailer) != TRAILER_LEN:
-        raise BlobCorrupt(name, f"truncated: {size} bytes cannot hold a pack")
+        raise PackCorrupt(pack_id, f"truncated: {size} bytes cannot hold a pack")
     if trailer[4:] != TRAILER_MAGIC:
-        raise BlobCorrupt(name, "bad trailer magic")
+        raise PackCorrupt(pack_id, "bad trailer magic")
     (toc_len,) = struct.unpack("<I", trailer[:4])
     start = size - TRAILER_LEN - toc_len
     if toc_len < MIN_BLOB_LEN or start < PACK_HEADER_LEN:
-        raise BlobCorrupt(name, f"TOC length {toc_len} does not fit a pack of {size} bytes")
+        raise PackCorrupt(pack_id, f"TOC length {toc_len} does not fit a pack of {size} bytes")
     return start, toc_len
 
 
 def parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
-    """Verify and decode a TOC envelope; every layout rule of V§3 is checked here."""
+    """Verify and decode a TOC envelope; every layout rule of V§3 is checked here (PackCorrupt)."""
+    try:
+        return _parse_toc(pack_id, stored_toc, toc_start)
+    except PackCorrupt:
+        raise
+    except BlobCorrupt as exc:
+        raise PackCorrupt(pack_id, exc.reason) from None
+
+
+def _parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
     name = _pack_name(pack_id)
     kind, payload = open_envelope(stored_toc, name)
     if kind != PACKTOC_TYPE:
@@ -226,17 +234,16 @@ def read_toc(backend: Backend, pack_id: str, size: int) -> tuple[PackClass, list
 def split_pack(pack_id: str, data: bytes) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
     """A whole pack's class and its (item, stored envelope) pairs, every layout rule checked;
     each envelope still needs decode_blob (check --read-data does both)."""
-    name = _pack_name(pack_id)
     if data[:4] != PACK_MAGIC or len(data) < PACK_HEADER_LEN:
-        raise BlobCorrupt(name, "bad pack magic")
+        raise PackCorrupt(pack_id, "bad pack magic")
     if data[4] != PACK_VERSION:
-        raise BlobCorrupt(name, f"pack version {data[4]} is not {PACK_VERSION}")
+        raise PackCorrupt(pack_id, f"pack version {data[4]} is not {PACK_VERSION}")
     if data[6:8] != b"\0\0":
-        raise BlobCorrupt(name, "reserved header bytes are not zero")
+        raise PackCorrupt(pack_id, "reserved header bytes are not zero")
     start, length = toc_span(pack_id, data[-TRAILER_LEN:], len(data))
     pack_class, items = parse_toc(pack_id, data[start:start + length], start)
     if data[5] != pack_class:
-        raise BlobCorrupt(name, f"header class {data[5]} differs from the TOC's {int(pack_class)}")
+        raise PackCorrupt(pack_id, f"header class {data[5]} differs from the TOC's {int(pack_class)}")
     view = memoryview(data)
     return pack_class, ((i, bytes(view[i.location.offset:i.location.offset + i.location.length])) for i in items)
 

@@ -341,7 +341,7 @@ def test_blob_missing_is_loud_for_a_reader(mem_repo: Repository) -> None:
         res = txn.put_blob(BlobType.CHUNK, POOL[0])
         txn.put("data", "k0", b"0", refs=[res.ref])
     with mem_repo.reader() as snap:
-        mem_repo.store.delete(CHUNK_REFS[0].id)
+        mem_repo.store.delete_pack(mem_repo.locate(snap.generation.id, CHUNK_REFS[0].id).pack)
         with pytest.raises(BlobMissing) as err:
             [snap.read_blob(e.refs[0]) for e in snap.list("data")]
         assert CHUNK_REFS[0].id in str(err.value) and snap.generation.id in str(err.value)
