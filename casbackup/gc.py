@@ -17,16 +17,20 @@ from .damage import known_blobs_of
 from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
-from .reach import Reachability
+from .reach import Reachability, live_packs
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
+from .packrules import PackDecision, PackFacts, decide
 from .packs import LOCATIONS_NAMESPACE, Location
-from .store import PACK_MEMBER, is_pack_member
+from .store import PACK_MEMBER, is_pack_member, pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
 DEFAULT_KEEP_LAST = 3
+# A live pack is repacked once this share of it is no longer reachable (restic's prune repacks
+# until 5% of the repository is unused; a per-pack 10% keeps a forgotten secret from lingering).
+DEFAULT_REPACK_DEAD = 0.1
 TEMP_FILE_AGE = 3600.0
 
 
@@ -48,6 +52,9 @@ class GcReport:
     finished_abandoned_sweep: bool = False
     expired_pins_removed: int = 0
     temp_files_removed: int = 0
+    repacked_packs: int = 0   # format v2: sparse packs whose reachable blobs were copied out
+    repacked_bytes: int = 0
+    would_repack: int = 0     # dry run: packs a real run would repack
     seconds: float = 0.0
     # Why unreachable-looking space is held (explained, never changed by it): blobs no longer
     # reachable from the head but still within the grace period (stored or condemned too
@@ -81,13 +88,15 @@ def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bo
 
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
-                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> None:
+                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None,
+                 repack_dead: float = DEFAULT_REPACK_DEAD) -> None:
         check_options(grace, keep_last, dry_run, force)
         self.repo = repo
         self.backend = repo.backend
         self.store = repo.store
         self.grace = grace
         self.keep_last = keep_last
+        self.repack_dead = repack_dead
         self.dry_run = dry_run
         self.progress = progress or (lambda _msg: None)
         self.report = GcReport(dry_run, grace, keep_last)
@@ -116,6 +125,10 @@ class Collector:
                 yield from self._sweep_announced(load_gcstate(self.store, root.sweeping))
                 self.report.finished_abandoned_sweep = True
             condemned = yield from self._mark()
+            if self.dry_run:
+                self.report.would_repack = len(self._sparse_packs())
+            else:
+                yield from self._repack()
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
             self._explain_grace(condemned, eligible)
@@ -137,12 +150,14 @@ class Collector:
         self.progress("marking reachable blobs")
         root, etag = self.repo.read_root()
         reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        self._reach = reach
         pins = list_pins(self.backend)
         now = self.backend.now()
         gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
         listing = list(self.store.list_objects())
+        self._listing = {i: (info.size, info.mtime) for i, info in listing}
         self.report.blobs_total = len(listing)
         self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach.seen)
         previous = load_gcstate(self.store, root.condemned)
@@ -192,6 +207,11 @@ class Collector:
 
         gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
         head_seen, gens_seen = held["head"], held["generations"]
+        # format v2: the packs those reach count as held by them too (the mark adds pack members
+        # only once everything is walked)
+        kept = gens[:min(max(self.keep_last, 1), len(gens))]
+        head_seen |= {pack_member(p) for p in live_packs(self.repo, gens[:1], head_seen)}
+        gens_seen |= {pack_member(p) for p in live_packs(self.repo, kept, gens_seen)}
         return gens, head_seen, gens_seen
 
     def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:
@@ -219,6 +239,54 @@ class Collector:
             self.report.grace_held += 1
             self.report.grace_held_bytes += size
         self.report.grace_freed_after = max(until) if until else None
+
+    # ---- repack (format v2, V§7.4) -----------------------------------------------------
+
+    def _sparse_packs(self) -> set[str]:
+        """Live packs, older than the grace period, of which the head's reachable blobs fill
+        less than `1 - repack_dead` (packrules.decide)."""
+        now = self.backend.now()
+        out = set()
+        for member, (size, mtime) in self._listing.items():
+            if not is_pack_member(member):
+                continue
+            pack = member[len(PACK_MEMBER):]
+            live = self._reach.live_bytes.get(pack, 0)
+            facts = PackFacts(mtime, member in self._reach.seen, size, live)
+            if live and decide(facts, now, self.grace, 1 - self.repack_dead) is PackDecision.REPACK:
+                out.add(pack)
+        return out
+
+    def _repack(self) -> "Steps[None]":
+        """Copy the reachable blobs the head locates in sparse packs into new packs, and move
+        their locations in one commit (each move conditional on the entry being unchanged); the
+        old packs stay until no kept generation locates anything in them, then go as garbage."""
+        sparse = self._sparse_packs()
+        if not sparse:
+            return
+        self._check_lease()
+        txn = self.repo.transaction("gc: repack")
+        try:
+            moved = 0
+            for n, e in enumerate(txn.base.list(LOCATIONS_NAMESPACE)):
+                if n % 256 == 0:
+                    self._check_lease()
+                loc = Location.from_value(e.value or b"", e.key)
+                if loc.pack not in sparse:
+                    continue
+                if e.key not in self._reach.seen:
+                    txn.delete_if_value(LOCATIONS_NAMESPACE, e.key, e.value or b"")  # dead: forget where
+                    continue
+                new = txn.repack_blob(e.key, loc)
+                txn.put_if_value(LOCATIONS_NAMESPACE, e.key, new.to_value(), e.value or b"")
+                moved += loc.length
+            self.report.repacked_packs = len(sparse)
+            self.report.repacked_bytes = moved
+            yield Step.REPACK_COMMIT
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
 
     # ---- sweep -------------------------------------------------------------------------
 

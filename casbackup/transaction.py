@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
-from .codec import BlobType, EncodedBlob, Ref, encode_blob, pack_structured
+from .codec import BlobType, EncodedBlob, Ref, decode_blob, encode_blob, pack_structured
 from .errors import CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .repository import Repository
 
 COMMIT_TIMEOUT = 300.0
+# A long transaction publishes the locations of the packs it wrote every this many packed bytes
+# (a checkpoint commit of `_blobs` entries only), so an interrupted backup's data is found and
+# reused by the next run instead of stored again (FORMAT-v2 V§6).
+CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 # Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
 # larger, a FILE (chunklist.py) of VALUE_PIECE-byte CHUNK blobs, so any size round-trips.
@@ -76,6 +80,9 @@ class Transaction:
         self._pack_lock = threading.Lock()
         self.packs_written = 0
         self._blob_in_pack: dict[str, str] = {}  # a touched blob of each touched pack (messages)
+        self._ttl = ttl
+        self._unpublished: dict[str, Location] = {}  # in written packs, not yet in a checkpoint
+        self._unpublished_bytes = 0
 
     # -- staging --
     def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
@@ -120,17 +127,50 @@ class Transaction:
             self._write_pack(full)
         return PutResult(ref, True, len(blob.stored))
 
-    def _write_pack(self, pack: PackBuilder) -> None:
+    def repack_blob(self, blob_id: str, old: Location) -> Location:
+        """Copy a stored blob (verified against its ID) into this transaction's packs, whether
+        or not the base locates it: gc's repack (V§7.4). Returns its new location."""
+        ref = Ref(old.type, blob_id)
+        stored = self.repo.store.get_at(ref, old, self.base.generation.id)
+        decode_blob(blob_id, stored, old.type)
+        blob = EncodedBlob(blob_id, old.type, stored, 0)
+        full = None
+        with self._pack_lock:
+            pack_class = PACKED_TYPES[blob.type]
+            builder = self._open_packs.setdefault(pack_class, PackBuilder(pack_class))
+            loc = self.stored[blob_id] = builder.add(blob)
+            if builder.full(self.repo.config.pack_size):
+                full = self._open_packs.pop(pack_class)
+        if full is not None:
+            self._write_pack(full, checkpoint=False)
+        return loc
+
+    def _write_pack(self, pack: PackBuilder, checkpoint: bool = True) -> None:
         self.base._guard()
-        self.repo.store.put_pack(pack)
-        self.packs_written += 1
+        size = self.repo.store.put_pack(pack)
+        with self._pack_lock:
+            self.packs_written += 1
+            self._unpublished.update((i.id, i.location) for i in pack.items())
+            self._unpublished_bytes += size
+            due = checkpoint and self._unpublished_bytes >= CHECKPOINT_BYTES
+            if due:
+                ready, self._unpublished, self._unpublished_bytes = self._unpublished, {}, 0
+        if due:
+            self._checkpoint(ready)
+
+    def _checkpoint(self, ready: dict[str, Location]) -> None:
+        """Publish where these blobs are, in a commit of their own (nothing else in it)."""
+        ck = Transaction(self.repo, f"checkpoint: {self.message}"[:200], self._ttl)
+        ck.stored.update(ready)
+        ck.use(Ref(loc.type, blob_id) for blob_id, loc in ready.items())
+        ck.commit()
 
     def flush(self) -> None:
         """Write the open packs, so every blob staged so far is durable (commit does it first)."""
         with self._pack_lock:
             packs, self._open_packs = list(self._open_packs.values()), {}
         for pack in packs:
-            self._write_pack(pack)
+            self._write_pack(pack, checkpoint=False)  # the commit itself publishes them
 
     def use(self, refs: Iterable[Ref]) -> None:
         """Declare blobs this transaction references without uploading them (dedup)."""
