@@ -180,7 +180,7 @@ class BTree:
                        seen_pages: set[str]) -> Iterator[Entry]:
         """One namespace's entries, skipping every page in `seen_pages` (and adding the ones it
         reads): scanning several generations that share pages costs each page once (gc's scan
-        of `_blobs`, FORMAT-v2 V§7.7). Order is by key within each page, not across them."""
+        of `_blobs`, FORMAT.md §12.7.7). Order is by key within each page, not across them."""
         if root is None or root.id in seen_pages:
             return
         stack = [root]

@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .btree import BTree, Entry, Page
-from .codec import RAW_TYPES, BlobType, Ref, decode_blob, unpack_structured
+from .codec import RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
 from .damage import decode_damage_value, known_blobs
 from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
-from .packs import PACKED_TYPES, read_toc, split_pack
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, read_toc, split_pack
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader
@@ -122,6 +122,15 @@ def _validate_damage_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> Non
     decode_damage_value(key, value)
 
 
+def _validate_location_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> None:
+    """A `_blobs` entry (§12.4): a blob ID key, no refs, an inline location."""
+    if not is_blob_id(key):
+        raise BlobCorrupt(key, "a location's key is not a blob ID")
+    if refs:
+        raise BlobCorrupt(key, "a location entry must have no refs")
+    Location.from_value(value, key)
+
+
 CORE_VALIDATORS: dict[BlobType, Validator] = {
     BlobType.PAGE: _validate_page,
     BlobType.GENERATION: _validate_generation,
@@ -186,6 +195,7 @@ class _Checker:
         self.say = progress or (lambda _m: None)
         self.validators: dict[BlobType, Validator] = {**(validators or {}), **CORE_VALIDATORS}
         self.entry_validators: dict[str, EntryValidator] = {DAMAGE_NAMESPACE: _validate_damage_entry,
+                                                            LOCATIONS_NAMESPACE: _validate_location_entry,
                                                             **(entry_validators or {})}
         self.walker = Walker(lambda ref, gen_id: self.store.get_structured(ref, gen_id, cache=False),
                              on_raw=self._read_raw, on_body=self._read_body,
@@ -334,7 +344,7 @@ class _Checker:
             return set()  # an index page is damaged: the walk reported it
 
     def _read_pack_toc(self, pack_id: str) -> None:
-        """--read-data: a pack in use has a TOC that decodes and keeps every rule of V§3."""
+        """--read-data: a pack in use has a TOC that decodes and keeps every rule of §12.3."""
         size = self.stored.get(pack_member(pack_id))
         if size is None:
             return

@@ -240,7 +240,7 @@ class Collector:
             self.report.grace_held_bytes += size
         self.report.grace_freed_after = max(until) if until else None
 
-    # ---- repack (format v2, V§7.4) -----------------------------------------------------
+    # ---- repack (format v2, §12.7.4) -----------------------------------------------------
 
     def _sparse_packs(self) -> set[str]:
         """Live packs, older than the grace period, of which the head's reachable blobs fill
@@ -346,7 +346,7 @@ class Collector:
                 return
 
     def _prune_locations(self, deleted_packs: set[str]) -> "Steps[None]":
-        """V§7.5: remove the head's `_blobs` entries that locate blobs in packs just deleted, so no
+        """§12.7.5: remove the head's `_blobs` entries that locate blobs in packs just deleted, so no
         writer dedups against them and fails. Each removal is conditional on the entry still
         naming that pack when the commit rebases (a writer may have stored the blob anew)."""
         if not deleted_packs:

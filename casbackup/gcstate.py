@@ -20,7 +20,7 @@ KINDS = ("condemned", "sweeping")
 
 
 def _items(blob_id: str, body: Any, into: dict[str, float]) -> None:
-    """Both lists of a part (FORMAT-v2 V§7.2): loose blobs by ID, packs as pack members."""
+    """Both lists of a part (FORMAT.md §12.7.2): loose blobs by ID, packs as pack members."""
     if not isinstance(body.get("packs"), list):
         raise BlobCorrupt(blob_id, "malformed gc state: no packs list")
     for field, name in (("blobs", lambda h: h), ("packs", pack_member)):

@@ -1,4 +1,4 @@
-"""Pack files and blob locations (spec/FORMAT-v2.md V§3, V§4): the format v2 building block.
+"""Pack files and blob locations (spec/FORMAT.md §12.3, §12.4): the format v2 building block.
 
 A pack holds many blob envelopes back to back, then its table of contents (TOC) and a trailer,
 so a writer pays one create per ~16 MiB instead of one per blob, and `repair index` can rebuild
@@ -39,7 +39,7 @@ PACKTOC_TYPE = 0x14            # the TOC's envelope type byte (never a blob or r
 MAX_PACK_BLOBS = 65536         # readers refuse more
 WRITE_PACK_BLOBS = 32768       # writers close a pack at this many blobs
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
-LOCATIONS_NAMESPACE = "_blobs"  # the index entries that locate packed blobs (V§4)
+LOCATIONS_NAMESPACE = "_blobs"  # the index entries that locate packed blobs (§12.4)
 MIN_PACK_SIZE, MAX_PACK_SIZE = 1024 * 1024, 1024 * 1024 * 1024
 MIN_BLOB_LEN = HEADER_LEN + CHECKSUM_LEN
 MAX_BLOB_LEN = MAX_PAYLOAD + MIN_BLOB_LEN + 1024  # a raw payload stored uncompressed, plus framing
@@ -67,7 +67,7 @@ def new_pack_id() -> str:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a packed blob's envelope is: the value of its `_blobs` index entry (V§4)."""
+    """Where a packed blob's envelope is: the value of its `_blobs` index entry (§12.4)."""
 
     type: BlobType
     pack: str
@@ -79,7 +79,7 @@ class Location:
 
     @classmethod
     def from_value(cls, raw: bytes, name: str) -> "Location":
-        """Decode an entry value; BlobCorrupt naming `name` (the blob) if it breaks V§4."""
+        """Decode an entry value; BlobCorrupt naming `name` (the blob) if it breaks §12.4."""
         return cls.from_wire(unpackb(raw, name), name)
 
     @classmethod
@@ -143,7 +143,7 @@ class PackBuilder:
         return list(self._items)
 
     def finish(self, level: int | None = 3) -> bytes:
-        """The whole pack: header, blobs, TOC envelope, trailer (V§3)."""
+        """The whole pack: header, blobs, TOC envelope, trailer (§12.3)."""
         if not self._items:
             raise UsageError("an empty pack is never written")
         toc = envelope(PACKTOC_TYPE, packb({
@@ -172,7 +172,7 @@ def toc_span(pack_id: str, trailer: bytes, size: int) -> tuple[int, int]:
 
 
 def parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
-    """Verify and decode a TOC envelope; every layout rule of V§3 is checked here (PackCorrupt)."""
+    """Verify and decode a TOC envelope; every layout rule of §12.3 is checked here (PackCorrupt)."""
     try:
         return _parse_toc(pack_id, stored_toc, toc_start)
     except PackCorrupt:
@@ -257,7 +257,7 @@ def read_blob(backend: Backend, blob_id: str, loc: Location) -> bytes:
 
 
 def location_key(blob_id: str) -> str:
-    """The `_blobs` entry key of a blob: its ID, so entries sort by ID (V§4)."""
+    """The `_blobs` entry key of a blob: its ID, so entries sort by ID (§12.4)."""
     if not is_blob_id(blob_id):
         raise UsageError(f"{blob_id!r} is not a blob ID")
     return blob_id

@@ -93,7 +93,7 @@ class Reachability:
             return None  # collected before the pin was written (see walk_root)
 
     def mark_packs(self, gens: Iterable[Generation]) -> None:
-        """Live packs (FORMAT-v2 V§7.1), added to `seen` as pack members; `live_bytes` tallies
+        """Live packs (FORMAT.md §12.7.1), added to `seen` as pack members; `live_bytes` tallies
         what the head (the first generation) locates there."""
         self.live_bytes = live_packs(self.repo, gens, self.seen)
         self.seen.update(pack_member(p) for p in self.live_bytes)

@@ -117,7 +117,7 @@ class Config(_Record):
     chunk_min: int = 256 * 1024
     chunk_avg: int = 1024 * 1024
     chunk_max: int = 4 * 1024 * 1024
-    pack_size: int = DEFAULT_PACK_SIZE  # the size writers close a pack at (FORMAT-v2 V§3)
+    pack_size: int = DEFAULT_PACK_SIZE  # the size writers close a pack at (FORMAT.md §12.3)
     KIND: ClassVar[RecordType] = RecordType.CONFIG
     SIGNED: ClassVar[frozenset[str]] = frozenset({"compression_level"})  # zstd has negative levels
 

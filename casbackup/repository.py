@@ -154,7 +154,7 @@ class Repository:
         return Generation.from_body(gen_id, refs, body)
 
     def locate(self, gen_id: str, blob_id: str) -> Location | None:
-        """Where generation `gen_id` says a packed blob is (its `_blobs` entry, FORMAT-v2 V§4)."""
+        """Where generation `gen_id` says a packed blob is (its `_blobs` entry, FORMAT.md §12.4)."""
         gen = self.load_generation(gen_id)
         return location_of(self.index.get(gen.index, LOCATIONS_NAMESPACE, blob_id, gen_id), blob_id, gen_id)
 
@@ -232,7 +232,7 @@ class Repository:
 
 
 def location_of(entry: Entry | None, blob_id: str, gen_id: str) -> Location | None:
-    """A `_blobs` entry's location; BlobCorrupt (naming the blob and generation) if it breaks V§4."""
+    """A `_blobs` entry's location; BlobCorrupt (naming the blob and generation) if it breaks §12.4."""
     if entry is None:
         return None
     if entry.value is None or entry.refs:

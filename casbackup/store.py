@@ -27,7 +27,7 @@ from .packs import PACKED_TYPES, Location, PackBuilder, read_blob
 
 __all__ = ["BLOB_PREFIX", "BlobStore", "Locator", "PACK_MEMBER", "PutResult", "blob_key", "is_pack_member", "pack_member"]
 
-# A gc set names storage objects: a loose blob by its ID, a pack as "pack:<id>" (FORMAT-v2 V§7.2
+# A gc set names storage objects: a loose blob by its ID, a pack as "pack:<id>" (FORMAT.md §12.7.2
 # stores them in two lists; in memory one dict of either kind keeps gc's set logic unchanged).
 PACK_MEMBER = "pack:"
 
@@ -40,7 +40,7 @@ def is_pack_member(member: str) -> bool:
     return member.startswith(PACK_MEMBER)
 
 
-# Where a packed blob is in one generation (FORMAT-v2 V§5): set by the repository, which owns
+# Where a packed blob is in one generation (FORMAT.md §12.5): set by the repository, which owns
 # generations and their index; the store only reads the range it is given.
 Locator = Callable[[str, str], "Location | None"]
 
@@ -96,7 +96,7 @@ class BlobStore:
         return PutResult(Ref(blob.type, blob.id), created, len(blob.stored))
 
     def put_pack(self, pack: PackBuilder) -> int:
-        """Write a finished pack with one create (V§3); returns its size. A lost reply is asked
+        """Write a finished pack with one create (§12.3); returns its size. A lost reply is asked
         again: the name is random, so "exists" can only be our own first attempt."""
         data = pack.finish(self.level)
         resolve(lambda: self.backend.create(pack_key(pack.pack_id), data), lambda: None, f"the upload of pack {pack.pack_id}")
@@ -105,7 +105,7 @@ class BlobStore:
     # ---- reads -------------------------------------------------------------------------
 
     def locate(self, ref: Ref, generation: str | None) -> Location:
-        """Where a packed blob is in `generation` (its own index, never another's: V§5)."""
+        """Where a packed blob is in `generation` (its own index, never another's: §12.5)."""
         if generation is None or self.locator is None:
             raise UsageError(f"a {ref.type.name} blob is read through the generation that locates it")
         loc = self.locator(generation, ref.id)

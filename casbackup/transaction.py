@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 COMMIT_TIMEOUT = 300.0
 # A long transaction publishes the locations of the packs it wrote every this many packed bytes
 # (a checkpoint commit of `_blobs` entries only), so an interrupted backup's data is found and
-# reused by the next run instead of stored again (FORMAT-v2 V§6).
+# reused by the next run instead of stored again (FORMAT.md §12.6).
 CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 # Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
@@ -68,13 +68,13 @@ class Transaction:
         self.expect_absent: set[tuple[str, str]] = set()
         self.expect_present: set[tuple[str, str]] = set()  # replace-style updates (files `tag`)
         # Ops that apply only while the head still holds the expected value (gc's location
-        # updates, FORMAT-v2 V§7.4-V§7.5): re-checked on every rebase, skipped when it moved.
+        # updates, FORMAT.md §12.7.4-§12.7.5): re-checked on every rebase, skipped when it moved.
         self.conditional: dict[tuple[str, str], tuple[Op, bytes]] = {}
         self.touched: set[Ref] = set()
         self.result: Generation | None = None
         self._done = False
         self._waited_for_sweep: set[str] = set()  # objects a sweep held back; checked once it ends
-        # Packed blobs this transaction stored, where (FORMAT-v2 V§6): the commit locates them.
+        # Packed blobs this transaction stored, where (FORMAT.md §12.6): the commit locates them.
         self.stored: dict[str, Location] = {}
         self._open_packs: dict[PackClass, PackBuilder] = {}
         self._pack_lock = threading.Lock()
@@ -104,7 +104,7 @@ class Transaction:
         return res
 
     def is_stored(self, ref: Ref) -> bool:
-        """Dedup without a request (V§6 step 1): the pinned base locates it, or our packs hold it."""
+        """Dedup without a request (§12.6 step 1): the pinned base locates it, or our packs hold it."""
         if ref.type not in PACKED_TYPES:
             return self.repo.store.exists(ref.id)
         return ref.id in self.stored or self.repo.locate(self.base.generation.id, ref.id) is not None
@@ -129,7 +129,7 @@ class Transaction:
 
     def repack_blob(self, blob_id: str, old: Location) -> Location:
         """Copy a stored blob (verified against its ID) into this transaction's packs, whether
-        or not the base locates it: gc's repack (V§7.4). Returns its new location."""
+        or not the base locates it: gc's repack (§12.7.4). Returns its new location."""
         ref = Ref(old.type, blob_id)
         stored = self.repo.store.get_at(ref, old, self.base.generation.id)
         decode_blob(blob_id, stored, old.type)
@@ -334,7 +334,7 @@ class Transaction:
             self.base.close()
 
     def _locations(self, head: Generation) -> tuple[list[Op], set[str]]:
-        """V§6 steps 3-4 on this rebase: the `_blobs` entries to add (blobs we stored that the head
+        """§12.6 steps 3-4 on this rebase: the `_blobs` entries to add (blobs we stored that the head
         does not locate, and touched blobs whose entry gc removed) and the touched packs."""
         ops: list[Op] = []
         packs: set[str] = set()

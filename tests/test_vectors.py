@@ -104,7 +104,7 @@ def test_golden_repository_blobs_all_verify() -> None:
         if path.is_file():
             assert_sealed(path.read_bytes())
     packs = list((VECTORS / "golden-repo" / "packs").rglob("*"))
-    assert [p for p in packs if p.is_file()], "the golden repository holds packs (FORMAT-v2 V§3)"
+    assert [p for p in packs if p.is_file()], "the golden repository holds packs (FORMAT.md §12.3)"
     for path in packs:
         if path.is_file():
             _, pairs = split_pack(path.name, path.read_bytes())
