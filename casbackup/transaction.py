@@ -227,6 +227,8 @@ class Transaction:
     @staticmethod
     def _check_entry(namespace: str, key: str, refs: Iterable[Ref]) -> tuple[Ref, ...]:
         _validate_name("namespace", namespace)
+        if namespace == LOCATIONS_NAMESPACE:
+            raise UsageError(f"namespace {LOCATIONS_NAMESPACE} holds the index's blob locations; only commits write it")
         _validate_name("key", key)
         out = tuple(sorted(set(refs)))
         if len(out) > MAX_ENTRY_REFS:
