@@ -22,7 +22,7 @@ from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
 from .packrules import PackDecision, PackFacts, decide
-from .packs import LOCATIONS_NAMESPACE, Location
+from .packs import LOCATIONS_NAMESPACE, Location, read_toc
 from .store import PACK_MEMBER, is_pack_member, pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
@@ -244,7 +244,8 @@ class Collector:
 
     def _sparse_packs(self) -> set[str]:
         """Live packs, older than the grace period, of which the head's reachable blobs fill
-        less than `1 - repack_dead` (packrules.decide)."""
+        less than `1 - repack_dead` of the blob bytes their TOC lists (packrules.decide). The
+        stored size filters first, so only packs that may qualify cost a TOC read."""
         now = self.backend.now()
         out = set()
         for member, (size, mtime) in self._listing.items():
@@ -252,10 +253,16 @@ class Collector:
                 continue
             pack = member[len(PACK_MEMBER):]
             live = self._reach.live_bytes.get(pack, 0)
-            facts = PackFacts(mtime, member in self._reach.seen, size, live)
-            if live and decide(facts, now, self.grace, 1 - self.repack_dead) is PackDecision.REPACK:
+            if not live or self._decide(pack, mtime, size, live, now) is not PackDecision.REPACK:
+                continue
+            body = sum(i.location.length for i in read_toc(self.backend, pack, size)[1])
+            if self._decide(pack, mtime, body, live, now) is PackDecision.REPACK:
                 out.add(pack)
         return out
+
+    def _decide(self, pack: str, mtime: float, body: int, live: int, now: float) -> PackDecision:
+        facts = PackFacts(mtime, pack_member(pack) in self._reach.seen, body, live)
+        return decide(facts, now, self.grace, 1 - self.repack_dead)
 
     def _repack(self) -> "Steps[None]":
         """Copy the reachable blobs the head locates in sparse packs into new packs, and move
