@@ -20,7 +20,7 @@ from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
-from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, read_toc, split_pack
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, split_pack
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader
@@ -327,7 +327,7 @@ class _Checker:
                 else:
                     self._read_unreferenced(blob_id, blob_id in condemned)
             for pack_id in sorted(used_packs):
-                self._read_pack_toc(pack_id)
+                self._read_pack_whole(pack_id)
         self._judge(root_start)
         return report
 
@@ -343,15 +343,17 @@ class _Checker:
         except (BlobMissing, BlobCorrupt):
             return set()  # an index page is damaged: the walk reported it
 
-    def _read_pack_toc(self, pack_id: str) -> None:
-        """--read-data: a pack in use has a TOC that decodes and keeps every rule of §12.3."""
-        size = self.stored.get(pack_member(pack_id))
-        if size is None:
-            return
+    def _read_pack_whole(self, pack_id: str) -> None:
+        """--read-data: a pack in use is read whole: its header, TOC and trailer keep every rule
+        of §12.3 and every blob in it verifies, reachable or not (a dead blob is still damage)."""
         try:
-            read_toc(self.repo.backend, pack_id, size)
-        except BlobCorrupt as exc:
-            self.report.corrupt.append(Problem(exc.blob_id, None, _reason(exc)))
+            data = self.repo.backend.get(pack_key(pack_id))
+            _, pairs = split_pack(pack_id, data)
+            for item, stored in pairs:
+                if item.id not in self.seen:  # reachable blobs were read (and judged) by the walk
+                    decode_blob(item.id, stored, item.location.type)
+        except (BlobCorrupt, UnsupportedFormat) as exc:
+            self.report.corrupt.append(Problem(getattr(exc, "blob_id", None) or f"pack:{pack_id}", None, _reason(exc)))
         except KeyMissing:
             pass  # the walk reports the blobs it needed from it
 
