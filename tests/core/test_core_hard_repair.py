@@ -93,7 +93,9 @@ def test_repair_root_dry_run_then_install_through_the_cli(tmp_path: Path, cli) -
     doc = json.loads(r.out)
     assert doc["dry_run"] and not doc["applied"] and doc["previous_root"] == "missing"
     g = doc["generation"]
-    assert (g["seq"], g["id"], g["entries"], g["snapshots"]) == (3, head.generation, 3, 0)
+    # entries: the 3 user entries and (format 2) the locations of their 3 VALUE blobs
+    assert (g["seq"], g["id"], g["entries"], g["snapshots"]) == (3, head.generation, 6, 0)
+    assert g["namespaces"]["_blobs"] == 3
     assert isinstance(g["time"], float)
 
     r = cli("-r", str(path), "repair", "root", "--yes", "--json")
