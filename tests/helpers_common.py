@@ -102,3 +102,36 @@ def stored_anywhere(repo_path: Path, blob_id: str) -> bool:
         return True
     return any(blob_id in {item.id for item, _ in split_pack(p.name, p.read_bytes())[1]}
                for p in (repo_path / "packs").rglob("*") if p.is_file())
+
+
+def stored_places(repo_path: Path) -> dict[str, tuple[Path, int, int]]:
+    """Every blob of a local-disk repository: its file, and where its envelope is in it (a loose
+    blob: the whole file; a packed one: its range in the pack, from the pack's TOC)."""
+    from casbackup.packs import split_pack
+    out: dict[str, tuple[Path, int, int]] = {}
+    for p in (repo_path / "blobs").rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            out[p.name] = (p, 0, p.stat().st_size)
+    for p in (repo_path / "packs").rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            for item, _ in split_pack(p.name, p.read_bytes())[1]:
+                out[item.id] = (p, item.location.offset, item.location.length)
+    return out
+
+
+def flip_stored(repo_path: Path, blob_id: str, at: int = -3) -> None:
+    """Flip one byte of a stored blob's envelope (`at` from its start, or from its end if < 0)."""
+    path, offset, length = stored_places(repo_path)[blob_id]
+    data = bytearray(path.read_bytes())
+    data[offset + (at % length)] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def lose_stored(repo_path: Path, blob_id: str) -> set[str]:
+    """Delete the object holding a blob (its file, or its whole pack); returns every blob lost."""
+    places = stored_places(repo_path)
+    path = places[blob_id][0]
+    lost = {b for b, (p, _, _) in places.items() if p == path}
+    path.unlink()
+    return lost
