@@ -282,7 +282,10 @@ class Collector:
                 if loc.pack not in sparse:
                     continue
                 if e.key not in self._reach.seen:
-                    txn.delete_if_value(LOCATIONS_NAMESPACE, e.key, e.value or b"")  # dead: forget where
+                    # Dead at the mark, but its location stays: a writer may dedup against it and
+                    # make it reachable before this commit lands (its entry unchanged), so removing
+                    # it here could publish a reachable blob without a location. It goes with its
+                    # pack, once nothing keeps that (the sweep's commit forgets deleted packs).
                     continue
                 new = txn.repack_blob(e.key, loc)
                 txn.put_if_value(LOCATIONS_NAMESPACE, e.key, new.to_value(), e.value or b"")

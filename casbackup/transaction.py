@@ -336,19 +336,23 @@ class Transaction:
             self.base.close()
 
     def _locations(self, head: Generation) -> tuple[list[Op], set[str]]:
-        """§12.6 steps 3-4 on this rebase: the `_blobs` entries to add (blobs we stored that the head
-        does not locate, and touched blobs whose entry gc removed) and the touched packs."""
+        """§12.6 steps 3-4 on this rebase: the `_blobs` entries to write (blobs we stored, where the
+        head does not already say so; touched blobs whose entry gc removed) and the touched packs."""
         ops: list[Op] = []
         packs: set[str] = set()
         for ref in self.touched:
             if ref.type not in PACKED_TYPES:
                 continue
-            loc = self.repo.locate(head.id, ref.id)
+            head_loc = self.repo.locate(head.id, ref.id)
+            # Our own copy when we stored one (always there: we wrote it), else the head's entry,
+            # else (gc forgot it) the base's: FORMAT.md §12.6 step 3.
+            loc = self.stored.get(ref.id) or head_loc
             if loc is None:
-                loc = self.stored.get(ref.id) or self.repo.locate(self.base.generation.id, ref.id)
+                loc = self.repo.locate(self.base.generation.id, ref.id)
                 if loc is None:
                     raise CommitConflict(f"blob {ref.id} is referenced but stored nowhere: it was never uploaded, "
                                          "or gc removed it; run the command again")
+            if loc != head_loc:
                 ops.append(Op(LOCATIONS_NAMESPACE, ref.id, Entry(LOCATIONS_NAMESPACE, ref.id, loc.to_value(), None, ())))
             packs.add(loc.pack)
             self._blob_in_pack.setdefault(loc.pack, ref.id)
