@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 from .backends import LocalBackend, MemoryBackend, open_backend  # noqa: E402
 from .errors import (  # noqa: E402
     BackendError, BlobCorrupt, BlobMissing, CapabilityError, CasbackupError, CheckFailed, CommitConflict,
-    EtagMismatch, GcBusy, KeyMissing, LeaseExpired, LimitExceeded, NotFound, OutcomeUnknown, RecordCorrupt,
+    EtagMismatch, GcBusy, KeyMissing, LeaseExpired, LimitExceeded, NotFound, OutcomeUnknown, PackCorrupt, RecordCorrupt,
     RepositoryExists, RepositoryNotFound, UnsupportedFormat, UsageError, WriteRefused,
 )
 from .repository import Reader, Repository, Transaction  # noqa: E402
@@ -82,7 +82,7 @@ __all__ = [
     # maintenance (lazy)
     "collect", "GcReport", "check_repository", "CheckReport",
     # errors
-    "CasbackupError", "UsageError", "LimitExceeded", "NotFound", "BlobMissing", "BlobCorrupt", "RecordCorrupt",
+    "CasbackupError", "UsageError", "LimitExceeded", "NotFound", "BlobMissing", "BlobCorrupt", "PackCorrupt", "RecordCorrupt",
     "CommitConflict", "LeaseExpired", "BackendError", "WriteRefused", "KeyMissing", "EtagMismatch",
     "OutcomeUnknown", "RepositoryNotFound", "RepositoryExists", "UnsupportedFormat", "CapabilityError", "GcBusy",
     "CheckFailed",

@@ -176,6 +176,31 @@ class BTree:
                     break
                 stack.pop()
 
+    def scan_namespace(self, root: Ref | None, namespace: str, generation: str | None,
+                       seen_pages: set[str]) -> Iterator[Entry]:
+        """One namespace's entries, skipping every page in `seen_pages` (and adding the ones it
+        reads): scanning several generations that share pages costs each page once (gc's scan
+        of `_blobs`, FORMAT.md §12.7.7). Order is by key within each page, not across them."""
+        if root is None or root.id in seen_pages:
+            return
+        stack = [root]
+        lo, hi = (namespace, ""), (namespace + "\x00", "")
+        while stack:
+            ref = stack.pop()
+            if ref.id in seen_pages:
+                continue
+            seen_pages.add(ref.id)
+            page = self.load(ref, generation, cache=False)
+            if page.level == 0:
+                yield from (e for e in page.entries if e.namespace == namespace)
+                continue
+            keys = [c[0] for c in page.children]
+            first = max(bisect_right(keys, lo) - 1, 0)
+            for i in range(first, len(keys)):
+                if keys[i] >= hi:
+                    break
+                stack.append(page.children[i][1])
+
     # ---- writing -----------------------------------------------------------------------
 
     def apply(self, root: Ref | None, ops: list[Op]) -> tuple[Ref | None, int, list[Ref]]:

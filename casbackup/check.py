@@ -13,16 +13,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .btree import BTree, Entry, Page
-from .codec import RAW_TYPES, BlobType, Ref, decode_blob, unpack_structured
+from .codec import RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
 from .damage import decode_damage_value, known_blobs
 from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
 from .gcstate import load_gcstate
 from .pins import list_pins
-from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY
+from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
 from .meter import Meter, as_meter
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, split_pack
+from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader
+from .store import PACK_MEMBER, is_pack_member, pack_member
 from .walk import Walker, below_floor, chain
 
 # (blob id, refs, body) -> None; raises BlobCorrupt. Raw types get their payload as body.
@@ -120,6 +123,15 @@ def _validate_damage_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> Non
     decode_damage_value(key, value)
 
 
+def _validate_location_entry(key: str, value: bytes, refs: tuple[Ref, ...]) -> None:
+    """A `_blobs` entry (§12.4): a blob ID key, no refs, an inline location."""
+    if not is_blob_id(key):
+        raise BlobCorrupt(key, "a location's key is not a blob ID")
+    if refs:
+        raise BlobCorrupt(key, "a location entry must have no refs")
+    Location.from_value(value, key)
+
+
 CORE_VALIDATORS: dict[BlobType, Validator] = {
     BlobType.PAGE: _validate_page,
     BlobType.GENERATION: _validate_generation,
@@ -184,12 +196,14 @@ class _Checker:
         self.say = as_meter(progress)  # phases, and a count of the blobs each has read
         self.validators: dict[BlobType, Validator] = {**(validators or {}), **CORE_VALIDATORS}
         self.entry_validators: dict[str, EntryValidator] = {DAMAGE_NAMESPACE: _validate_damage_entry,
+                                                            LOCATIONS_NAMESPACE: _validate_location_entry,
                                                             **(entry_validators or {})}
         self.walker = Walker(lambda ref, gen_id: self.store.get_structured(ref, gen_id, cache=False),
                              on_raw=self._read_raw, on_body=self._read_body,
                              on_missing=self._on_missing, on_corrupt=self._on_corrupt)
         self.seen: set[str] = self.walker.seen
         self.stored: dict[str, int] = {}
+        self.walked: list[str] = []  # generations walked (their locations name the packs in use)
         self.known: dict[str, str] = {}
         # Missing blobs outside the pinned head, judged at the end against what gc did meanwhile:
         # (problem, seq of the generation that reached it, mode).
@@ -244,7 +258,11 @@ class _Checker:
 
     def _read_raw(self, ref: Ref, gen_id: str | None) -> None:
         if not self.read_data:
-            if ref.id not in self.stored and not self.store.exists(ref.id):
+            if ref.type in PACKED_TYPES:  # located by the generation, in a pack that exists
+                member = pack_member(self.store.locate(ref, gen_id).pack)
+                if member not in self.stored and not self.store.exists_object(member):
+                    raise BlobMissing(ref.id, gen_id)
+            elif ref.id not in self.stored and not self.store.exists(ref.id):
                 raise BlobMissing(ref.id, gen_id)
             return
         payload = self.store.get(ref, gen_id)
@@ -271,7 +289,10 @@ class _Checker:
 
     def visit(self, start: Ref, gen: Generation | None, mode: str, owner: str | None = None) -> None:
         """Walk everything reachable from `start`, reading (and so verifying) each blob once."""
-        self.walker.walk([start], gen.id if gen else None, _Visit(gen, mode, owner))
+        if start.type == BlobType.GENERATION:
+            self.walked.append(start.id)
+        self.walker.walk([start], start.id if start.type == BlobType.GENERATION else (gen.id if gen else None),
+                         _Visit(gen, mode, owner))
 
     # ---- the whole repository -------------------------------------------------------------
 
@@ -285,7 +306,7 @@ class _Checker:
         except (BlobMissing, BlobCorrupt):
             self.known = {}  # the head's own pages are broken: the walk reports them
         self.say("listing blobs")
-        self.stored = {i: info.size for i, info in self.store.list()}
+        self.stored = {i: info.size for i, info in self.store.list_objects()}
         report.blobs_stored = len(self.stored)
 
         self.say.phase("walking generations", total=len(self.stored), unit="blobs",
@@ -298,6 +319,8 @@ class _Checker:
             if state:
                 self.visit(Ref(BlobType.GCSTATE, state), None, "gcstate")
         report.blobs_reachable = len(self.seen)
+        used_packs = self._used_packs()
+        self.seen.update(pack_member(p) for p in used_packs)
         unreferenced = [i for i in self.stored if i not in self.seen]
         report.orphans = len(unreferenced)
         report.orphan_bytes = sum(self.stored[i] for i in unreferenced)
@@ -306,10 +329,60 @@ class _Checker:
                            total_bytes=report.orphan_bytes)
             condemned = self._gcstate_ids(root_start.condemned) | self._gcstate_ids(root_start.sweeping)
             for blob_id in unreferenced:
-                self._read_unreferenced(blob_id, blob_id in condemned)
+                if is_pack_member(blob_id):
+                    self._read_unreferenced_pack(blob_id[len(PACK_MEMBER):], blob_id in condemned)
+                else:
+                    self._read_unreferenced(blob_id, blob_id in condemned)
                 self.say.add(files=1, nbytes=self.stored[blob_id])
+            for pack_id in sorted(used_packs):
+                self._read_pack_whole(pack_id)
         self._judge(root_start)
         return report
+
+    def _used_packs(self) -> set[str]:
+        gens = []
+        for gen_id in dict.fromkeys(self.walked):
+            try:
+                gens.append(self.repo.load_generation(gen_id))
+            except (BlobMissing, BlobCorrupt):
+                continue  # the walk reported it
+        try:
+            return set(live_packs(self.repo, gens, self.seen))
+        except (BlobMissing, BlobCorrupt):
+            return set()  # an index page is damaged: the walk reported it
+
+    def _read_pack_whole(self, pack_id: str) -> None:
+        """--read-data: a pack in use is read whole: its header, TOC and trailer keep every rule
+        of §12.3 and every blob in it verifies, reachable or not (a dead blob is still damage)."""
+        try:
+            data = self.repo.backend.get(pack_key(pack_id))
+            _, pairs = split_pack(pack_id, data)
+            for item, stored in pairs:
+                if item.id not in self.seen:  # reachable blobs were read (and judged) by the walk
+                    decode_blob(item.id, stored, item.location.type)
+        except (BlobCorrupt, UnsupportedFormat) as exc:
+            self.report.corrupt.append(Problem(getattr(exc, "blob_id", None) or f"pack:{pack_id}", None, _reason(exc)))
+        except KeyMissing:
+            pass  # the walk reports the blobs it needed from it
+
+    def _read_unreferenced_pack(self, pack_id: str, condemned: bool) -> None:
+        try:
+            data = self.repo.backend.get(pack_key(pack_id))
+        except KeyMissing:
+            self.report.collected_during_check += 1
+            return
+        try:
+            _, pairs = split_pack(pack_id, data)
+            for item, stored in pairs:
+                blob_type, payload = decode_blob(item.id, stored, item.location.type)
+                if blob_type not in RAW_TYPES:
+                    refs, body = unpack_structured(payload, item.id)
+                    self._validate(Ref(blob_type, item.id), refs, body, None)
+            self.report.unreferenced_read += 1
+        except (BlobCorrupt, UnsupportedFormat) as exc:
+            where = " (condemned by gc)" if condemned else ""
+            self.report.corrupt_unreferenced.append(Problem(getattr(exc, "blob_id", None) or f"pack {pack_id}", None,
+                                                            _reason(exc) + where))
 
     def _walk_pins(self) -> None:
         """Every other live pin's generation; a pin on a generation gc collected before the pin

@@ -17,7 +17,7 @@ import zstandard
 from .errors import BlobCorrupt, LimitExceeded, RecordCorrupt, UnsupportedFormat
 
 MAGIC = b"CASB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_LEN = 8
 ID_DOMAIN = b"casbackup/v1/blob\x00"
 ID_LEN = 32
@@ -161,6 +161,13 @@ def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
     return b"".join((header, body, h.digest(CHECKSUM_LEN)))
 
 
+def _version_message(name: str, version: int) -> str:
+    if version == 1:
+        return (f"{name}: written in storage format 1, which this build does not read (it reads format "
+                f"{FORMAT_VERSION}); no migration exists, since no release wrote format 1: back up again into a new repository")
+    return f"{name}: envelope format version {version} is not supported (this build reads {FORMAT_VERSION})"
+
+
 def _verify_checksum(stored: bytes, name: str) -> None:
     """Checked before anything in the header is believed. A mismatch with an unknown version
     byte is an unsupported format (another version may lay out or protect its bytes
@@ -173,8 +180,7 @@ def _verify_checksum(stored: bytes, name: str) -> None:
     if version != FORMAT_VERSION:
         restored = stored[:4] + bytes([FORMAT_VERSION]) + stored[5:-CHECKSUM_LEN]
         if checksum(restored) != stored[-CHECKSUM_LEN:]:
-            raise UnsupportedFormat(f"{name}: envelope format version {version} is not supported "
-                                    f"(this build reads {FORMAT_VERSION})")
+            raise UnsupportedFormat(_version_message(name, version))
     raise BlobCorrupt(name, "checksum mismatch")
 
 
@@ -188,7 +194,7 @@ def open_envelope(stored: bytes, name: str, max_payload: int | None = None) -> t
     _verify_checksum(stored, name)
     version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]
     if version != FORMAT_VERSION:
-        raise UnsupportedFormat(f"{name}: envelope format version {version} is not supported (this build reads {FORMAT_VERSION})")
+        raise UnsupportedFormat(_version_message(name, version))
     if cipher != Cipher.NONE:
         raise UnsupportedFormat(f"{name}: cipher {cipher} is not supported by this build")
     limit = payload_limit(kind) if max_payload is None else max_payload

@@ -46,6 +46,17 @@ class BlobCorrupt(CasbackupError):
         super().__init__(f"blob {blob_id} is corrupt{where}: {reason}")
 
 
+class PackCorrupt(BlobCorrupt):
+    """A pack's layout, table of contents or trailer is damaged (format v2); named by the pack as
+    gc and check name it, `pack:<id>`. A damaged blob inside an intact pack is a BlobCorrupt."""
+
+    def __init__(self, pack_id: str, reason: str) -> None:
+        CasbackupError.__init__(self, f"pack {pack_id} is corrupt: {reason}")
+        self.blob_id = f"pack:{pack_id}"
+        self.generation = None
+        self.reason = reason
+
+
 class RecordCorrupt(BlobCorrupt):
     """A fixed-key record (config, root, a pin, the gc lease) fails its checksum, its envelope,
     a decode limit or its field rules; named by its key, not a blob ID."""

@@ -19,16 +19,22 @@ from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .meter import Meter, as_meter
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
-from .reach import Reachability
+from .reach import Reachability, live_packs
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
 from .store import listing_rounds
 from .transfer import ordered_map
+from .packrules import PackDecision, PackFacts, decide
+from .packs import LOCATIONS_NAMESPACE, Location, read_toc
+from .store import PACK_MEMBER, is_pack_member, pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
 MIN_GRACE_WITHOUT_FORCE = 3600.0
 DEFAULT_KEEP_LAST = 3
+# A live pack is repacked once this share of it is no longer reachable (restic's prune repacks
+# until 5% of the repository is unused; a per-pack 10% keeps a forgotten secret from lingering).
+DEFAULT_REPACK_DEAD = 0.1
 TEMP_FILE_AGE = 3600.0
 
 
@@ -50,6 +56,9 @@ class GcReport:
     finished_abandoned_sweep: bool = False
     expired_pins_removed: int = 0
     temp_files_removed: int = 0
+    repacked_packs: int = 0   # format v2: sparse packs whose reachable blobs were copied out
+    repacked_bytes: int = 0
+    would_repack: int = 0     # dry run: packs a real run would repack
     seconds: float = 0.0
     # Why unreachable-looking space is held (explained, never changed by it): blobs no longer
     # reachable from the head but still within the grace period (stored or condemned too
@@ -83,13 +92,15 @@ def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bo
 
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
-                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | Meter | None = None) -> None:
+                 dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | Meter | None = None,
+                 repack_dead: float = DEFAULT_REPACK_DEAD) -> None:
         check_options(grace, keep_last, dry_run, force)
         self.repo = repo
         self.backend = repo.backend
         self.store = repo.store
         self.grace = grace
         self.keep_last = keep_last
+        self.repack_dead = repack_dead
         self.dry_run = dry_run
         self.progress = as_meter(progress)
         self.report = GcReport(dry_run, grace, keep_last)
@@ -119,6 +130,10 @@ class Collector:
                 yield from self._sweep_announced(load_gcstate(self.store, root.sweeping))
                 self.report.finished_abandoned_sweep = True
             condemned = yield from self._mark()
+            if self.dry_run:
+                self.report.would_repack = len(self._sparse_packs())
+            else:
+                yield from self._repack()
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
             self._explain_grace(condemned, eligible)
@@ -140,12 +155,14 @@ class Collector:
         self.progress("marking reachable blobs")
         root, etag = self.repo.read_root()
         reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        self._reach = reach
         pins = list_pins(self.backend)
         now = self.backend.now()
         gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
-        listing = list(self.store.list())
+        listing = list(self.store.list_objects())
+        self._listing = {i: (info.size, info.mtime) for i, info in listing}
         self.report.blobs_total = len(listing)
         self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach.seen)
         previous = load_gcstate(self.store, root.condemned)
@@ -195,6 +212,11 @@ class Collector:
 
         gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
         head_seen, gens_seen = held["head"], held["generations"]
+        # format v2: the packs those reach count as held by them too (the mark adds pack members
+        # only once everything is walked)
+        kept = gens[:min(max(self.keep_last, 1), len(gens))]
+        head_seen |= {pack_member(p) for p in live_packs(self.repo, gens[:1], head_seen)}
+        gens_seen |= {pack_member(p) for p in live_packs(self.repo, kept, gens_seen)}
         return gens, head_seen, gens_seen
 
     def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:
@@ -222,6 +244,64 @@ class Collector:
             self.report.grace_held += 1
             self.report.grace_held_bytes += size
         self.report.grace_freed_after = max(until) if until else None
+
+    # ---- repack (format v2, §12.7.4) -----------------------------------------------------
+
+    def _sparse_packs(self) -> set[str]:
+        """Live packs, older than the grace period, of which the head's reachable blobs fill
+        less than `1 - repack_dead` of the blob bytes their TOC lists (packrules.decide). The
+        stored size filters first, so only packs that may qualify cost a TOC read."""
+        now = self.backend.now()
+        out = set()
+        for member, (size, mtime) in self._listing.items():
+            if not is_pack_member(member):
+                continue
+            pack = member[len(PACK_MEMBER):]
+            live = self._reach.live_bytes.get(pack, 0)
+            if not live or self._decide(pack, mtime, size, live, now) is not PackDecision.REPACK:
+                continue
+            body = sum(i.location.length for i in read_toc(self.backend, pack, size)[1])
+            if self._decide(pack, mtime, body, live, now) is PackDecision.REPACK:
+                out.add(pack)
+        return out
+
+    def _decide(self, pack: str, mtime: float, body: int, live: int, now: float) -> PackDecision:
+        facts = PackFacts(mtime, pack_member(pack) in self._reach.seen, body, live)
+        return decide(facts, now, self.grace, 1 - self.repack_dead)
+
+    def _repack(self) -> "Steps[None]":
+        """Copy the reachable blobs the head locates in sparse packs into new packs, and move
+        their locations in one commit (each move conditional on the entry being unchanged); the
+        old packs stay until no kept generation locates anything in them, then go as garbage."""
+        sparse = self._sparse_packs()
+        if not sparse:
+            return
+        self._check_lease()
+        txn = self.repo.transaction("gc: repack")
+        try:
+            moved = 0
+            for n, e in enumerate(txn.base.list(LOCATIONS_NAMESPACE)):
+                if n % 256 == 0:
+                    self._check_lease()
+                loc = Location.from_value(e.value or b"", e.key)
+                if loc.pack not in sparse:
+                    continue
+                if e.key not in self._reach.seen:
+                    # Dead at the mark, but its location stays: a writer may dedup against it and
+                    # make it reachable before this commit lands (its entry unchanged), so removing
+                    # it here could publish a reachable blob without a location. It goes with its
+                    # pack, once nothing keeps that (the sweep's commit forgets deleted packs).
+                    continue
+                new = txn.repack_blob(e.key, loc)
+                txn.put_if_value(LOCATIONS_NAMESPACE, e.key, new.to_value(), e.value or b"")
+                moved += loc.length
+            self.report.repacked_packs = len(sparse)
+            self.report.repacked_bytes = moved
+            yield Step.REPACK_COMMIT
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
 
     # ---- sweep -------------------------------------------------------------------------
 
@@ -259,12 +339,13 @@ class Collector:
         self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
         sizes: dict[str, int] = {}
         stored = 0
-        for blob_id, info in self.store.list() if doomed else ():
+        for blob_id, info in self.store.list_objects() if doomed else ():
             stored += 1
             if blob_id in sweeping:
                 sizes[blob_id] = info.size
         yield Step.PLANNED
         yield from self._delete_batches(doomed, sizes, stored)
+        yield from self._prune_locations({m[len(PACK_MEMBER):] for m in self.report.deleted_ids if is_pack_member(m)})
         floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
@@ -273,6 +354,24 @@ class Collector:
             yield Step.CLEAR_CAS
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
+
+    def _prune_locations(self, deleted_packs: set[str]) -> "Steps[None]":
+        """§12.7.5: remove the head's `_blobs` entries that locate blobs in packs just deleted, so no
+        writer dedups against them and fails. Each removal is conditional on the entry still
+        naming that pack when the commit rebases (a writer may have stored the blob anew)."""
+        if not deleted_packs:
+            return
+        self._check_lease()
+        txn = self.repo.transaction("gc: forget the locations of deleted packs")
+        stale = [(e.key, e.value) for e in txn.base.list(LOCATIONS_NAMESPACE)
+                 if e.value is not None and Location.from_value(e.value, e.key).pack in deleted_packs]
+        if not stale:
+            txn.abort()
+            return
+        for blob_id, value in stale:
+            txn.delete_if_value(LOCATIONS_NAMESPACE, blob_id, value)
+        yield Step.PRUNE_COMMIT
+        txn.commit()
 
     def _known_damage(self, root: Root) -> set[str]:
         """Blobs `repair blobs` removed, as the head records them: known damage, not a reason to stop."""
@@ -299,15 +398,15 @@ class Collector:
         """The batch without the blobs stored again within the grace period (deleted by an
         earlier, interrupted sweep and uploaded anew by a writer): those are young, so they are
         spared (§9.4 step 5). Their mtimes come from one stat per blob, or on an object store
-        from one listing of blobs/ when that takes fewer requests, made just before the
+        from one listing of blobs/ and packs/ when that takes fewer requests, made just before the
         batch's delete."""
         workers = list_concurrency(self.backend)
         if workers > 1 and listing_rounds(stored, workers) < len(batch) / workers:
             wanted = set(batch)
-            listed = {i: info for i, info in self.store.list() if i in wanted}
+            listed = {i: info for i, info in self.store.list_objects() if i in wanted}
             infos = [listed.get(i) for i in batch]
         else:
-            infos = list(ordered_map(self.store.stat, batch, workers, 2 * workers, name="casbackup-gc-stat"))
+            infos = list(ordered_map(self.store.stat_object, batch, workers, 2 * workers, name="casbackup-gc-stat"))
         cutoff = self.backend.now() - self.grace
         keep = [i for i, info in zip(batch, infos) if info is None or info.mtime <= cutoff]
         self.report.rescued += len(batch) - len(keep)

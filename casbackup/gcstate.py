@@ -12,7 +12,7 @@ from typing import Any
 
 from .codec import ID_LEN, BlobType, Ref
 from .errors import BlobCorrupt
-from .store import BlobStore
+from .store import PACK_MEMBER, BlobStore, is_pack_member, pack_member
 
 # One item costs ~44 payload bytes: 32768 of them keep a part near 1.4 MiB.
 PART_ITEMS = 32768
@@ -20,15 +20,26 @@ KINDS = ("condemned", "sweeping")
 
 
 def _items(blob_id: str, body: Any, into: dict[str, float]) -> None:
-    for item in body["blobs"]:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes) and len(item[0]) == ID_LEN
-                and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)):
-            raise BlobCorrupt(blob_id, "malformed gc state item")
-        into[item[0].hex()] = float(item[1])
+    """Both lists of a part (FORMAT.md §12.7.2): loose blobs by ID, packs as pack members."""
+    if not isinstance(body.get("packs"), list):
+        raise BlobCorrupt(blob_id, "malformed gc state: no packs list")
+    for field, name in (("blobs", lambda h: h), ("packs", pack_member)):
+        for item in body[field]:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes) and len(item[0]) == ID_LEN
+                    and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)):
+                raise BlobCorrupt(blob_id, "malformed gc state item")
+            into[name(item[0].hex())] = float(item[1])
+
+
+def _part_body(kind: str, rows: list[tuple[str, float]]) -> dict[str, Any]:
+    return {"kind": kind,
+            "blobs": [[bytes.fromhex(m), t] for m, t in rows if not is_pack_member(m)],
+            "packs": [[bytes.fromhex(m[len(PACK_MEMBER):]), t] for m, t in rows if is_pack_member(m)]}
 
 
 def load_gcstate(store: BlobStore, blob_id: str | None) -> dict[str, float]:
-    """Blob id -> the storage time at which GC first found it unreferenced (all parts)."""
+    """Storage object (loose blob ID, or pack member) -> the storage time at which GC first found
+    it unreferenced (all parts)."""
     if blob_id is None:
         return {}
     refs, body = store.get_structured(Ref(BlobType.GCSTATE, blob_id))
@@ -61,10 +72,10 @@ def write_gcstate(store: BlobStore, kind: str, items: dict[str, float]) -> str |
     """Store a set (split into parts above PART_ITEMS); returns the blob the root names."""
     if not items:
         return None
-    rows = [[bytes.fromhex(i), t] for i, t in sorted(items.items())]
+    rows = sorted(items.items())
     if len(rows) <= PART_ITEMS:
-        return store.put_structured(BlobType.GCSTATE, [], {"kind": kind, "blobs": rows}).ref.id
-    part_refs = [store.put_structured(BlobType.GCSTATE, [], {"kind": kind, "blobs": rows[i:i + PART_ITEMS]}).ref
+        return store.put_structured(BlobType.GCSTATE, [], _part_body(kind, rows)).ref.id
+    part_refs = [store.put_structured(BlobType.GCSTATE, [], _part_body(kind, rows[i:i + PART_ITEMS])).ref
                  for i in range(0, len(rows), PART_ITEMS)]
     body = {"kind": kind, "parts": [bytes.fromhex(r.id) for r in part_refs]}
     return store.put_structured(BlobType.GCSTATE, part_refs, body).ref.id

@@ -11,7 +11,7 @@ CONFIG_KEY = "config"
 ROOT_KEY = "root"
 # create-only: blobs/<h[0:2]>/<h>, a blob whose ID is the 64-hex-digit h (§4)
 BLOB_PREFIX = "blobs/"
-# format v2 (spec/FORMAT-v2.md V§3, not written yet): packs/<p[0:2]>/<p>, a pack of blobs
+# format v2 (spec/FORMAT.md §12.3, not written yet): packs/<p[0:2]>/<p>, a pack of blobs
 PACK_PREFIX = "packs/"
 # mutable (CAS), deletable: pins/<pin-id>, a PIN record (§5.3)
 PIN_PREFIX = "pins/"

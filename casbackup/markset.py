@@ -1,9 +1,9 @@
-"""A compact mark set for gc at scale (spec/FORMAT-v2.md V§7.7): 8 bytes per blob, not ~90.
+"""A compact mark set for gc at scale (spec/FORMAT.md §12.7.7): 8 bytes per blob, not ~90.
 
 A Python set of 10^7 blob IDs takes about 1 GB; this keeps each ID's first 64 bits in 256 sorted
 arrays (one per first byte), about 80 MB at 10^7. A prefix collision can only make a dead blob
-look live, never the reverse, so gc stays safe (S4). Not wired into gc yet: format v2's pack-level
-liveness is what needs it (gc's walk still uses the exact set of walk.py in format v1).
+look live, never the reverse, so gc stays safe (S4). Not wired into gc yet: gc's mark still
+uses the exact set of walk.py (FORMAT.md §12.7.7 says what wiring it in takes).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""gc's decision for one pack (spec/FORMAT-v2.md V§7.3): young, condemn, repack or keep.
+"""gc's decision for one pack (spec/FORMAT.md §12.7.3): young, condemn, repack or keep.
 
 One pure function, so the rule is written once, tested by vectors (spec/vectors/gc-decisions.json)
-and explained in gc's report. Not wired into gc yet: format v2 is specified, not yet written.
+and used by gc to choose the packs it repacks.
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ class PackDecision(str, Enum):
 @dataclass(frozen=True)
 class PackFacts:
     mtime: float          # storage mtime of the pack
-    live: bool            # V§7.1: some retained or pinned generation locates a reachable blob in it
+    live: bool            # §12.7.1: some retained or pinned generation locates a reachable blob in it
     body_bytes: int       # sum of the TOC's blob lengths
     live_bytes: int       # sum of lengths of reachable blobs the head locates in it
     sweeping: bool = False  # the pack is in the root's sweeping set: the sweep decides its fate
 
 
 def decide(facts: PackFacts, now: float, grace: float, repack_below: float = DEFAULT_REPACK_BELOW) -> PackDecision:
-    """The first rule of V§7.3 that holds."""
+    """The first rule of §12.7.3 that holds."""
     if now - facts.mtime < grace:
         return PackDecision.YOUNG
     if not facts.live:

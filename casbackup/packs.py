@@ -1,9 +1,9 @@
-"""Pack files and blob locations (spec/FORMAT-v2.md V§3, V§4): the format v2 building block.
+"""Pack files and blob locations (spec/FORMAT.md §12.3, §12.4): the format v2 building block.
 
 A pack holds many blob envelopes back to back, then its table of contents (TOC) and a trailer,
 so a writer pays one create per ~16 MiB instead of one per blob, and `repair index` can rebuild
-locations from packs alone. This module only encodes and decodes; it is not wired into the
-store yet (FORMAT.md v1 is what lands on storage until format v2 lands as a whole).
+locations from packs alone. This module only encodes and decodes; the store reads locations,
+transactions fill packs.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .codec import (
     packb,
     unpackb,
 )
-from .errors import BlobCorrupt, UsageError
+from .errors import BlobCorrupt, PackCorrupt, UsageError
 from .layout import pack_key
 
 PACK_MAGIC = b"CASP"
@@ -39,6 +39,7 @@ PACKTOC_TYPE = 0x14            # the TOC's envelope type byte (never a blob or r
 MAX_PACK_BLOBS = 65536         # readers refuse more
 WRITE_PACK_BLOBS = 32768       # writers close a pack at this many blobs
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+LOCATIONS_NAMESPACE = "_blobs"  # the index entries that locate packed blobs (§12.4)
 MIN_PACK_SIZE, MAX_PACK_SIZE = 1024 * 1024, 1024 * 1024 * 1024
 MIN_BLOB_LEN = HEADER_LEN + CHECKSUM_LEN
 MAX_BLOB_LEN = MAX_PAYLOAD + MIN_BLOB_LEN + 1024  # a raw payload stored uncompressed, plus framing
@@ -66,7 +67,7 @@ def new_pack_id() -> str:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a packed blob's envelope is: the value of its `_blobs` index entry (V§4)."""
+    """Where a packed blob's envelope is: the value of its `_blobs` index entry (§12.4)."""
 
     type: BlobType
     pack: str
@@ -78,7 +79,7 @@ class Location:
 
     @classmethod
     def from_value(cls, raw: bytes, name: str) -> "Location":
-        """Decode an entry value; BlobCorrupt naming `name` (the blob) if it breaks V§4."""
+        """Decode an entry value; BlobCorrupt naming `name` (the blob) if it breaks §12.4."""
         return cls.from_wire(unpackb(raw, name), name)
 
     @classmethod
@@ -142,7 +143,7 @@ class PackBuilder:
         return list(self._items)
 
     def finish(self, level: int | None = 3) -> bytes:
-        """The whole pack: header, blobs, TOC envelope, trailer (V§3)."""
+        """The whole pack: header, blobs, TOC envelope, trailer (§12.3)."""
         if not self._items:
             raise UsageError("an empty pack is never written")
         toc = envelope(PACKTOC_TYPE, packb({
@@ -159,20 +160,28 @@ def _pack_name(pack_id: str) -> str:
 
 def toc_span(pack_id: str, trailer: bytes, size: int) -> tuple[int, int]:
     """(offset, length) of the TOC envelope from the pack's last TRAILER_LEN bytes."""
-    name = _pack_name(pack_id)
     if size < PACK_HEADER_LEN + MIN_BLOB_LEN + TRAILER_LEN or len(trailer) != TRAILER_LEN:
-        raise BlobCorrupt(name, f"truncated: {size} bytes cannot hold a pack")
+        raise PackCorrupt(pack_id, f"truncated: {size} bytes cannot hold a pack")
     if trailer[4:] != TRAILER_MAGIC:
-        raise BlobCorrupt(name, "bad trailer magic")
+        raise PackCorrupt(pack_id, "bad trailer magic")
     (toc_len,) = struct.unpack("<I", trailer[:4])
     start = size - TRAILER_LEN - toc_len
     if toc_len < MIN_BLOB_LEN or start < PACK_HEADER_LEN:
-        raise BlobCorrupt(name, f"TOC length {toc_len} does not fit a pack of {size} bytes")
+        raise PackCorrupt(pack_id, f"TOC length {toc_len} does not fit a pack of {size} bytes")
     return start, toc_len
 
 
 def parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
-    """Verify and decode a TOC envelope; every layout rule of V§3 is checked here."""
+    """Verify and decode a TOC envelope; every layout rule of §12.3 is checked here (PackCorrupt)."""
+    try:
+        return _parse_toc(pack_id, stored_toc, toc_start)
+    except PackCorrupt:
+        raise
+    except BlobCorrupt as exc:
+        raise PackCorrupt(pack_id, exc.reason) from None
+
+
+def _parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
     name = _pack_name(pack_id)
     kind, payload = open_envelope(stored_toc, name)
     if kind != PACKTOC_TYPE:
@@ -225,17 +234,16 @@ def read_toc(backend: Backend, pack_id: str, size: int) -> tuple[PackClass, list
 def split_pack(pack_id: str, data: bytes) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
     """A whole pack's class and its (item, stored envelope) pairs, every layout rule checked;
     each envelope still needs decode_blob (check --read-data does both)."""
-    name = _pack_name(pack_id)
     if data[:4] != PACK_MAGIC or len(data) < PACK_HEADER_LEN:
-        raise BlobCorrupt(name, "bad pack magic")
+        raise PackCorrupt(pack_id, "bad pack magic")
     if data[4] != PACK_VERSION:
-        raise BlobCorrupt(name, f"pack version {data[4]} is not {PACK_VERSION}")
+        raise PackCorrupt(pack_id, f"pack version {data[4]} is not {PACK_VERSION}")
     if data[6:8] != b"\0\0":
-        raise BlobCorrupt(name, "reserved header bytes are not zero")
+        raise PackCorrupt(pack_id, "reserved header bytes are not zero")
     start, length = toc_span(pack_id, data[-TRAILER_LEN:], len(data))
     pack_class, items = parse_toc(pack_id, data[start:start + length], start)
     if data[5] != pack_class:
-        raise BlobCorrupt(name, f"header class {data[5]} differs from the TOC's {int(pack_class)}")
+        raise PackCorrupt(pack_id, f"header class {data[5]} differs from the TOC's {int(pack_class)}")
     view = memoryview(data)
     return pack_class, ((i, bytes(view[i.location.offset:i.location.offset + i.location.length])) for i in items)
 
@@ -249,13 +257,13 @@ def read_blob(backend: Backend, blob_id: str, loc: Location) -> bytes:
 
 
 def location_key(blob_id: str) -> str:
-    """The `_blobs` entry key of a blob: its ID, so entries sort by ID (V§4)."""
+    """The `_blobs` entry key of a blob: its ID, so entries sort by ID (§12.4)."""
     if not is_blob_id(blob_id):
         raise UsageError(f"{blob_id!r} is not a blob ID")
     return blob_id
 
 
 __all__ = [
-    "DEFAULT_PACK_SIZE", "Location", "PACKED_TYPES", "PackBuilder", "PackClass", "TocItem",
+    "DEFAULT_PACK_SIZE", "LOCATIONS_NAMESPACE", "Location", "PACKED_TYPES", "PackBuilder", "PackClass", "TocItem",
     "location_key", "new_pack_id", "parse_toc", "read_blob", "read_toc", "split_pack", "toc_span",
 ]

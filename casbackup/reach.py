@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from .codec import BlobType, Ref
-from .errors import BlobMissing
+from .errors import BlobCorrupt, BlobMissing
+from .packs import LOCATIONS_NAMESPACE, Location
 from .pins import PinState
 from .records import Generation, Root
 from .repository import Repository
+from .store import pack_member
 from .walk import Walker, chain
 
 # The owner a pin's walk passes: what it names may be gone (see walk_root).
@@ -30,6 +32,7 @@ class Reachability:
         # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
         # whose subtrees are gone; walking past them must not stop gc.
         self.known_missing = set(known_missing)
+        self.live_bytes: dict[str, int] = {}  # pack -> bytes of reachable blobs the head locates in it
 
     def _missing(self, ref: Ref, exc: BlobMissing, owner: Any) -> None:
         if owner != _PIN and ref.id not in self.known_missing:
@@ -78,4 +81,36 @@ class Reachability:
                 self.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
                           tolerate_missing=True)
         self.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
+        self.mark_packs(gens + [g for g in (self._pinned_generation(p, now) for p in pins) if g is not None])
         return gens
+
+    def _pinned_generation(self, pin: PinState, now: float) -> Generation | None:
+        if not pin.live(now) or pin.record is None:
+            return None
+        try:
+            return self.repo.load_generation(pin.record.generation)
+        except BlobMissing:
+            return None  # collected before the pin was written (see walk_root)
+
+    def mark_packs(self, gens: Iterable[Generation]) -> None:
+        """Live packs (FORMAT.md §12.7.1), added to `seen` as pack members; `live_bytes` tallies
+        what the head (the first generation) locates there."""
+        self.live_bytes = live_packs(self.repo, gens, self.seen)
+        self.seen.update(pack_member(p) for p in self.live_bytes)
+
+
+def live_packs(repo: Repository, gens: Iterable[Generation], reached: set[str]) -> dict[str, int]:
+    """Packs some generation of `gens` locates a blob of `reached` in (each distinct index page
+    scanned once), with the bytes of those blobs that the first generation locates there."""
+    seen_pages: set[str] = set()
+    live: dict[str, int] = {}
+    for n, gen in enumerate(gens):
+        for e in repo.index.scan_namespace(gen.index, LOCATIONS_NAMESPACE, gen.id, seen_pages):
+            if e.key not in reached or e.value is None:
+                continue
+            try:
+                loc = Location.from_value(e.value, e.key)
+            except BlobCorrupt as exc:
+                raise BlobCorrupt(e.key, exc.reason, gen.id) from None
+            live[loc.pack] = live.get(loc.pack, 0) + (loc.length if n == 0 else 0)
+    return live

@@ -16,6 +16,7 @@ from .chunklist import read_stream
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing, CommitConflict, KeyMissing, LeaseExpired, NotFound, WriteRefused
 from .layout import PIN_PREFIX, pin_id_of, pin_key
+from .packs import LOCATIONS_NAMESPACE
 from .pins import Lease, _margin, new_pin, read_pin
 from .records import Generation, Root
 from .steps import Step, Steps
@@ -146,14 +147,17 @@ class Reader:
         return io.BufferedReader(_PieceReader(self.iter_value(e)), buffer_size=1024 * 1024)
 
     def list(self, namespace: str | None = None, prefix: str = "") -> Iterator[Entry]:
-        """Entries in key order, lazily (a generation may hold millions): all of them, one
-        namespace's, or its keys under `prefix`. Page fetches keep checking the lease."""
+        """Entries in key order, lazily (a generation may hold millions): all of them but the
+        blob locations (`_blobs`), one namespace's, or its keys under `prefix`. Page fetches keep
+        checking the lease."""
         self._guard()
         start = (namespace or "", prefix if namespace is not None else "")
         try:
             for n, e in enumerate(self.repo.index.iterate(self.generation.index, start, self.generation.id)):
                 if namespace is not None and (e.namespace != namespace or not e.key.startswith(prefix)):
                     break
+                if namespace is None and e.namespace == LOCATIONS_NAMESPACE:
+                    continue  # the index's own (FORMAT.md §12.4): listed only when asked by name
                 if not n & 1023:  # every page fetch is guarded too: a missing blob checks the lease
                     self._guard()
                 yield e

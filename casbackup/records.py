@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from .codec import ID_LEN, MAX_PAYLOAD, BlobType, RecordType, Ref, decode_record, encode_record, is_blob_id
 from .errors import BlobCorrupt, RecordCorrupt, UnsupportedFormat, UsageError
+from .packs import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
 from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY  # noqa: F401 - re-exported: keys live in layout
-REPO_FORMAT = 1
+REPO_FORMAT = 2
 ID_MODES = ("blake3",)  # "blake3-keyed" arrives with encryption
 
 
@@ -116,6 +117,7 @@ class Config(_Record):
     chunk_min: int = 256 * 1024
     chunk_avg: int = 1024 * 1024
     chunk_max: int = 4 * 1024 * 1024
+    pack_size: int = DEFAULT_PACK_SIZE  # the size writers close a pack at (FORMAT.md §12.3)
     KIND: ClassVar[RecordType] = RecordType.CONFIG
     SIGNED: ClassVar[frozenset[str]] = frozenset({"compression_level"})  # zstd has negative levels
 
@@ -127,6 +129,8 @@ class Config(_Record):
         if not 64 <= self.chunk_min <= self.chunk_avg <= self.chunk_max <= MAX_PAYLOAD:
             return (f"chunk sizes {self.chunk_min}/{self.chunk_avg}/{self.chunk_max} are not "
                     f"64 <= min <= avg <= max <= {MAX_PAYLOAD}")
+        if not MIN_PACK_SIZE <= self.pack_size <= MAX_PACK_SIZE:
+            return f"pack_size {self.pack_size} is not within {MIN_PACK_SIZE}..{MAX_PACK_SIZE}"
         return None
 
     @classmethod

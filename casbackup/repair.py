@@ -18,6 +18,7 @@ from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, KeyM
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, acquire_gc_lease, release_gc_lease
 from .layout import ROOT_KEY
+from .packs import LOCATIONS_NAMESPACE
 from .records import Generation, Root, new_write_id
 from .repository import Repository, location
 from .walk import Walker, chain
@@ -212,9 +213,23 @@ class BlobRepair:
         return asdict(self)
 
 
+def _stored_envelope(repo: Repository, blob_id: str) -> bytes | None:
+    """A loose blob's stored bytes, or a packed blob's at the place the head locates it."""
+    stored = repo.store.get_stored(blob_id)
+    if stored is not None:
+        return stored
+    loc = repo.locate(repo.read_root()[0].generation, blob_id)
+    if loc is None:
+        return None
+    try:
+        return repo.store.get_at(Ref(loc.type, blob_id), loc)
+    except (BlobMissing, BlobCorrupt):
+        return None
+
+
 def _reread(repo: Repository, blob_id: str, validators: Mapping[BlobType, Validator]) -> tuple[str, str | None]:
     """(type name, why it fails) from a fresh read of the stored bytes; None: it verifies now."""
-    stored = repo.store.get_stored(blob_id)
+    stored = _stored_envelope(repo, blob_id)
     if stored is None:
         return "?", "missing"
     try:
@@ -332,7 +347,7 @@ def _find_damaged_entries(repo: Repository, bad: Mapping[str, object], out: Blob
             raise CheckFailed(f"the head generation's own metadata blob {broken[0]} is damaged; repair blobs cannot "
                               "rebuild it. Install an older complete generation instead (repair root --generation)")
         say("finding the entries whose data reached a damaged blob")
-        entries = [e for e in snap.list() if e.namespace != DAMAGE_NAMESPACE]
+        entries = [e for e in snap.list() if e.namespace not in (DAMAGE_NAMESPACE, LOCATIONS_NAMESPACE)]
         for e, hits in zip(entries, _damage_reach(repo, entries, set(bad), head.id)):
             if hits:
                 out.damaged_entries.append({"namespace": e.namespace, "key": e.key, "blobs": sorted(hits)})
@@ -342,13 +357,19 @@ def _apply_blob_repair(repo: Repository, bad: dict[str, tuple[str, str, str]], o
                        say: Progress) -> None:
     """Under the gc lease: delete the bad stored blobs through the sweep protocol, then commit
     the damage records in one transaction."""
-    doomed = sorted(i for i, (_t, _r, w) in bad.items() if w != "missing")
+    head = repo.read_root()[0].generation
+    # Format v2: a bad packed blob is not deleted (its pack holds others); its location is removed
+    # in the repair commit, so the next backup stores it anew. Loose ones go through the sweep.
+    unlocated = sorted(i for i in bad if repo.locate(head, i) is not None)
+    doomed = sorted(i for i, (_t, _r, w) in bad.items() if w != "missing" and i not in unlocated)
     lease = acquire_gc_lease(repo.backend, monotonic=repo.monotonic)
     try:
         if doomed:
             _remove(repo, lease, doomed, say)
         now = repo.backend.now()
         with repo.transaction("repair blobs") as txn:
+            for i in unlocated:
+                txn.delete(LOCATIONS_NAMESPACE, i)
             for i, (t, r, _w) in sorted(bad.items()):
                 txn.put(DAMAGE_NAMESPACE, blob_record_key(i), DamagedBlob(i, t, r, now).value())
             for d in out.damaged_entries:

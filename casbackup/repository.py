@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from .backends.base import Backend, location
-from .btree import BTree
+from .btree import BTree, Entry
 from .codec import BlobType, Ref
 from .errors import (
     BackendError,
+    BlobCorrupt,
     BlobMissing,
     CapabilityError,
     EtagMismatch,
@@ -27,6 +28,7 @@ from .errors import (
     UsageError,
 )
 from .layout import BLOB_PREFIX, CONFIG_KEY, ROOT_KEY, selftest_key
+from .packs import LOCATIONS_NAMESPACE, Location
 from .pins import DEFAULT_PIN_TTL
 from .reader import (PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUESTS, Reader, attach, open_pinned_steps,
                      open_unpinned)
@@ -75,6 +77,7 @@ class Repository:
         self.config = config
         self.writable = writable
         self.store = BlobStore(backend, level=config.compression_level)
+        self.store.locator = self.locate
         self.index = BTree(self.store)  # the entry B+tree (spec §6.2)
         self.root = RootRecord(backend, lambda gen_id: self.load_generation(gen_id).parent)
         self.monotonic = monotonic
@@ -150,6 +153,11 @@ class Repository:
         refs, body = self.store.get_structured(Ref(BlobType.GENERATION, gen_id), gen_id)
         return Generation.from_body(gen_id, refs, body)
 
+    def locate(self, gen_id: str, blob_id: str) -> Location | None:
+        """Where generation `gen_id` says a packed blob is (its `_blobs` entry, FORMAT.md §12.4)."""
+        gen = self.load_generation(gen_id)
+        return location_of(self.index.get(gen.index, LOCATIONS_NAMESPACE, blob_id, gen_id), blob_id, gen_id)
+
     def _write_generation(self, seq: int, parent: str | None, index: Ref | None, entries: int, write_id: str,
                           message: str) -> Generation:
         draft = Generation("", seq, parent, index, entries, self.backend.now(), write_id, message)
@@ -221,6 +229,18 @@ class Repository:
                 txn.delete(ns, key)
         assert txn.result is not None
         return txn.result
+
+
+def location_of(entry: Entry | None, blob_id: str, gen_id: str) -> Location | None:
+    """A `_blobs` entry's location; BlobCorrupt (naming the blob and generation) if it breaks §12.4."""
+    if entry is None:
+        return None
+    if entry.value is None or entry.refs:
+        raise BlobCorrupt(blob_id, "its location entry has refs or no inline value", gen_id)
+    try:
+        return Location.from_value(entry.value, blob_id)
+    except BlobCorrupt as exc:
+        raise BlobCorrupt(blob_id, exc.reason, gen_id) from None
 
 
 def self_test(backend: Backend, unsafe_single_writer: bool = False) -> None:

@@ -28,6 +28,8 @@ class Step(str, Enum):
     PLANNED = "planned"
     DELETED = "deleted"
     CLEAR_CAS = "clear-cas"
+    PRUNE_COMMIT = "prune-commit"  # format v2: removing locations of deleted packs
+    REPACK_COMMIT = "repack-commit"  # format v2: moving live blobs out of sparse packs
 
     @property
     def waits(self) -> bool:

@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .backends.base import Backend, ObjectInfo, delete_keys
 from .backends.listing import HEX_FANOUT, fanout_prefixes, list_concurrency, list_prefixes
@@ -23,10 +23,28 @@ from .codec import (
     unpack_structured,
 )
 from .cas import resolve
-from .errors import BlobCorrupt, BlobMissing, KeyMissing
-from .layout import BLOB_PREFIX, blob_key
+from .errors import BlobCorrupt, BlobMissing, KeyMissing, UsageError
+from .layout import BLOB_PREFIX, PACK_PREFIX, blob_key, pack_key
+from .packs import PACKED_TYPES, Location, PackBuilder, read_blob
 
-__all__ = ["BLOB_PREFIX", "BlobStore", "PutResult", "blob_key"]
+__all__ = ["BLOB_PREFIX", "BlobStore", "Locator", "PACK_MEMBER", "PutResult", "blob_key", "is_pack_member", "pack_member"]
+
+# A gc set names storage objects: a loose blob by its ID, a pack as "pack:<id>" (FORMAT.md §12.7.2
+# stores them in two lists; in memory one dict of either kind keeps gc's set logic unchanged).
+PACK_MEMBER = "pack:"
+
+
+def pack_member(pack_id: str) -> str:
+    return PACK_MEMBER + pack_id
+
+
+def is_pack_member(member: str) -> bool:
+    return member.startswith(PACK_MEMBER)
+
+
+# Where a packed blob is in one generation (FORMAT.md §12.5): set by the repository, which owns
+# generations and their index; the store only reads the range it is given.
+Locator = Callable[[str, str], "Location | None"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,7 @@ class BlobStore:
         self._cache_max_entry = cache_bytes // CACHE_ENTRY_FRACTION
         self._cached_bytes = 0
         self._cache_lock = threading.Lock()
+        self.locator: Locator | None = None
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -83,20 +102,55 @@ class BlobStore:
         return self.put(blob_type, pack_structured(refs, body, blob_type))
 
     def put_encoded(self, blob: EncodedBlob) -> PutResult:
+        """A loose blob (PAGE, GENERATION, GCSTATE); packed types go into a transaction's packs."""
+        if blob.type in PACKED_TYPES:
+            raise UsageError(f"a {blob.type.name} blob is stored in a pack, through a transaction")
         key = blob_key(blob.id)
         # A lost reply is resolved by asking again: create-if-absent of identical bytes is
         # idempotent, and a repeat that finds our own first attempt answers "existed".
         created = resolve(lambda: self.backend.create(key, blob.stored), lambda: None, f"the upload of blob {blob.id}")
         return PutResult(Ref(blob.type, blob.id), created, len(blob.stored))
 
+    def put_pack(self, pack: PackBuilder) -> int:
+        """Write a finished pack with one create (§12.3); returns its size. A lost reply is asked
+        again: the name is random, so "exists" can only be our own first attempt."""
+        data = pack.finish(self.level)
+        resolve(lambda: self.backend.create(pack_key(pack.pack_id), data), lambda: None, f"the upload of pack {pack.pack_id}")
+        return len(data)
+
     # ---- reads -------------------------------------------------------------------------
+
+    def locate(self, ref: Ref, generation: str | None) -> Location:
+        """Where a packed blob is in `generation` (its own index, never another's: §12.5)."""
+        if generation is None or self.locator is None:
+            raise UsageError(f"a {ref.type.name} blob is read through the generation that locates it")
+        loc = self.locator(generation, ref.id)
+        if loc is None:
+            raise BlobMissing(ref.id, generation)
+        if loc.type != ref.type:
+            raise BlobCorrupt(ref.id, f"located as a {loc.type.name} blob, referenced as {ref.type.name}", generation)
+        return loc
+
+    def _stored(self, ref: Ref, generation: str | None) -> bytes:
+        if ref.type in PACKED_TYPES:
+            return self.get_at(ref, self.locate(ref, generation), generation)
+        try:
+            return self.backend.get(blob_key(ref.id))
+        except KeyMissing:
+            raise BlobMissing(ref.id, generation) from None
+
+    def get_at(self, ref: Ref, loc: Location, generation: str | None = None) -> bytes:
+        """The stored envelope at a known location, unverified; BlobMissing if its pack is gone."""
+        try:
+            return read_blob(self.backend, ref.id, loc)
+        except KeyMissing:
+            raise BlobMissing(ref.id, generation) from None
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(ref.id, exc.reason, generation) from None
 
     def get(self, ref: Ref, generation: str | None = None) -> bytes:
         """Verified payload of a blob; BlobMissing / BlobCorrupt name the blob and generation."""
-        try:
-            stored = self.backend.get(blob_key(ref.id))
-        except KeyMissing:
-            raise BlobMissing(ref.id, generation) from None
+        stored = self._stored(ref, generation)
         try:
             _, payload = decode_blob(ref.id, stored, ref.type)
         except BlobCorrupt as exc:
@@ -174,6 +228,42 @@ class BlobStore:
             return None
         return head[5]
 
+    def list_packs(self) -> Iterator[tuple[str, ObjectInfo]]:
+        """(pack id, info) for every stored pack; foreign keys under packs/ are skipped."""
+        for info in self._list_keys(PACK_PREFIX):
+            name = info.key.rsplit("/", 1)[-1]
+            if is_blob_id(name) and info.key == pack_key(name):
+                yield name, info
+
+    def stat_pack(self, pack_id: str) -> ObjectInfo | None:
+        try:
+            return self.backend.stat(pack_key(pack_id))
+        except KeyMissing:
+            return None
+
+    def delete_pack(self, pack_id: str) -> None:
+        self.backend.delete(pack_key(pack_id))
+
+    # ---- storage objects: what gc deletes (a loose blob, or a pack as "pack:<id>") ----------
+
+    def stat_object(self, member: str) -> ObjectInfo | None:
+        return self.stat_pack(member[len(PACK_MEMBER):]) if is_pack_member(member) else self.stat(member)
+
+    def exists_object(self, member: str) -> bool:
+        return self.stat_object(member) is not None
+
+    def delete_object(self, member: str) -> None:
+        if is_pack_member(member):
+            self.delete_pack(member[len(PACK_MEMBER):])
+        else:
+            self.delete(member)
+
+    def list_objects(self) -> Iterator[tuple[str, ObjectInfo]]:
+        """Every storage object gc may delete: loose blobs by ID, packs as pack members."""
+        yield from self.list()
+        for pack_id, info in self.list_packs():
+            yield pack_member(pack_id), info
+
     def list(self) -> Iterator[tuple[str, ObjectInfo]]:
         """(blob id, info) for every stored blob; foreign keys under blobs/ are skipped."""
         for info in self._list_keys():
@@ -181,30 +271,32 @@ class BlobStore:
             if is_blob_id(name) and info.key == blob_key(name):
                 yield name, info
 
-    def _list_keys(self) -> Iterator[ObjectInfo]:
-        """The listing of blobs/. On an object store, a listing longer than FANOUT_AFTER_PAGES
+    def _list_keys(self, prefix: str = BLOB_PREFIX) -> Iterator[ObjectInfo]:
+        """The listing of blobs/ (or packs/). On an object store, a listing longer than FANOUT_AFTER_PAGES
         pages is redone as the 256 fan-out folders listed concurrently (every blob key is in one
         of them, so the merged listing is the same, in the same order)."""
         workers = list_concurrency(self.backend)
         if workers == 1:
-            yield from self.backend.list(BLOB_PREFIX)
+            yield from self.backend.list(prefix)
             return
-        plain = self.backend.list(BLOB_PREFIX)
+        plain = self.backend.list(prefix)
         first = list(islice(plain, LISTING_PAGE * FANOUT_AFTER_PAGES))
         if len(first) < LISTING_PAGE * FANOUT_AFTER_PAGES:  # the whole listing fitted
             yield from first
             return
         del first, plain  # abandoned: the concurrent listing starts over
-        yield from list_prefixes(self.backend, fanout_prefixes(BLOB_PREFIX), workers)
+        yield from list_prefixes(self.backend, fanout_prefixes(prefix), workers)
 
     def delete(self, blob_id: str) -> None:
         self.delete_many([blob_id])
 
     def delete_many(self, blob_ids: Sequence[str]) -> None:
-        """Delete blobs in the backend's batches (one request per batch on object stores)."""
+        """Delete storage objects (loose blobs, pack members) in the backend's batches (one
+        request per batch on object stores)."""
         with self._cache_lock:
             for blob_id in blob_ids:
                 old = self._cache.pop(blob_id, None)
                 if old is not None:
                     self._cached_bytes -= old[1]
-        delete_keys(self.backend, [blob_key(i) for i in blob_ids])
+        delete_keys(self.backend, [pack_key(i[len(PACK_MEMBER):]) if is_pack_member(i) else blob_key(i)
+                                   for i in blob_ids])

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
-from .codec import BlobType, Ref
+from .codec import BlobType, EncodedBlob, Ref, decode_blob, encode_blob, pack_structured
 from .errors import CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
 from .steps import Step, Steps
-from .store import PutResult
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, PackBuilder, PackClass
+from .store import PACK_MEMBER, PutResult, is_pack_member, pack_member
 
 if TYPE_CHECKING:
     from .repository import Repository
 
 COMMIT_TIMEOUT = 300.0
+# A long transaction publishes the locations of the packs it wrote every this many packed bytes
+# (a checkpoint commit of `_blobs` entries only), so an interrupted backup's data is found and
+# reused by the next run instead of stored again (FORMAT.md §12.6).
+CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 # Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
 # larger, a FILE (chunklist.py) of VALUE_PIECE-byte CHUNK blobs, so any size round-trips.
@@ -61,24 +67,110 @@ class Transaction:
         self.ops: dict[tuple[str, str], Op] = {}
         self.expect_absent: set[tuple[str, str]] = set()
         self.expect_present: set[tuple[str, str]] = set()  # replace-style updates (files `tag`)
+        # Ops that apply only while the head still holds the expected value (gc's location
+        # updates, FORMAT.md §12.7.4-§12.7.5): re-checked on every rebase, skipped when it moved.
+        self.conditional: dict[tuple[str, str], tuple[Op, bytes]] = {}
         self.touched: set[Ref] = set()
         self.result: Generation | None = None
         self._done = False
-        self._waited_for_sweep: set[str] = set()  # blobs a sweep held back; checked once it ends
+        self._waited_for_sweep: set[str] = set()  # objects a sweep held back; checked once it ends
+        # Packed blobs this transaction stored, where (FORMAT.md §12.6): the commit locates them.
+        self.stored: dict[str, Location] = {}
+        self._open_packs: dict[PackClass, PackBuilder] = {}
+        self._pack_lock = threading.Lock()
+        self.packs_written = 0
+        self._blob_in_pack: dict[str, str] = {}  # a touched blob of each touched pack (messages)
+        self._ttl = ttl
+        self._unpublished: dict[str, Location] = {}  # in written packs, not yet in a checkpoint
+        self._unpublished_bytes = 0
 
     # -- staging --
     def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
         self.base._guard()
+        if blob_type in PACKED_TYPES:
+            return self._put_packed(encode_blob(blob_type, payload, self.repo.store.level))
         res = self.repo.store.put(blob_type, payload)
         self.touched.add(res.ref)
         return res
 
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
         self.base._guard()
-        res = self.repo.store.put_structured(blob_type, refs, body)
-        self.touched.add(res.ref)
+        if blob_type in PACKED_TYPES:
+            res = self._put_packed(encode_blob(blob_type, pack_structured(refs, body, blob_type), self.repo.store.level))
+        else:
+            res = self.repo.store.put_structured(blob_type, refs, body)
+            self.touched.add(res.ref)
         self.touched.update(refs)
         return res
+
+    def is_stored(self, ref: Ref) -> bool:
+        """Dedup without a request (§12.6 step 1): the pinned base locates it, or our packs hold it."""
+        if ref.type not in PACKED_TYPES:
+            return self.repo.store.exists(ref.id)
+        return ref.id in self.stored or self.repo.locate(self.base.generation.id, ref.id) is not None
+
+    def _put_packed(self, blob: EncodedBlob) -> PutResult:
+        ref = Ref(blob.type, blob.id)
+        self.touched.add(ref)
+        if self.is_stored(ref):
+            return PutResult(ref, False, len(blob.stored))
+        full = None
+        with self._pack_lock:
+            if blob.id in self.stored:
+                return PutResult(ref, False, len(blob.stored))
+            pack_class = PACKED_TYPES[blob.type]
+            builder = self._open_packs.setdefault(pack_class, PackBuilder(pack_class))
+            self.stored[blob.id] = builder.add(blob)
+            if builder.full(self.repo.config.pack_size):
+                full = self._open_packs.pop(pack_class)
+        if full is not None:
+            self._write_pack(full)
+        return PutResult(ref, True, len(blob.stored))
+
+    def repack_blob(self, blob_id: str, old: Location) -> Location:
+        """Copy a stored blob (verified against its ID) into this transaction's packs, whether
+        or not the base locates it: gc's repack (§12.7.4). Returns its new location."""
+        ref = Ref(old.type, blob_id)
+        stored = self.repo.store.get_at(ref, old, self.base.generation.id)
+        decode_blob(blob_id, stored, old.type)
+        blob = EncodedBlob(blob_id, old.type, stored, 0)
+        full = None
+        with self._pack_lock:
+            pack_class = PACKED_TYPES[blob.type]
+            builder = self._open_packs.setdefault(pack_class, PackBuilder(pack_class))
+            loc = self.stored[blob_id] = builder.add(blob)
+            if builder.full(self.repo.config.pack_size):
+                full = self._open_packs.pop(pack_class)
+        if full is not None:
+            self._write_pack(full, checkpoint=False)
+        return loc
+
+    def _write_pack(self, pack: PackBuilder, checkpoint: bool = True) -> None:
+        self.base._guard()
+        size = self.repo.store.put_pack(pack)
+        with self._pack_lock:
+            self.packs_written += 1
+            self._unpublished.update((i.id, i.location) for i in pack.items())
+            self._unpublished_bytes += size
+            due = checkpoint and self._unpublished_bytes >= CHECKPOINT_BYTES
+            if due:
+                ready, self._unpublished, self._unpublished_bytes = self._unpublished, {}, 0
+        if due:
+            self._checkpoint(ready)
+
+    def _checkpoint(self, ready: dict[str, Location]) -> None:
+        """Publish where these blobs are, in a commit of their own (nothing else in it)."""
+        ck = Transaction(self.repo, f"checkpoint: {self.message}"[:200], self._ttl)
+        ck.stored.update(ready)
+        ck.use(Ref(loc.type, blob_id) for blob_id, loc in ready.items())
+        ck.commit()
+
+    def flush(self) -> None:
+        """Write the open packs, so every blob staged so far is durable (commit does it first)."""
+        with self._pack_lock:
+            packs, self._open_packs = list(self._open_packs.values()), {}
+        for pack in packs:
+            self._write_pack(pack, checkpoint=False)  # the commit itself publishes them
 
     def use(self, refs: Iterable[Ref]) -> None:
         """Declare blobs this transaction references without uploading them (dedup)."""
@@ -135,6 +227,8 @@ class Transaction:
     @staticmethod
     def _check_entry(namespace: str, key: str, refs: Iterable[Ref]) -> tuple[Ref, ...]:
         _validate_name("namespace", namespace)
+        if namespace == LOCATIONS_NAMESPACE:
+            raise UsageError(f"namespace {LOCATIONS_NAMESPACE} holds the index's blob locations; only commits write it")
         _validate_name("key", key)
         out = tuple(sorted(set(refs)))
         if len(out) > MAX_ENTRY_REFS:
@@ -149,6 +243,22 @@ class Transaction:
         self.ops[(namespace, key)] = Op(namespace, key, entry)
         if if_absent:
             self.expect_absent.add((namespace, key))
+
+    def delete_if_value(self, namespace: str, key: str, expected: bytes) -> None:
+        """Remove a key only if, at commit, its inline value is still `expected`."""
+        self.conditional[(namespace, key)] = (Op(namespace, key, None), expected)
+
+    def put_if_value(self, namespace: str, key: str, value: bytes, expected: bytes) -> None:
+        """Replace a key's inline value only if, at commit, it is still `expected`."""
+        self.conditional[(namespace, key)] = (Op(namespace, key, Entry(namespace, key, value, None, ())), expected)
+
+    def _conditional_ops(self, head: Generation) -> list[Op]:
+        ops = []
+        for (ns, key), (op, expected) in self.conditional.items():
+            current = self.repo.index.get(head.index, ns, key, head.id)
+            if current is not None and current.value == expected:
+                ops.append(op)
+        return ops
 
     def delete(self, namespace: str, key: str) -> None:
         """Stage removing a key from the live set (absent keys are fine); gc reclaims its
@@ -195,17 +305,21 @@ class Transaction:
         repo = self.repo
         self._waited_for_sweep = set()
         try:
+            self.flush()
             while True:
                 self.base._guard()
                 root, etag = repo.read_root()
                 head = repo.load_generation(root.generation)
                 self._check_expectations(head)
-                new_index, delta, pages = repo.index.apply(head.index, list(self.ops.values()))
-                touched = {r.id for r in self.touched} | {r.id for r in pages}
+                located, touched_packs = self._locations(head)
+                ops = list(self.ops.values()) + located + self._conditional_ops(head)
+                new_index, delta, pages = repo.index.apply(head.index, ops)
+                touched = ({r.id for r in self.touched if r.type not in PACKED_TYPES} | {r.id for r in pages}
+                           | {pack_member(p) for p in touched_packs})
                 if not self._sweep_barrier(root, touched):
                     yield Step.WAIT_SWEEP
                     continue
-                self._recheck_epoch(root)
+                self._recheck_epoch(root, touched)
                 condemned_id = self._rescue(root, touched)
                 write_id = new_write_id()
                 gen = repo._write_generation(root.seq + 1, root.generation, new_index, head.entries + delta, write_id,
@@ -220,6 +334,29 @@ class Transaction:
         finally:
             self._done = True
             self.base.close()
+
+    def _locations(self, head: Generation) -> tuple[list[Op], set[str]]:
+        """§12.6 steps 3-4 on this rebase: the `_blobs` entries to write (blobs we stored, where the
+        head does not already say so; touched blobs whose entry gc removed) and the touched packs."""
+        ops: list[Op] = []
+        packs: set[str] = set()
+        for ref in self.touched:
+            if ref.type not in PACKED_TYPES:
+                continue
+            head_loc = self.repo.locate(head.id, ref.id)
+            # Our own copy when we stored one (always there: we wrote it), else the head's entry,
+            # else (gc forgot it) the base's: FORMAT.md §12.6 step 3.
+            loc = self.stored.get(ref.id) or head_loc
+            if loc is None:
+                loc = self.repo.locate(self.base.generation.id, ref.id)
+                if loc is None:
+                    raise CommitConflict(f"blob {ref.id} is referenced but stored nowhere: it was never uploaded, "
+                                         "or gc removed it; run the command again")
+            if loc != head_loc:
+                ops.append(Op(LOCATIONS_NAMESPACE, ref.id, Entry(LOCATIONS_NAMESPACE, ref.id, loc.to_value(), None, ())))
+            packs.add(loc.pack)
+            self._blob_in_pack.setdefault(loc.pack, ref.id)
+        return ops, packs
 
     def _check_expectations(self, head: Generation) -> None:
         """Conflicts: an if_absent key must still be absent, a replaced key still present."""
@@ -243,13 +380,13 @@ class Transaction:
             self._waited_for_sweep = set()
         return True
 
-    def _recheck_epoch(self, root: Root) -> None:
+    def _recheck_epoch(self, root: Root, touched: set[str]) -> None:
         """Epoch re-check (§9.3), the fossil race: if gc_epoch moved since the base was read, a
         blob touched earlier (uploaded, or found present and not uploaded) may have been swept
-        since, so every touched blob must still exist. Any sweep that starts after this root
-        read changes the root, so the swap fails and this runs again."""
+        since, so every touched loose blob and touched pack must still exist. Any sweep that
+        starts after this root read changes the root, so the swap fails and this runs again."""
         if root.gc_epoch != self._gc_epoch:
-            self._fail_if_gone([r.id for r in sorted(self.touched)])
+            self._fail_if_gone(sorted(touched))
             self._gc_epoch = root.gc_epoch
 
     def _rescue(self, root: Root, touched: set[str]) -> str | None:
@@ -262,10 +399,14 @@ class Transaction:
             return root.condemned
         return write_gcstate(self.repo.store, "condemned", {r: t for r, t in condemned.items() if r not in rescued})
 
-    def _fail_if_gone(self, blob_ids: Iterable[str]) -> None:
-        gone = [i for i in blob_ids if not self.repo.store.exists(i)]
+    def _fail_if_gone(self, members: Iterable[str]) -> None:
+        gone = [m for m in members if not self.repo.store.exists_object(m)]
         if gone:
-            raise CommitConflict(f"blob {gone[0]} was deleted by a concurrent gc sweep before this commit; "
+            what = f"blob {gone[0]}"
+            if is_pack_member(gone[0]):
+                pack = gone[0][len(PACK_MEMBER):]
+                what = f"blob {self._blob_in_pack.get(pack, '?')} (in pack {pack})"
+            raise CommitConflict(f"{what} was deleted by a concurrent gc sweep before this commit; "
                                  "run the command again (it re-uploads what is missing)")
 
     def _backoff(self, attempt: int, deadline: float, why: str) -> int:

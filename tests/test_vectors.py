@@ -13,6 +13,7 @@ from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.codec import (BlobType, RecordType, blob_id, decode_blob, encode_blob, pack_structured, packb,
                              unpack_structured)
+from casbackup.packs import split_pack
 from casbackup.records import Config, LeaseRecord, PinRecord, Root
 from casbackup.repository import Repository
 
@@ -29,7 +30,7 @@ def spec_checksum(header_and_body: bytes) -> bytes:
 
 
 def assert_sealed(stored: bytes) -> None:
-    assert stored[:4] == b"CASB" and stored[4] == 1
+    assert stored[:4] == b"CASB" and stored[4] == 2
     assert stored[-16:] == spec_checksum(stored[:-16])
 
 
@@ -90,13 +91,28 @@ def test_golden_repository_reads_and_checks(tmp_path: Path) -> None:
     assert got == expected["entries"]
     assert [g.id for g in repo.log()] == expected["generations"]
     report = check(repo, read_data=True)
-    assert report.ok and report.orphans == 0 and report.blobs_reachable == report.blobs_stored
+    assert report.ok and report.orphans == 0 and report.blobs_stored == len(list(_stored_objects()))
+
+
+def _stored_objects() -> list[Path]:
+    """Every loose blob and pack of the golden repository (format v2: both are storage objects)."""
+    return [p for d in ("blobs", "packs") for p in (VECTORS / "golden-repo" / d).rglob("*") if p.is_file()]
 
 
 def test_golden_repository_blobs_all_verify() -> None:
     for path in (VECTORS / "golden-repo" / "blobs").rglob("*"):
         if path.is_file():
             assert_sealed(path.read_bytes())
+    packs = list((VECTORS / "golden-repo" / "packs").rglob("*"))
+    assert [p for p in packs if p.is_file()], "the golden repository holds packs (FORMAT.md §12.3)"
+    for path in packs:
+        if path.is_file():
+            _, pairs = split_pack(path.name, path.read_bytes())
+            for item, stored in pairs:
+                assert_sealed(stored)
+                decode_blob(item.id, stored, item.location.type)
+    for path in (VECTORS / "golden-repo" / "blobs").rglob("*"):
+        if path.is_file():
             decode_blob(path.name, path.read_bytes())
     for key, cls in (("config", Config), ("root", Root)):
         stored = (VECTORS / "golden-repo" / key).read_bytes()

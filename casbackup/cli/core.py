@@ -10,6 +10,7 @@ import click
 from ..check import check as run_check
 from ..errors import CheckFailed, NotFound, UsageError
 from ..layout import ROOT_KEY
+from ..packs import LOCATIONS_NAMESPACE, MAX_PACK_SIZE, MIN_PACK_SIZE
 from ..gc import DEFAULT_GRACE, DEFAULT_KEEP_LAST, Collector
 from ..files.chunker import Chunker
 from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
@@ -36,9 +37,11 @@ def _size(text: str) -> int:
 @click.option("--chunk-min", default="256K", show_default=True, help="Smallest content-defined chunk.")
 @click.option("--chunk-avg", default="1M", show_default=True, help="Average content-defined chunk.")
 @click.option("--chunk-max", default="4M", show_default=True, help="Largest content-defined chunk.")
+@click.option("--pack-size", default="16M", show_default=True, help="Size at which writers close a pack (1M-1G).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
 @pass_ctx
-def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, chunk_max: str, json_out: bool) -> None:
+def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, chunk_max: str, pack_size: str,
+         json_out: bool) -> None:
     """Create a repository (and prove the storage can do conditional writes)."""
     lo, avg, hi = _size(chunk_min), _size(chunk_avg), _size(chunk_max)
     if not (64 <= lo <= avg <= hi <= 64 * 1024 * 1024):
@@ -48,7 +51,10 @@ def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, c
     except ValueError as exc:
         raise UsageError(f"chunk sizes {chunk_min}/{chunk_avg}/{chunk_max} are not supported by the chunker: "
                          f"{exc} (the average must be at least 256 bytes and the maximum at most 16M)") from None
-    repo = ctx.init(compression_level=compression_level, chunk_min=lo, chunk_avg=avg, chunk_max=hi)
+    packs = _size(pack_size)
+    if not MIN_PACK_SIZE <= packs <= MAX_PACK_SIZE:
+        raise UsageError(f"--pack-size {pack_size} is not within 1M..1G")
+    repo = ctx.init(compression_level=compression_level, chunk_min=lo, chunk_avg=avg, chunk_max=hi, pack_size=packs)
     if json_out:
         emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url})
     else:
@@ -101,6 +107,8 @@ def meta_get(ctx: Context, namespace: str, key: str) -> None:
 @pass_ctx
 def meta_rm(ctx: Context, namespace: str, key: str) -> None:
     """Remove KEY from the live set in a new generation (gc reclaims space later)."""
+    if namespace == LOCATIONS_NAMESPACE:
+        raise UsageError(f"namespace {LOCATIONS_NAMESPACE} holds the index's blob locations; only commits change it")
     repo = ctx.open(write=True)
     with repo.transaction(f"meta rm {namespace} {key}") as txn:
         if txn.base.entry(namespace, key) is None:
@@ -122,7 +130,8 @@ def meta_list(ctx: Context, namespace: str | None, json_out: bool) -> None:
         rows = [{"namespace": e.namespace, "key": e.key,
                  "size": len(e.value) if e.value is not None else None,
                  "value_blob": e.value_ref.id if e.value_ref else None,
-                 "refs": [r.id for r in e.refs]} for e in snap.list(namespace)]
+                 "refs": [r.id for r in e.refs]} for e in snap.list(namespace)
+                if namespace is not None or e.namespace != LOCATIONS_NAMESPACE]  # the index's own, unless asked
     if json_out:
         emit_json(rows)
     else:

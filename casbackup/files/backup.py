@@ -24,6 +24,7 @@ from ..chunklist import write_file
 from ..codec import BlobType, Ref, blob_id, encode_blob, pack_structured
 from ..errors import UsageError
 from ..repository import Reader, Repository
+from ..packs import PACKED_TYPES
 from ..store import PutResult
 from ..transfer import DEFAULT_BYTES, DEFAULT_REQUESTS, Pipeline
 from .chunker import Chunker
@@ -93,6 +94,7 @@ class Staging(Protocol):
     def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult: ...
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult: ...
     def use(self, refs: Iterable[Ref]) -> None: ...
+    def is_stored(self, ref: Ref) -> bool: ...
 
 
 class DryRun:
@@ -110,8 +112,15 @@ class DryRun:
         with self._lock:
             first = blob.id not in self._planned
             self._planned.add(blob.id)
-        created = first and not self.repo.store.exists(blob.id)
-        return PutResult(Ref(blob_type, blob.id), created, len(blob.stored))
+        ref = Ref(blob_type, blob.id)
+        created = first and not self.is_stored(ref)
+        return PutResult(ref, created, len(blob.stored))
+
+    def is_stored(self, ref: Ref) -> bool:
+        """As a commit would judge it: the pinned base locates it (packed) or it exists (loose)."""
+        if ref.type in PACKED_TYPES:
+            return self.repo.locate(self.base.generation.id, ref.id) is not None
+        return self.repo.store.exists(ref.id)
 
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
         return self.put_blob(blob_type, pack_structured(refs, body, blob_type))
@@ -158,7 +167,7 @@ class Uploader:
         cid = blob_id(BlobType.CHUNK, data)
         if cid in self.known:
             reused = True
-        elif self.txn.repo.store.exists(cid):
+        elif self.txn.is_stored(Ref(BlobType.CHUNK, cid)):
             reused = True  # an earlier (maybe interrupted) run uploaded it: the commit's rescue rule covers it
         else:
             res = self.txn.put_blob(BlobType.CHUNK, data)  # touched: the commit's GC rules cover it

@@ -86,7 +86,7 @@ class _Copier:
     def _send(self, ref: Ref, payload: bytes | None) -> tuple[Ref, bool, int]:
         """Upload one blob unless the destination has it: (ref, uploaded, payload bytes)."""
         if payload is None:
-            if self.txn.repo.store.exists(ref.id):
+            if self.txn.is_stored(ref):
                 return ref, False, 0
             payload = self.src.read_blob(ref)  # verified against its ID
         res = self.txn.put_blob(BlobType(ref.type), payload)
@@ -120,7 +120,7 @@ class _Copier:
                     self._account(self.pipe.take())
                 self.pipe.submit(self._send, ref, None)
                 continue
-            present = self.txn.repo.store.exists(ref.id)
+            present = self.txn.is_stored(ref)
             payload = self.src.read_blob(ref)  # a TREE or FILE: its refs are walked even when present
             refs, _ = unpack_structured(payload, ref.id)
             stack.extend(refs)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..codec import RAW_TYPES, Ref
 from ..errors import UsageError
+from ..packs import PACKED_TYPES
 from ..reader import Reader
 from ..repository import Repository
 from .reader import TreeReader
@@ -37,7 +38,7 @@ def repository_stats(repo: Repository) -> RepositoryStats:
     with repo.reader("stats") as reader:
         every = list_snapshots(reader)
     stored = blobs = 0
-    for _, info in repo.store.list():
+    for _, info in repo.store.list_objects():
         stored += info.size
         blobs += 1
     return RepositoryStats(len(every), sum(s.size for s in every), stored, blobs)
@@ -91,6 +92,16 @@ def _reachable(snap: Reader, roots: list[Ref]) -> set[Ref]:
     return seen
 
 
+def _stored_size(repo: Repository, snap: Reader, ref: Ref) -> int:
+    """A blob's stored bytes: its envelope's length where the reader's generation locates it
+    (a packed blob, FORMAT.md §12.4), else its loose object's size."""
+    if ref.type in PACKED_TYPES:
+        loc = repo.locate(snap.generation.id, ref.id)
+        return loc.length if loc else 0
+    info = repo.store.stat(ref.id)
+    return info.size if info else 0
+
+
 def snapshot_stats(repo: Repository, snap: Reader, snapshots: list[SnapshotInfo], mode: str) -> SnapshotStats:
     """Stats of `snapshots` (read through the pinned `snap`) in one of MODES, over all of them together."""
     if mode not in MODES:
@@ -98,8 +109,7 @@ def snapshot_stats(repo: Repository, snap: Reader, snapshots: list[SnapshotInfo]
     reader = TreeReader(snap)
     if mode == "raw-data":
         refs = _reachable(snap, [s.root for s in snapshots])
-        sizes = {blob_id: info.size for blob_id, info in repo.store.list()}
-        return SnapshotStats(mode, len(snapshots), sum(sizes.get(r.id, 0) for r in refs),
+        return SnapshotStats(mode, len(snapshots), sum(_stored_size(repo, snap, r) for r in set(refs)),
                              total_blob_count=len({r.id for r in refs}))
     count = size = 0
     contents: set[tuple[Any, ...]] = set()

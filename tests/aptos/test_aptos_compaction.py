@@ -17,7 +17,7 @@ from helpers_aptos import LibraryStorage, load_lines
 
 from casbackup.aptos.names import NS_METADATA
 from casbackup.aptos.storage import FileValue
-from casbackup.store import blob_key
+from helpers_common import stored_anywhere
 
 pytestmark = pytest.mark.slow  # waits for pins to expire (minutes)
 
@@ -115,7 +115,7 @@ def test_compaction_with_a_verify_and_an_earlier_restore_then_gc(aptos_env, cli)
     # gc while the restore's pin lives: nothing it listed may go.
     assert time.monotonic() - t_listed < PIN_TTL - 5, f"too slow here: {time.monotonic() - t_listed:.0f}s"
     _gc(cli, aptos_env.repo)
-    missing = [h for h, i in single_ids.items() if not (aptos_env.repo / blob_key(i)).exists()]
+    missing = [h for h, i in single_ids.items() if not stored_anywhere(aptos_env.repo, i)]
     assert missing == [], (missing, f"{time.monotonic() - t_listed:.0f}s after the listing")
     rest = _read_all(a, restore_listed[len(restore_listed) // 2:])
     assert time.monotonic() - t_listed < PIN_TTL, "the machine was too slow: the restore's pin lapsed mid-test"
@@ -136,7 +136,7 @@ def test_compaction_with_a_verify_and_an_earlier_restore_then_gc(aptos_env, cli)
     assert not [p for p in pins if p.get("state") == "live"], pins
     report = _gc(cli, aptos_env.repo)
     assert report["deleted"] > 0
-    kept = [h for h, i in single_ids.items() if (aptos_env.repo / blob_key(i)).exists()]
+    kept = [h for h, i in single_ids.items() if stored_anywhere(aptos_env.repo, i)]
     assert kept == ["metadata/identity.meta"]  # the one file compaction did not replace
     after = {h: load_lines(d) for h, d in _read_all(a, a.list_metadata_files()).items()}
     assert verify(lib, after) == {"transactions": TXN_FILES * 10, "epochs": EPOCHS, "records": TXN_FILES * 10}

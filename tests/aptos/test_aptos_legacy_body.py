@@ -16,6 +16,7 @@ from casbackup.backends import LocalBackend
 from casbackup.codec import BlobType, Ref, packb
 from casbackup.gc import Collector
 from casbackup.repository import Repository
+from helpers_common import blob_stored, store_orphan
 
 PIECE = 4 * 1024 * 1024
 DATA = bytes(range(256)) * (9 * 1024 * 1024 // 256) + b"tail"  # three pieces, the last one short
@@ -55,16 +56,17 @@ def test_legacy_body_reads_checks_and_survives_gc(tmp_path, cli):
     assert got.stdout == DATA
 
     # An orphan chunk is the control: gc must delete it and keep everything the old FILEs list.
-    orphan = repo.store.put(BlobType.CHUNK, b"nobody lists me").ref
+    orphan = store_orphan(repo, b"nobody lists me")  # a pack no generation locates
     with repo.transaction("later") as txn:
         txn.put("other", "k", b"v")
     for _ in range(2):  # condemn, then delete
         Collector(repo, grace=0, keep_last=1, force=True).run()
-    assert not repo.store.exists(orphan.id)
+    assert not repo.store.exists_object(orphan)
     assert storage.read_all("bak1/file1") == DATA
+    head = repo.read_root()[0].generation
     for ref in (data_ref, meta_ref):
-        refs, _ = repo.store.get_structured(ref)
-        assert refs and all(repo.store.exists(r.id) for r in refs)
+        refs, _ = repo.store.get_structured(ref, head)
+        assert refs and all(blob_stored(repo, r.id) for r in refs)
 
     r = cli("-r", str(tmp_path / "repo"), "check", "--read-data")
     assert r.code == 0, r.stdout.decode() + r.stderr
@@ -79,7 +81,7 @@ def test_new_writes_use_the_v1_body_and_old_content_is_the_same_content(tmp_path
     # A new file is written in the v1 body of FORMAT.md §6.4.
     storage.create_backup("bak2")
     value = storage.write_file(storage.prepare_write("bak2", "file2"), io.BytesIO(DATA))
-    _, body = repo.store.get_structured(value.file)
+    _, body = repo.store.get_structured(value.file, repo.read_root()[0].generation)
     assert body["v"] == 1 and "size" not in body and len(body["chunks"]) == 3
     assert value.file != storage.resolve(parse_handle("bak1/file1")).file  # same bytes, new body, new ID
     assert storage.read_all("bak2/file2") == DATA

@@ -15,7 +15,8 @@ from helpers_aptos import SHIPPED_CONFIG, STRICT, AdapterError, LibraryStorage, 
 
 from casbackup.aptos.names import NS_FILES
 from casbackup.aptos.storage import AptosStorage, FileValue
-from casbackup.store import blob_key
+from casbackup.layout import pack_key
+from helpers_common import head_location, rewrite_stored_blob
 
 
 def test_shipped_config_is_complete():
@@ -162,15 +163,12 @@ def _corrupt_first_chunk(env, handle: str, how: str) -> str:
     repo = env.open()
     snap = AptosStorage(repo).head()
     value = FileValue.decode(snap.get(NS_FILES, handle), "x")
-    refs, body = repo.store.get_structured(value.file)
+    refs, body = repo.store.get_structured(value.file, snap.generation.id)
     chunk_id = body["chunks"][0][0].hex()
-    path = env.repo / blob_key(chunk_id)
-    if how == "missing":
-        path.unlink()
+    if how == "missing":  # format v2: the chunk's pack is lost
+        (env.repo / pack_key(head_location(repo, chunk_id).pack)).unlink()
     else:
-        raw = bytearray(path.read_bytes())
-        raw[-1] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        rewrite_stored_blob(repo, chunk_id, lambda b: b[:-1] + bytes([b[-1] ^ 0xFF]))
     return chunk_id
 
 

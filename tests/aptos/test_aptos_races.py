@@ -16,7 +16,7 @@ from helpers_aptos_legacy import LegacyLocalFs, legacy_sync_and_load
 
 from casbackup.aptos.names import NS_METADATA
 from casbackup.aptos.storage import FileValue
-from casbackup.store import blob_key
+from helpers_common import stored_anywhere
 
 
 def _txn(a: int, b: int, manifest: str = "") -> bytes:
@@ -128,7 +128,7 @@ def test_race_b_casbackup_restore_reads_everything_it_listed(aptos_env, cli):
     report = _gc(cli, aptos_env.repo)
     assert report["deleted"] > 0  # gc really ran and collected what no pin protects
     for i in ids:
-        assert (aptos_env.repo / blob_key(i)).exists()
+        assert stored_anywhere(aptos_env.repo, i)
     raw = {h: a.open_for_read(h) for h in listed}  # the restore reads what it listed
     assert raw == singles
     view = {h: load_lines(data) for h, data in raw.items()}
@@ -153,7 +153,7 @@ def test_race_b_casbackup_without_a_live_pin_fails_loudly(aptos_env, cli, how):
     if how == "lapsed-pin":
         time.sleep(1.2)
     _gc(cli, aptos_env.repo)
-    assert not any((aptos_env.repo / blob_key(i)).exists() for i in ids)
+    assert not any(stored_anywhere(aptos_env.repo, i) for i in ids)
     for h in listed:
         with pytest.raises(AdapterError) as ei:
             restore.open_for_read(h)

@@ -7,7 +7,7 @@ import pytest
 
 from casbackup.aptos.storage import AptosStorage
 from casbackup.aptos.streams import iter_stream, read_pieces, stream_id, write_stream
-from casbackup.codec import BlobType, Ref
+from casbackup.codec import BlobType
 from casbackup.errors import BlobCorrupt
 
 
@@ -21,14 +21,10 @@ def test_roundtrip_and_deterministic_id(mem_repo, size):
     assert b"".join(iter_stream(ref, snap.read_structured, snap.read_blob)) == data
 
 
-def _hostile(mem_repo, refs, body) -> Ref:
-    return mem_repo.store.put_structured(BlobType.FILE, refs, body).ref
-
-
 def test_hostile_file_bodies_are_corrupt(mem_repo):
-    piece = mem_repo.store.put(BlobType.CHUNK, b"abc").ref
-    hidden = mem_repo.store.put(BlobType.CHUNK, b"def").ref
-    snap = AptosStorage(mem_repo).head()
+    txn = mem_repo.transaction()  # format v2: blobs are stored (and located) by a commit
+    piece = txn.put_blob(BlobType.CHUNK, b"abc").ref
+    hidden = txn.put_blob(BlobType.CHUNK, b"def").ref
     cases = [
         ([piece], {"size": 6, "chunks": [[bytes.fromhex(piece.id), 3], [bytes.fromhex(hidden.id), 3]]},
          "not among the blob's references"),  # a chunk GC would not see
@@ -38,7 +34,9 @@ def test_hostile_file_bodies_are_corrupt(mem_repo):
         ([piece], {"size": 3, "chunks": [[bytes.fromhex(piece.id), 2**40]]}, "malformed"),
         ([piece], ["not", "a", "map"], "not a stream"),
     ]
-    for refs, body, why in cases:
-        ref = _hostile(mem_repo, refs, body)
+    hostile = [txn.put_structured(BlobType.FILE, refs, body).ref for refs, body, _ in cases]
+    txn.commit()
+    snap = AptosStorage(mem_repo).head()
+    for ref, (refs, body, why) in zip(hostile, cases):
         with pytest.raises(BlobCorrupt, match=why):
             b"".join(iter_stream(ref, snap.read_structured, snap.read_blob))

@@ -40,8 +40,9 @@ def test_put_and_get_many_keep_order_and_caps() -> None:
     backend = SlowMemory()
     store = BlobStore(backend, level=None)
     payloads = [bytes([i]) * 100_000 for i in range(40)]
-    results = list(put_many(store, [(BlobType.CHUNK, p) for p in payloads], requests=8, max_bytes=300_000))
-    assert [r.ref for r in results] == [store.put(BlobType.CHUNK, p).ref for p in payloads]
+    # loose blobs (format v2 packs CHUNK/VALUE/TREE/FILE inside transactions): PAGE payloads here
+    results = list(put_many(store, [(BlobType.PAGE, p) for p in payloads], requests=8, max_bytes=300_000))
+    assert [r.ref for r in results] == [store.put(BlobType.PAGE, p).ref for p in payloads]
     assert 1 < backend.peak <= 8
     assert backend.peak_bytes <= 300_000 + 200  # envelope overhead only
     got = list(get_many(store, [(r.ref, r.stored_size) for r in results], requests=4))
@@ -50,7 +51,7 @@ def test_put_and_get_many_keep_order_and_caps() -> None:
 
 def test_errors_surface() -> None:
     store = BlobStore(MemoryBackend(), level=None)
-    ref = store.put(BlobType.CHUNK, b"x").ref
+    ref = store.put(BlobType.PAGE, b"x").ref
     store.delete(ref.id)
     with pytest.raises(BlobMissing):
         list(get_many(store, [(ref, 1)]))

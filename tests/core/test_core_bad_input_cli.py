@@ -12,13 +12,14 @@ from typing import Any, Callable
 import pytest
 import zstandard
 
-from helpers_common import run_cli
+from helpers_common import run_cli, store_orphan
 from casbackup import codec
 from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.codec import BlobType, Compression, Ref
 from casbackup.records import ROOT_KEY, Root, new_write_id
 from casbackup.repository import Repository
+from casbackup.layout import pack_key
 from casbackup.store import blob_key
 
 pytestmark = pytest.mark.slow  # every case damages a repository and runs the CLI on it
@@ -48,7 +49,11 @@ def library(path: Path) -> Repository:
 
 
 def blob_path(path: Path, blob: str) -> Path:
-    return path / blob_key(blob)
+    """A loose blob's file, or (format 2) the pack the head locates a packed blob in (the test
+    data puts the big value alone in its pack)."""
+    repo = library(path)
+    loc = repo.locate(repo.read_root()[0].generation, blob)
+    return path / (pack_key(loc.pack) if loc else blob_key(blob))
 
 
 def value_blob(path: Path) -> str:
@@ -80,7 +85,9 @@ def test_flipped_byte(repo_dir: Path, cli: Callable[..., Any]) -> None:
     blob = value_blob(repo_dir)
     p = blob_path(repo_dir, blob)
     data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    repo = library(repo_dir)
+    loc = repo.locate(repo.read_root()[0].generation, blob)  # format 2: the blob's range in its pack
+    data[loc.offset + loc.length // 2] ^= 0x01
     p.write_bytes(bytes(data))
     one_line_error(cli("-r", str(repo_dir), "meta", "get", "ns", "big"), 5, blob, "corrupt", head(repo_dir))
     assert cli("-r", str(repo_dir), "meta", "get", "ns", "small").stdout == b"hello"  # the rest still reads
@@ -185,7 +192,7 @@ def test_hostile_and_bad_arguments(tmp_path: Path, repo_dir: Path, cli: Callable
 
 def test_check_reports_orphans_and_expired_pins_without_failing(repo_dir: Path, cli: Callable[..., Any]) -> None:
     repo = Repository.open(LocalBackend(repo_dir), write=True)
-    orphan = repo.store.put(BlobType.CHUNK, b"never committed").ref.id
+    orphan = store_orphan(repo, b"never committed")
     from casbackup.pins import new_pin
 
     pin = new_pin(repo.backend, head(repo_dir), 2, "dead", ttl=0.01, renew=False)
@@ -199,7 +206,7 @@ def test_check_reports_orphans_and_expired_pins_without_failing(repo_dir: Path, 
     doc = json.loads(r.out)
     assert doc["orphans"] >= 1 and doc["expired_pins"] == [pin.key]
     assert orphan  # informational only: still stored
-    assert repo.store.exists(orphan)
+    assert repo.store.exists_object(orphan)
 
 
 def test_check_library_finds_dangling_and_corrupt(repo_dir: Path) -> None:
@@ -209,7 +216,9 @@ def test_check_library_finds_dangling_and_corrupt(repo_dir: Path) -> None:
     report = check(repo)
     assert report.ok  # raw blob present, not read
     report = check(repo, read_data=True)
-    assert [p.blob for p in report.corrupt] == [value] and not report.dangling
+    # the blob, and the pack it was in (read whole: its layout is gone too)
+    assert [p.blob for p in report.corrupt][:1] == [value] and not report.dangling
+    assert {p.blob for p in report.corrupt[1:]} <= {"pack:" + p.name for p in [blob_path(repo_dir, value)]}
     assert report.corrupt[0].generation == head(repo_dir)
     blob_path(repo_dir, value).unlink()
     report = check(repo, read_data=True)

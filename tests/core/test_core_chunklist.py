@@ -8,7 +8,26 @@ from casbackup.backends import MemoryBackend
 from casbackup.chunklist import Piece, decode_file, iter_chunks, write_file
 from casbackup.codec import MAX_STRUCTURED_PAYLOAD, BlobType, Ref, pack_structured
 from casbackup.errors import BlobCorrupt
-from casbackup.store import BlobStore
+from casbackup.codec import unpack_structured
+from casbackup.store import PutResult
+
+
+class BlobStore:
+    """The FILE codec's two functions over a dict: what it stores and reads, nothing else
+    (format v2 keeps FILE blobs in packs, which only transactions write)."""
+
+    def __init__(self, _backend: object = None) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put_structured(self, blob_type: BlobType, refs: list[Ref], body: object) -> PutResult:
+        from casbackup.codec import blob_id
+        payload = pack_structured(refs, body, blob_type)
+        bid = blob_id(blob_type, payload)
+        self.blobs[bid] = payload
+        return PutResult(Ref(blob_type, bid), True, len(payload))
+
+    def get_structured(self, ref: Ref, _generation: object = None) -> tuple[list[Ref], object]:
+        return unpack_structured(self.blobs[ref.id], ref.id)
 
 
 def _pieces(n: int) -> list[Piece]:

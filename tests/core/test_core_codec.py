@@ -106,14 +106,17 @@ def _patched(stored: bytes, offset: int, byte: bytes) -> bytes:
 
 def test_unknown_version_and_cipher_are_unsupported_format() -> None:
     blob = encode_blob(BlobType.CHUNK, b"abc")
-    with pytest.raises(UnsupportedFormat, match="version 2"):
-        decode_blob(blob.id, _patched(blob.stored, 4, b"\x02"))
-    # A future version need not protect its bytes the way version 1 does.
-    with pytest.raises(UnsupportedFormat, match="version 2"):
-        decode_blob(blob.id, blob.stored[:4] + b"\x02" + blob.stored[5:-CHECKSUM_LEN] + b"\0" * CHECKSUM_LEN)
-    # But a version byte damaged in a version-1 object is corruption, not a newer format.
+    with pytest.raises(UnsupportedFormat, match="version 3"):
+        decode_blob(blob.id, _patched(blob.stored, 4, b"\x03"))
+    # A future version need not protect its bytes the way version 2 does.
+    with pytest.raises(UnsupportedFormat, match="version 3"):
+        decode_blob(blob.id, blob.stored[:4] + b"\x03" + blob.stored[5:-CHECKSUM_LEN] + b"\0" * CHECKSUM_LEN)
+    # But a version byte damaged in a version-2 object is corruption, not a newer format.
     with pytest.raises(BlobCorrupt, match="checksum mismatch"):
-        decode_blob(blob.id, blob.stored[:4] + b"\x02" + blob.stored[5:])
+        decode_blob(blob.id, blob.stored[:4] + b"\x03" + blob.stored[5:])
+    # A format-1 object (no release wrote one) is refused with the no-migration message.
+    with pytest.raises(UnsupportedFormat, match="storage format 1.*no migration"):
+        decode_blob(blob.id, _patched(blob.stored, 4, b"\x01"))
     with pytest.raises(UnsupportedFormat, match="cipher"):
         decode_blob(blob.id, _patched(blob.stored, 7, b"\x05"))
 

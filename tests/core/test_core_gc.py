@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers_common import blob_stored, head_location, store_orphan
 from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType
@@ -22,7 +23,7 @@ def gc(repo: Repository, **kw: object) -> object:
 
 
 def snapshot_of_store(repo: Repository) -> tuple[dict[str, float], bytes]:
-    return {i: info.mtime for i, info in repo.store.list()}, repo.backend.get("root")
+    return {i: info.mtime for i, info in repo.store.list_objects()}, repo.backend.get("root")
 
 
 def test_grace_under_one_hour_needs_force(mem_repo: Repository) -> None:
@@ -38,7 +39,7 @@ def test_grace_under_one_hour_needs_force(mem_repo: Repository) -> None:
 
 def test_orphan_is_deleted_only_after_being_condemned_for_the_grace_period(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    orphan = repo.store.put(BlobType.CHUNK, b"uploaded, never committed").ref.id
+    orphan = store_orphan(repo, b"uploaded, never committed")
     clock.advance(HOUR - 1)
     r = gc(repo, grace=HOUR)
     assert r.blobs_young >= 1 and r.condemned == 0  # stored < grace ago: not even condemned
@@ -56,7 +57,7 @@ def test_orphan_is_deleted_only_after_being_condemned_for_the_grace_period(world
 
 def test_grace_zero_with_force_deletes_in_one_run(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    orphan = repo.store.put(BlobType.CHUNK, b"orphan").ref.id
+    orphan = store_orphan(repo, b"orphan")
     assert orphan in gc(repo, grace=0, force=True).deleted_ids
     assert check(repo, read_data=True).ok
 
@@ -68,10 +69,11 @@ def test_keep_last_retains_generations(world: tuple[FakeClock, Repository]) -> N
     r = gc(repo, grace=0, force=True, keep_last=3)
     assert r.retained_generations == 3
     for g in gens[-3:]:
-        assert repo.store.exists(g.id)
+        assert repo.store.exists(g.id)  # GENERATIONs are loose blobs
     for g in gens[:2]:
         assert g.id in r.deleted_ids
-    assert [g.seq for g in repo.log()] == [5, 4, 3]
+    # format v2: the sweep's last commit forgets the locations of the packs it deleted (seq 6)
+    assert [g.seq for g in repo.log()] == [6, 5, 4, 3]
     assert check(repo, read_data=True).ok
     with repo.reader() as snap:
         assert snap.get("n", "k") == b"4" * 10000
@@ -81,7 +83,7 @@ def test_dry_run_changes_nothing(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
     repo.commit(puts=[("n", "k", b"1" * 10000)])
     repo.commit(puts=[("n", "k", b"2" * 10000)])
-    repo.store.put(BlobType.CHUNK, b"orphan")
+    store_orphan(repo, b"orphan")
     repo.backend.raw_put("pins/expired", b"junk", mtime=0.0)  # type: ignore[attr-defined]
     clock.advance(10 * HOUR)
     before = snapshot_of_store(repo)
@@ -121,7 +123,7 @@ def test_expired_gc_lease_is_taken_over(world: tuple[FakeClock, Repository]) -> 
 
 def test_abandoned_sweep_is_finished_by_the_next_gc(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    orphans = [repo.store.put(BlobType.CHUNK, f"orphan {i}".encode()).ref.id for i in range(5)]
+    orphans = [store_orphan(repo, f"orphan {i}".encode()) for i in range(5)]
     clock.advance(10)
     steps = Collector(repo, grace=0, force=True, keep_last=1).steps()
     for step in steps:
@@ -132,13 +134,13 @@ def test_abandoned_sweep_is_finished_by_the_next_gc(world: tuple[FakeClock, Repo
     dead.stop_renewing()
     root = repo.read_root()[0]
     assert root.sweeping is not None
-    assert sum(repo.store.exists(o) for o in orphans) == 4
+    assert sum(repo.store.exists_object(o) for o in orphans) == 4
     with pytest.raises(GcBusy):
         gc(repo, grace=0, force=True)  # a killed GC's lease stays until it expires ...
     clock.advance(601)  # ... then the next GC takes it over and finishes the sweep
     r = gc(repo, grace=0, force=True)
     assert r.finished_abandoned_sweep
-    assert not any(repo.store.exists(o) for o in orphans)
+    assert not any(repo.store.exists_object(o) for o in orphans)
     assert repo.read_root()[0].sweeping is None
     assert check(repo, read_data=True).ok
 
@@ -153,7 +155,7 @@ def test_gc_never_deletes_what_the_head_reaches(world: tuple[FakeClock, Reposito
     for _ in range(3):
         gc(repo, grace=0, force=True)
         clock.advance(HOUR)
-    assert repo.store.exists(big.id)
+    assert blob_stored(repo, big.id)
     with repo.reader() as snap:
         assert snap.get("n", "large") == b"v" * 20000
         (e,) = list(snap.list("snap"))
@@ -162,14 +164,16 @@ def test_gc_never_deletes_what_the_head_reaches(world: tuple[FakeClock, Reposito
 
 def test_rescued_blob_is_kept_and_counted(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    x = repo.store.put(BlobType.CHUNK, b"will be rescued").ref
+    with repo.transaction() as txn:  # stored and located, then forgotten: its pack is garbage
+        x = txn.put_blob(BlobType.CHUNK, b"will be rescued").ref
+    pack = "pack:" + head_location(repo, x.id).pack
     clock.advance(2 * HOUR)
     gc(repo, grace=HOUR)
-    assert x.id in load_gcstate(repo.store, repo.read_root()[0].condemned)
+    assert pack in load_gcstate(repo.store, repo.read_root()[0].condemned)
     with repo.transaction() as txn:
-        assert txn.put_blob(BlobType.CHUNK, b"will be rescued").created is False
+        assert txn.put_blob(BlobType.CHUNK, b"will be rescued").created is False  # dedup: the index locates it
         txn.put("n", "k", b"v", refs=[x])
-    assert x.id not in load_gcstate(repo.store, repo.read_root()[0].condemned)
+    assert pack not in load_gcstate(repo.store, repo.read_root()[0].condemned)
     clock.advance(2 * HOUR)
     r = gc(repo, grace=HOUR)
-    assert x.id not in r.deleted_ids and repo.store.exists(x.id)
+    assert pack not in r.deleted_ids and blob_stored(repo, x.id)

@@ -10,6 +10,7 @@ from typing import Any, Generator
 
 import pytest
 
+from helpers_common import blob_stored, head_location
 from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref, blob_id
@@ -39,16 +40,19 @@ def finish(steps: Generator[str, None, Any]) -> Any:
             return stop.value
 
 
-def orphan_x_and_condemn(clock: FakeClock, repo: Repository) -> None:
-    """Commit X, drop it, let a GC condemn it, and let the grace period pass."""
+def orphan_x_and_condemn(clock: FakeClock, repo: Repository) -> str:
+    """Commit X, drop it, let a GC condemn its pack, and let the grace period pass; returns the
+    pack as gc names it (format v2: gc condemns and deletes packs, not blobs)."""
     with repo.transaction() as txn:
         txn.put("data", "x", b"x", refs=[txn.put_blob(BlobType.CHUNK, X).ref])
     repo.commit(deletes=[("data", "x")])
+    xm = "pack:" + head_location(repo, XREF.id).pack
     clock.advance(GRACE + 1)
     Collector(repo, grace=GRACE, keep_last=1, force=True).run()
     root, _ = repo.read_root()
-    assert XREF.id in load_gcstate(repo.store, root.condemned)
+    assert xm in load_gcstate(repo.store, root.condemned)
     clock.advance(GRACE + 1)
+    return xm
 
 
 def gc(repo: Repository) -> Generator[str, None, Any]:
@@ -63,7 +67,7 @@ def head_is_readable(repo: Repository) -> None:
 
 def test_dedup_of_condemned_blob_rescues_it(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    orphan_x_and_condemn(clock, repo)
+    xm = orphan_x_and_condemn(clock, repo)
     sweep = gc(repo)
     until(sweep, "mark-cas")  # about to re-mark: X is still condemned, not yet announced
     with repo.transaction() as txn:
@@ -71,21 +75,21 @@ def test_dedup_of_condemned_blob_rescues_it(world: tuple[FakeClock, Repository])
         assert res.created is False  # dedup: the condemned blob is reused, not uploaded
         txn.put("data", "again", b"x", refs=[res.ref])
     report = finish(sweep)
-    assert XREF.id not in report.deleted_ids
-    assert repo.store.exists(XREF.id)
+    assert xm not in report.deleted_ids
+    assert blob_stored(repo, XREF.id)
     head_is_readable(repo)
 
 
 def test_use_of_condemned_blob_rescues_it(world: tuple[FakeClock, Repository]) -> None:
     clock, repo = world
-    orphan_x_and_condemn(clock, repo)
+    xm = orphan_x_and_condemn(clock, repo)
     with repo.transaction() as txn:
         txn.use([XREF])
         txn.put("data", "again", b"x", refs=[XREF])
     root, _ = repo.read_root()
-    assert XREF.id not in load_gcstate(repo.store, root.condemned), "the commit did not rescue X"
+    assert xm not in load_gcstate(repo.store, root.condemned), "the commit did not rescue X's pack"
     report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
-    assert XREF.id not in report.deleted_ids
+    assert xm not in report.deleted_ids
     head_is_readable(repo)
 
 
@@ -109,7 +113,7 @@ def test_dedup_during_sweep_committed_after_it_ended(world: tuple[FakeClock, Rep
     delete X is running, and commits only after the sweep has ended. The commit must not
     publish a reference to the deleted blob."""
     clock, repo = world
-    orphan_x_and_condemn(clock, repo)
+    xm = orphan_x_and_condemn(clock, repo)
     sweep = gc(repo)
     until(sweep, "planned")  # announced, root and pins re-read: X will be deleted
     txn = repo.transaction()
@@ -117,7 +121,7 @@ def test_dedup_during_sweep_committed_after_it_ended(world: tuple[FakeClock, Rep
     assert res.created is False
     txn.put("data", "again", b"x", refs=[res.ref])
     report = finish(sweep)
-    assert XREF.id in report.deleted_ids
+    assert xm in report.deleted_ids
     with pytest.raises(CommitConflict, match=XREF.id):
         txn.commit()
     head_is_readable(repo)
@@ -126,13 +130,13 @@ def test_dedup_during_sweep_committed_after_it_ended(world: tuple[FakeClock, Rep
 def test_dedup_before_mark_committed_after_sweep(world: tuple[FakeClock, Repository]) -> None:
     """Same race, wider: the writer dedups before GC even re-marks, and commits after the sweep."""
     clock, repo = world
-    orphan_x_and_condemn(clock, repo)
+    xm = orphan_x_and_condemn(clock, repo)
     txn = repo.transaction()
     res = txn.put_blob(BlobType.CHUNK, X)
     assert res.created is False
     txn.put("data", "again", b"x", refs=[res.ref])
     report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
-    if XREF.id in report.deleted_ids:
+    if xm in report.deleted_ids:
         with pytest.raises(CommitConflict):
             txn.commit()
     else:
@@ -175,20 +179,24 @@ def test_pin_written_during_sweep_protects_its_generation(world: tuple[FakeClock
 
 
 def test_interrupted_sweep_is_finished_but_spares_a_reuploaded_blob(world: tuple[FakeClock, Repository]) -> None:
+    """Packs have random names, so only a loose blob (here a PAGE) can be stored again under the
+    same key; the S4 guard (stat before delete) must spare it."""
     clock, repo = world
+    page = repo.store.put_structured(BlobType.PAGE, [], [0, [["orphan", "k", b"v", None, []]]]).ref.id
     orphan_x_and_condemn(clock, repo)
     sweep = gc(repo)
-    until(sweep, "deleted")  # first blob gone; then the GC "crashes"
+    until(sweep, "deleted")  # first object gone; then the GC "crashes"
     remaining = set(load_gcstate(repo.store, repo.read_root()[0].sweeping))
+    assert page in remaining
     sweep.close()
-    if repo.store.exists(XREF.id):  # make sure X is among the deleted, then re-upload it
-        repo.store.delete(XREF.id)
-    assert repo.store.put(BlobType.CHUNK, X).created  # a writer stores X again, fresh
+    if repo.store.exists(page):  # make sure the page is among the deleted, then re-upload it
+        repo.store.delete(page)
+    assert repo.store.put_structured(BlobType.PAGE, [], [0, [["orphan", "k", b"v", None, []]]]).created
     clock.advance(1)
     report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
     assert report.finished_abandoned_sweep
     assert repo.read_root()[0].sweeping is None
-    assert repo.store.exists(XREF.id), "a blob stored 1s ago was deleted (grace violated)"
-    for blob in remaining - {XREF.id}:
-        assert not repo.store.exists(blob)
+    assert repo.store.exists(page), "a blob stored 1s ago was deleted (grace violated)"
+    for member in remaining - {page}:
+        assert not repo.store.exists_object(member)
     head_is_readable(repo)

@@ -16,7 +16,8 @@ from casbackup.gc import Collector
 from casbackup.records import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY, Config
 from casbackup.repair import repair_root
 from casbackup.repository import Repository
-from casbackup.store import blob_key
+from casbackup.layout import pack_key
+from helpers_common import head_location, store_orphan
 
 
 def _repo_with_history(path: Path) -> Repository:
@@ -92,7 +93,9 @@ def test_repair_root_dry_run_then_install_through_the_cli(tmp_path: Path, cli) -
     doc = json.loads(r.out)
     assert doc["dry_run"] and not doc["applied"] and doc["previous_root"] == "missing"
     g = doc["generation"]
-    assert (g["seq"], g["id"], g["entries"], g["snapshots"]) == (3, head.generation, 3, 0)
+    # entries: the 3 user entries and (format 2) the locations of their 3 VALUE blobs
+    assert (g["seq"], g["id"], g["entries"], g["snapshots"]) == (3, head.generation, 6, 0)
+    assert g["namespaces"]["_blobs"] == 3
     assert isinstance(g["time"], float)
 
     r = cli("-r", str(path), "repair", "root", "--yes", "--json")
@@ -126,7 +129,7 @@ def test_repair_root_passes_over_an_incomplete_newest_generation(tmp_path: Path)
     with repo.reader() as snap:
         value_blob = snap.entry("snapshots-like", "k2").value_ref  # type: ignore[union-attr]
     assert value_blob is not None
-    repo.backend.delete(blob_key(value_blob.id))
+    repo.backend.delete(pack_key(head_location(repo, value_blob.id).pack))  # its pack is lost
     repo.backend.delete(ROOT_KEY)
     out = repair_root(repo, apply=True)
     assert out.generation is not None and out.generation["seq"] == 2
@@ -146,8 +149,8 @@ def test_repair_root_refuses_a_readable_root(world) -> None:
 def test_check_read_data_reports_damage_to_unreferenced_blobs(tmp_path: Path, cli) -> None:
     path = tmp_path / "repo"
     repo = _repo_with_history(path)
-    orphan = repo.store.put(BlobType.CHUNK, b"orphan data " * 100).ref.id
-    f = path / blob_key(orphan)
+    orphan = store_orphan(repo, b"orphan data " * 100)  # a pack no generation locates
+    f = path / pack_key(orphan[len("pack:"):])
     data = bytearray(f.read_bytes())
     data[-1] ^= 1
     f.write_bytes(bytes(data))

@@ -29,6 +29,7 @@ from casbackup.backends import MemoryBackend
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobMissing, CommitConflict, LeaseExpired
 from casbackup.gc import Collector
+from casbackup.packs import PACKED_TYPES
 from casbackup.repository import Repository, Reader, Transaction
 
 GRACE = 50.0
@@ -62,7 +63,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.tmp: str | None = None
         self.stats = dict.fromkeys(["commits", "conflicts", "deleted", "reads", "expired_reads", "rescued",
-                                    "gc_runs", "condemned"], 0)  # for tuning: see how much happened
+                                    "gc_runs", "condemned", "gc_commits"], 0)  # for tuning: see how much happened
 
     @initialize(kind=st.sampled_from(["memory", "local"]))
     def setup(self, kind: str) -> None:
@@ -183,8 +184,10 @@ class CoreMachine(RuleBasedStateMachine):
             gen = stop.value
         except CommitConflict:
             # Legitimate only if a blob this writer touched really was deleted under it.
-            touched = ws.txn.touched
-            assert any(not self.checker.store.exists(r.id) for r in touched), "conflict without a deleted blob"
+            touched = ws.txn.touched  # format 2: a touched pack, or a touched loose blob, was deleted
+            gone = [p for p in ws.txn._blob_in_pack if self.checker.store.stat_pack(p) is None]
+            gone += [r.id for r in touched if r.type not in PACKED_TYPES and not self.checker.store.exists(r.id)]
+            assert gone, "conflict without a deleted blob"
             self.stats["conflicts"] += 1
             ws.txn, ws.steps = None, None
             self._reset_writer(ws)
@@ -257,7 +260,9 @@ class CoreMachine(RuleBasedStateMachine):
         for _ in range(n):
             try:
                 next(self.gc)
+                self._adopt_gc_commit()
             except StopIteration as stop:
+                self._adopt_gc_commit()
                 self.stats["rescued"] += stop.value.rescued
                 self.stats["gc_runs"] += 1
                 self.stats["condemned"] += stop.value.condemned
@@ -278,6 +283,18 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([1.0, 5.0, 20.0, 30.0, 60.0, 95.0, 700.0]))
     def advance_clock(self, dt: float) -> None:
         self.clock.advance(dt)
+
+    def _adopt_gc_commit(self) -> None:
+        """Format 2: gc commits too (repacks, and forgetting the locations of deleted packs).
+        Such a commit must sit right on the head it found and keep its content exactly."""
+        root, _ = self.checker.read_root()
+        if root.generation == self.head_id:
+            return
+        gen = self.checker.load_generation(root.generation)
+        assert gen.parent == self.head_id and gen.message.startswith("gc:"), "the head moved without a commit"
+        self.head_id = gen.id
+        self.gens[gen.id] = dict(self.head)
+        self.stats["gc_commits"] += 1
 
     # ---- invariants ----------------------------------------------------------------------
 
@@ -324,7 +341,7 @@ class CoreMachine(RuleBasedStateMachine):
         if not hasattr(self, "checker"):
             return
         now = self.clock()
-        current = {i: info.mtime for i, info in self.checker.store.list()}
+        current = {i: info.mtime for i, info in self.checker.store.list_objects()}
         for blob, mtime in self.blob_mtimes.items():
             if blob not in current:
                 assert now - mtime >= GRACE, f"blob {blob} deleted {now - mtime:.0f}s after it was stored"
@@ -341,7 +358,7 @@ def test_blob_missing_is_loud_for_a_reader(mem_repo: Repository) -> None:
         res = txn.put_blob(BlobType.CHUNK, POOL[0])
         txn.put("data", "k0", b"0", refs=[res.ref])
     with mem_repo.reader() as snap:
-        mem_repo.store.delete(CHUNK_REFS[0].id)
+        mem_repo.store.delete_pack(mem_repo.locate(snap.generation.id, CHUNK_REFS[0].id).pack)
         with pytest.raises(BlobMissing) as err:
             [snap.read_blob(e.refs[0]) for e in snap.list("data")]
         assert CHUNK_REFS[0].id in str(err.value) and snap.generation.id in str(err.value)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from helpers_common import head_location
 from helpers_core import FakeClock
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref
@@ -15,7 +16,7 @@ from casbackup.pins import list_pins
 from casbackup.reach import Reachability
 from casbackup.records import Generation
 from casbackup.repository import Repository
-from casbackup.store import blob_key
+from casbackup.layout import pack_key
 from casbackup.walk import Walker, below_floor, chain
 
 HOUR = 3600.0
@@ -159,13 +160,23 @@ def test_gc_walking_down_to_a_pin_tolerates_history_collected_above_it(world: tu
 # ---- the reachability walk ----------------------------------------------------------------------
 
 def _graph(repo: Repository) -> dict[str, Ref]:
-    """a and b both name the shared tree s, which names chunk c; b also names chunk d."""
-    c = repo.store.put(BlobType.CHUNK, b"shared chunk").ref
-    d = repo.store.put(BlobType.CHUNK, b"b's own chunk").ref
-    s = repo.store.put_structured(BlobType.TREE, [c], {"name": "s"}).ref
-    a = repo.store.put_structured(BlobType.TREE, [s], {"name": "a"}).ref
-    b = repo.store.put_structured(BlobType.TREE, [s, d], {"name": "b"}).ref
+    """a and b both name the shared tree s, which names chunk c; b also names chunk d. Each blob
+    is alone in its pack (flushed one by one), so a test can lose or damage one of them."""
+    with repo.transaction() as txn:
+        def put(blob_type: BlobType, refs: list[Ref] | None, body: Any) -> Ref:
+            ref = (txn.put_blob(blob_type, body) if refs is None else txn.put_structured(blob_type, refs, body)).ref
+            txn.flush()
+            return ref
+        c = put(BlobType.CHUNK, None, b"shared chunk")
+        d = put(BlobType.CHUNK, None, b"b's own chunk")
+        s = put(BlobType.TREE, [c], {"name": "s"})
+        a = put(BlobType.TREE, [s], {"name": "a"})
+        b = put(BlobType.TREE, [s, d], {"name": "b"})
     return {"a": a, "b": b, "s": s, "c": c, "d": d}
+
+
+def _lose(repo: Repository, ref: Ref) -> None:
+    repo.store.delete_pack(head_location(repo, ref.id).pack)
 
 
 class _Log:
@@ -178,11 +189,11 @@ class _Log:
 
     def read(self, ref: Ref, gen: str | None) -> tuple[list[Ref], Any]:
         self.reads.append(ref.id)
-        return self.repo.store.get_structured(ref, gen, cache=False)
+        return self.repo.store.get_structured(ref, gen or self.repo.read_root()[0].generation, cache=False)
 
-    def on_raw(self, ref: Ref, _gen: str | None) -> None:
+    def on_raw(self, ref: Ref, gen: str | None) -> None:
         self.raw.append(ref.id)
-        self.repo.store.get(ref)
+        self.repo.store.get(ref, gen or self.repo.read_root()[0].generation)
 
     def on_missing(self, ref: Ref, _exc: BlobMissing, owner: Any) -> None:
         self.missing.append((ref.id, owner))
@@ -208,8 +219,8 @@ def test_a_shared_subtree_is_visited_once_even_across_walks(mem_repo: Repository
 
 def test_a_missing_blob_reaches_on_missing_with_its_owner_and_the_walk_goes_on(mem_repo: Repository) -> None:
     g, log = _graph(mem_repo), _Log(mem_repo)
-    mem_repo.store.delete(g["s"].id)
-    mem_repo.store.delete(g["d"].id)
+    _lose(mem_repo, g["s"])
+    _lose(mem_repo, g["d"])
     w = log.walker()
     w.walk([g["b"]], owner="entry b")
     assert sorted(log.missing) == sorted([(g["s"].id, "entry b"), (g["d"].id, "entry b")])
@@ -220,7 +231,7 @@ def test_a_missing_blob_reaches_on_missing_with_its_owner_and_the_walk_goes_on(m
 
 def test_a_corrupt_blob_reaches_on_corrupt_and_a_bad_body_is_still_descended(mem_repo: Repository) -> None:
     g, log = _graph(mem_repo), _Log(mem_repo)
-    mem_repo.backend.raw_put(blob_key(g["a"].id), b"not a blob")  # type: ignore[attr-defined]
+    mem_repo.backend.raw_put(pack_key(head_location(mem_repo, g["a"].id).pack), b"not a blob")  # type: ignore[attr-defined]
 
     def body(ref: Ref, refs: list[Ref], b: Any, _gen: str | None) -> None:
         if b.get("name") == "b":
@@ -255,10 +266,11 @@ def test_gc_never_deletes_what_a_pinned_generation_reaches(mem_repo: Repository)
         repo.commit(puts=[("ns", f"n{i}", b"x")], deletes=[("ns", "old")] if i == 0 else [])
     report = Collector(repo, grace=0, force=True, keep_last=1).run()
     assert report.retained_generations == 5  # head back to the pinned generation
-    assert report.deleted > 0 and old_entry.value_ref.id not in report.deleted_ids
+    old_pack = "pack:" + head_location(repo, old_entry.value_ref.id).pack  # format v2: gc deletes packs
+    assert report.deleted > 0 and old_pack not in report.deleted_ids
     assert snap.get("ns", "old") == old_value  # S4: the pin kept its generation whole
     assert check(repo).ok
     snap.close()
     report = Collector(repo, grace=0, force=True, keep_last=1).run()
-    assert old_entry.value_ref.id in report.deleted_ids  # unpinned: the old value goes
+    assert old_pack in report.deleted_ids  # unpinned: the old value goes
     assert check(repo).ok

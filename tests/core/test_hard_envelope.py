@@ -21,9 +21,12 @@ from casbackup.gcstate import write_gcstate
 from casbackup.pins import acquire_gc_lease
 from casbackup.records import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY, Config, LeaseRecord, PinRecord, Root
 from casbackup.repository import Repository
-from casbackup.store import DEFAULT_CACHE_BYTES, BlobStore, blob_key
+from casbackup.store import DEFAULT_CACHE_BYTES, BlobStore
 
 from helpers_common import cli_env
+from casbackup.packs import split_pack
+
+PACK = "pack"  # a stored pack, in the map of stored objects to their type
 
 RECORDS: dict[str, type] = {CONFIG_KEY: Config, ROOT_KEY: Root, GC_LEASE_KEY: LeaseRecord}
 
@@ -47,14 +50,25 @@ def _small_repository() -> tuple[MemoryBackend, dict[str, BlobType]]:
     types = {}
     for info in backend.list("blobs/"):
         types[info.key] = BlobType(backend.get(info.key)[5])
-    assert set(types.values()) >= {BlobType.CHUNK, BlobType.VALUE, BlobType.PAGE, BlobType.GENERATION,
-                                   BlobType.TREE, BlobType.FILE, BlobType.GCSTATE}
-    assert any(backend.get(k)[6] == Compression.ZSTD for k in types)
+    packed = set()
+    for info in backend.list("packs/"):  # format v2: CHUNK, VALUE, TREE, FILE live in packs
+        _, pairs = split_pack(info.key.rsplit("/", 1)[1], backend.get(info.key))
+        packed |= {item.location.type for item, stored in pairs}
+        types[info.key] = PACK
+    assert set(types.values()) >= {BlobType.PAGE, BlobType.GENERATION, BlobType.GCSTATE, PACK}
+    assert packed >= {BlobType.CHUNK, BlobType.VALUE, BlobType.TREE, BlobType.FILE}
+    assert any(backend.get(k)[6] == Compression.ZSTD for k in types if types[k] != PACK)
     return backend, types
 
 
 def _decode(key: str, stored: bytes, types: dict[str, BlobType]) -> None:
-    if key in types:
+    if types.get(key) == PACK:
+        _, pairs = split_pack(key.rsplit("/", 1)[1], stored)
+        for item, envelope in pairs:
+            _, payload = decode_blob(item.id, envelope, item.location.type)
+            if item.location.type not in codec.RAW_TYPES:
+                unpack_structured(payload, item.id)
+    elif key in types:
         blob_id = key.rsplit("/", 1)[1]
         _, payload = decode_blob(blob_id, stored, types[key])
         if types[key] not in codec.RAW_TYPES:
@@ -65,9 +79,14 @@ def _decode(key: str, stored: bytes, types: dict[str, BlobType]) -> None:
         RECORDS[key].decode(stored, key)
 
 
+def _names_a_blob_of(stored: bytes, key: str, message: str) -> bool:
+    _, pairs = split_pack(key.rsplit("/", 1)[1], stored)
+    return any(item.id in message for item, _ in pairs)
+
+
 def test_every_single_byte_flip_of_every_stored_object_is_detected() -> None:
     backend, types = _small_repository()
-    keys = [CONFIG_KEY, ROOT_KEY] + sorted(i.key for p in ("blobs/", "pins/", "locks/") for i in backend.list(p))
+    keys = [CONFIG_KEY, ROOT_KEY] + sorted(i.key for p in ("blobs/", "packs/", "pins/", "locks/") for i in backend.list(p))
     assert {CONFIG_KEY, ROOT_KEY, GC_LEASE_KEY} <= set(keys) and any(k.startswith(PIN_PREFIX) for k in keys)
     flips = 0
     for key in keys:
@@ -79,7 +98,9 @@ def test_every_single_byte_flip_of_every_stored_object_is_detected() -> None:
                 bad[offset] ^= mask
                 with pytest.raises(BlobCorrupt) as err:
                     _decode(key, bytes(bad), types)
-                assert key.rsplit("/", 1)[-1] in str(err.value) or key in str(err.value)
+                # the object is named: its key, or for a pack the pack or the blob inside it
+                assert key.rsplit("/", 1)[-1] in str(err.value) or key in str(err.value) or (
+                    types.get(key) == PACK and _names_a_blob_of(stored, key, str(err.value)))
                 flips += 1
     assert flips > 3_000
 
@@ -148,7 +169,7 @@ _BOMB_SCRIPT = textwrap.dedent("""
     kind, size = sys.argv[1], int(sys.argv[2])
     def frame(pieces, total):
         cobj = zstandard.ZstdCompressor(level=1, write_content_size=True).compressobj(size=total)
-        out, h = [], codec.blake3.blake3(codec.ID_DOMAIN + bytes([BlobType.TREE]))
+        out, h = [], codec.blake3.blake3(codec.ID_DOMAIN + bytes([BlobType.PAGE]))
         for p in pieces:
             h.update(p)
             out.append(cobj.compress(p))
@@ -174,12 +195,12 @@ _BOMB_SCRIPT = textwrap.dedent("""
             pieces += list(repeated(b"\\xdd" + count.to_bytes(4, "big"), unit, count))
             total += 5 + count * len(unit)
     data, bid = frame(pieces, total)
-    stored = codec.seal(codec.MAGIC + bytes([codec.FORMAT_VERSION, BlobType.TREE, codec.Compression.ZSTD, 0]) + data)
+    stored = codec.seal(codec.MAGIC + bytes([codec.FORMAT_VERSION, BlobType.PAGE, codec.Compression.ZSTD, 0]) + data)
     del pieces, data
     backend = MemoryBackend()
     backend.create(blob_key(bid), stored)
     try:
-        BlobStore(backend).get_structured(Ref(BlobType.TREE, bid))
+        BlobStore(backend).get_structured(Ref(BlobType.PAGE, bid))  # a loose structured blob
         outcome = "decoded"
     except BlobCorrupt as exc:
         outcome = "corrupt: " + exc.reason
@@ -233,7 +254,7 @@ def _tree_bomb_repository(path: Path) -> None:
         info = SnapshotInfo("", 1_700_000_000.0, "host", "user", ["/x"], [], tree.id)
         value = info.value()
         txn.put(NAMESPACE, new_id(value), value, refs=[tree])
-    assert (path / blob_key(tree.id)).stat().st_size < 4096
+    assert sum(p.stat().st_size for p in (path / "packs").rglob("*") if p.is_file()) < 4096
 
 
 # A small parent whose only child is the CLI: its RUSAGE_CHILDREN peak is the CLI's own (plus
@@ -263,7 +284,7 @@ def test_decode_cache_is_bounded_by_payload_bytes() -> None:
     store = BlobStore(MemoryBackend())
     refs = [store.put_structured(BlobType.PAGE, [], [0, [["ns", f"k{i}", b"x" * 60_000, None, []]]]).ref
             for i in range(40)]
-    big = store.put_structured(BlobType.TREE, [], {"v": 1, "pad": b"y" * (DEFAULT_CACHE_BYTES // 4)}).ref
+    big = store.put_structured(BlobType.PAGE, [], [0, [["ns", "big", b"y" * (DEFAULT_CACHE_BYTES // 4), None, []]]]).ref
     for ref in refs:
         store.get_structured(ref)
     entries, held = store.cache_stats

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers_common import run_cli
+from helpers_common import run_cli, store_orphan
 from casbackup.backends import LocalBackend
 from casbackup.check import check
 from casbackup.cli.core import check_validators
-from casbackup.codec import BlobType
 from casbackup.errors import CasbackupError
 from casbackup.repository import Repository
 
@@ -28,7 +27,7 @@ def _build(tmp_path: Path) -> Path:
     assert run_cli("-r", str(repo), "meta", "put", "ns", "k", "v").code == 0
     assert run_cli("-r", str(repo), "gc", "--grace", "0s", "--force").code == 0  # leaves locks/gc (released)
     r = Repository.open(LocalBackend(repo), write=True)
-    r.store.put(BlobType.CHUNK, b"an unreferenced orphan " * 10)
+    store_orphan(r, b"an unreferenced orphan " * 10)  # a pack no generation locates
     r.open_reader("left behind", renew=False)  # a live pin record, never released
     return repo
 
@@ -49,7 +48,7 @@ def test_every_stored_object_with_a_flipped_byte_fails_check(tmp_path: Path) -> 
     assert _ok(repo)
     files = sorted(p for p in repo.rglob("*") if p.is_file() and not p.name.startswith("."))
     kinds = {p.relative_to(repo).parts[0] for p in files}
-    assert {"config", "root", "blobs", "pins", "locks"} <= kinds
+    assert {"config", "root", "blobs", "packs", "pins", "locks"} <= kinds
     missed = []
     for path in files:
         original = path.read_bytes()

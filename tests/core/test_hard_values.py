@@ -20,9 +20,9 @@ from casbackup import gcstate
 from casbackup.gcstate import load_gcstate, write_gcstate
 from casbackup.reach import Reachability
 from casbackup.repository import VALUE_PIECE, Repository
-from casbackup.store import blob_key
+from casbackup.layout import pack_key
 
-from helpers_common import cli_env, run_cli
+from helpers_common import cli_env, head_location, run_cli
 
 MiB = 1024 * 1024
 
@@ -89,11 +89,11 @@ def test_large_value_survives_gc_and_a_missing_chunk_is_loud(tmp_path: Path) -> 
         assert snap.get("ns", "v") == value
         e = snap.entry("ns", "v")
         assert e is not None and e.value_ref is not None
-        refs, _ = repo.store.get_structured(e.value_ref)
+        refs, _ = repo.store.get_structured(e.value_ref, snap.generation.id)
     chunk = sorted(r for r in refs if r.type == BlobType.CHUNK)[1]
-    os.unlink(backend.root / blob_key(chunk.id))
+    os.unlink(backend.root / pack_key(head_location(repo, chunk.id).pack))  # the pack holding it is lost
     with repo.reader() as snap:
-        with pytest.raises(BlobMissing, match=chunk.id):
+        with pytest.raises(BlobMissing, match="|".join(r.id for r in refs)):
             snap.get("ns", "v")
 
 
@@ -143,8 +143,9 @@ def test_commit_rescues_from_a_condemned_set_in_parts(mem_repo: Repository, monk
     with mem_repo.transaction() as txn:
         txn.put_stream("ns", "v", io.BytesIO(value))
         chunk_ids = {r.id for r in txn.touched if r.type == BlobType.CHUNK}
+    packs = {"pack:" + head_location(mem_repo, c).pack for c in chunk_ids}  # format v2: gc condemns packs
     others = {blake3.blake3(bytes([i])).hexdigest(): 5.0 for i in range(7)}
-    condemned = write_gcstate(mem_repo.store, "condemned", {**others, **{c: 5.0 for c in chunk_ids}})
+    condemned = write_gcstate(mem_repo.store, "condemned", {**others, **{p: 5.0 for p in packs}})
     root, etag = mem_repo.read_root()
     mem_repo.backend.compare_and_swap("root", etag, replace(root, condemned=condemned).encode())
     with mem_repo.transaction() as txn:  # re-put: the chunks deduplicate and are touched again

@@ -1,5 +1,5 @@
-"""Format v2 building blocks (spec/FORMAT-v2.md): packs and their TOC, locations, the compact mark
-set and gc's pack decisions, against the draft vectors in spec/vectors/v2/."""
+"""Format 2 building blocks (spec/FORMAT.md §12): packs and their TOC, locations, the compact mark
+set and gc's pack decisions, against the vectors in spec/vectors/."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from casbackup.markset import PrefixSet
 from casbackup.packrules import PackDecision, PackFacts, decide
 from casbackup.packs import (TRAILER_LEN, Location, PackBuilder, PackClass, read_blob, read_toc, split_pack)
 
-V2 = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "v2"
+V2 = Path(__file__).resolve().parents[2] / "spec" / "vectors"
 PACKS = json.loads((V2 / "packs.json").read_text())
 DECISIONS = json.loads((V2 / "gc-decisions.json").read_text())
 

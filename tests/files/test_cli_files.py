@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers_common import flip_stored, lose_stored, stored_places
+
 pytestmark = pytest.mark.slow  # end-to-end CLI sessions, one subprocess per command
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -134,17 +136,19 @@ def test_exit_codes(setup, tmp_path: Path, cli) -> None:
     assert cli("-r", str(tmp_path / "no-repo"), "snapshots").code == 9
 
     # a missing chunk stops the restore naming it; a corrupt one too; never a traceback
-    blobs = sorted((Path(repo) / "blobs").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-    big = blobs[-1]
-    saved = big.read_bytes()
-    big.unlink()
+    places = stored_places(Path(repo))  # format 2: the largest blob, inside its pack
+    big = max(places, key=lambda b: places[b][2])
+    pack = places[big][0]
+    saved = pack.read_bytes()
+    lost = lose_stored(Path(repo), big)
     r = cli("-r", repo, "restore", "latest", "--target", str(tmp_path / "o1"))
-    assert r.code == 4 and big.name in r.stderr and "Traceback" not in r.stderr
-    big.write_bytes(saved[:-10] + b"x" * 10)
+    assert r.code == 4 and any(b in r.stderr for b in lost) and "Traceback" not in r.stderr
+    pack.write_bytes(saved)
+    flip_stored(Path(repo), big, -5)
     r = cli("-r", repo, "restore", "latest", "--target", str(tmp_path / "o2"))
-    assert r.code == 5 and big.name in r.stderr and "Traceback" not in r.stderr
+    assert r.code == 5 and big in r.stderr and "Traceback" not in r.stderr
     r = cli("-r", repo, "cat", "latest", f"{src}/sub/b.bin")
-    assert r.code == 5 and big.name in r.stderr
+    assert r.code == 5 and big in r.stderr
 
 
 def test_sigkill_during_backup_leaves_a_consistent_repo(tmp_path: Path, cli) -> None:

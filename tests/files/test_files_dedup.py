@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from casbackup.codec import BlobType
+from casbackup.packs import LOCATIONS_NAMESPACE, Location
 from helpers_files import backup, make_repo
 
 
@@ -58,9 +60,13 @@ def test_one_percent_change_adds_about_one_percent(tmp_path: Path) -> None:
 
 
 def test_interrupted_backup_reuses_uploaded_chunks(tmp_path: Path, monkeypatch) -> None:
+    """Format v2: the packs an interrupted backup wrote are found again through its checkpoint
+    commits (their locations, published every CHECKPOINT_BYTES; small here)."""
     src = tmp_path / "src"
     total = make_data(src)
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", pack_size=1024 * 1024)
+    from casbackup import transaction
+    monkeypatch.setattr(transaction, "CHECKPOINT_BYTES", 3 * 1024 * 1024)
     from casbackup.files import backup as backup_mod
     real = backup_mod.Backup.finish_file
     calls = {"n": 0}
@@ -72,7 +78,6 @@ def test_interrupted_backup_reuses_uploaded_chunks(tmp_path: Path, monkeypatch) 
         return real(self, node, work, changed)
 
     monkeypatch.setattr(backup_mod.Backup, "finish_file", boom)
-    before = len(list(repo.store.list()))
     try:
         backup(repo, src)
     except KeyboardInterrupt:
@@ -84,8 +89,9 @@ def test_interrupted_backup_reuses_uploaded_chunks(tmp_path: Path, monkeypatch) 
         assert list(snap.list("snapshots")) == []  # nothing committed
     from casbackup.check import check
     assert not check(repo).dangling
-    orphans = len(list(repo.store.list())) - before
-    assert orphans > 5  # chunks uploaded before the interrupt (never a TREE: none was written yet)
+    with repo.reader() as snap:
+        located = [e for e in snap.list(LOCATIONS_NAMESPACE) if Location.from_value(e.value, e.key).type == BlobType.CHUNK]
+    assert len(located) > 5  # chunks uploaded and checkpointed before the interrupt
     _, summary = backup(repo, src)
-    assert summary.chunks_reused == orphans  # every one of them is reused, none uploaded twice
+    assert summary.chunks_reused == len(located)  # every one of them is reused, none uploaded twice
     assert summary.bytes_added < total

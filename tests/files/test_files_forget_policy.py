@@ -131,7 +131,7 @@ def test_cli_forget_reasons_filters_group_by_keep_tag(cli, cli_repo: Path, tmp_p
 
 
 def _stored_bytes(repo: Path) -> int:
-    return sum(p.stat().st_size for p in (repo / "blobs").rglob("*") if p.is_file())
+    return sum(p.stat().st_size for d in ("blobs", "packs") for p in (repo / d).rglob("*") if p.is_file())
 
 
 @pytest.mark.slow

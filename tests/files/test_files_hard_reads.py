@@ -15,6 +15,7 @@ from casbackup.files.diff import diff_trees
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id, resolve
 from casbackup.files.tree import MAX_DEPTH
+from helpers_common import flip_stored, lose_stored
 from helpers_files import backup, make_repo, restore
 
 
@@ -104,27 +105,27 @@ def _chunk_files(repo: str, sid: str, path: str) -> list[Path]:
         reader = TreeReader(snap)
         node = reader.lookup(resolve(snap, sid).tree, path)
         ids = [c.id for c in reader.chunks(node)]
-    return [Path(repo) / "blobs" / i[:2] / i for i in ids]
+    return ids
 
 
 @pytest.mark.parametrize("damage,code,word", [("corrupt", 5, "is corrupt"), ("delete", 4, "is missing")])
 @pytest.mark.slow
 def test_restore_and_cat_name_the_file_with_a_bad_chunk(backed_up, tmp_path: Path, cli, damage, code, word) -> None:
     repo, src, sid = backed_up
-    victim = _chunk_files(repo, sid, f"{src}/x.bin")[1]
+    chunks = _chunk_files(repo, sid, f"{src}/x.bin")
+    victim = chunks[1]
     if damage == "corrupt":
-        raw = bytearray(victim.read_bytes())
-        raw[-3] ^= 0xFF
-        os.chmod(victim, 0o644)
-        victim.write_bytes(bytes(raw))
-    else:
-        victim.unlink()
+        flip_stored(Path(repo), victim)
+        named = [victim]
+    else:  # format 2: the chunk's whole pack is lost, and restore names the first chunk it needs from it
+        lost = lose_stored(Path(repo), victim)
+        named = [c for c in chunks if c in lost][:1]
     r = cli("-r", repo, "restore", sid, "--target", str(tmp_path / "out"))
     line = one_line_error(r, code)
-    assert f"restoring {src}/x.bin: blob {victim.name} {word} (referenced by generation " in line, line
+    assert f"restoring {src}/x.bin: blob {named[0]} {word} (referenced by generation " in line, line
     r = cli("-r", repo, "cat", sid, f"{src}/x.bin")
     line = one_line_error(r, code)
-    assert f"reading {src}/x.bin: blob {victim.name} {word} (referenced by generation " in line, line
+    assert f"reading {src}/x.bin: blob {named[0]} {word} (referenced by generation " in line, line
 
 
 # ---- item 4: --include of a path that is not in the snapshot ------------------------------

@@ -10,32 +10,32 @@ import pytest
 
 from casbackup.backends import LocalBackend
 from casbackup.check import check
-from casbackup.codec import BlobType, Ref
+from casbackup.codec import BlobType, Ref, blob_id, pack_structured
 from casbackup.errors import BlobCorrupt
 from casbackup.files.restore import RestoreOptions, run_restore
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
 from casbackup.files.tree import Chunk, Node, file_body, tree_body
 from casbackup.files.verify import check_validators
 from casbackup.repository import Repository
-from casbackup.store import blob_key
 
+from helpers_common import flip_stored, rewrite_stored_blob, store_orphan, stored_places
 from helpers_files import make_repo
 
 
-def _chunk_files(repo_dir: Path) -> list[Path]:
-    """Stored CHUNK blobs (type byte 1 in the envelope header)."""
+def _chunk_files(repo_dir: Path) -> list[str]:
+    """Stored CHUNK blobs (type byte 1 in the envelope header), wherever they are (format 2: packs)."""
     out = []
-    for p in sorted((repo_dir / "blobs").rglob("*")):
-        if p.is_file() and not p.name.startswith(".") and p.read_bytes()[5] == BlobType.CHUNK:
-            out.append(p)
+    for blob, (path, offset, _length) in sorted(stored_places(repo_dir).items()):
+        with open(path, "rb") as f:
+            f.seek(offset + 5)
+            if f.read(1)[0] == BlobType.CHUNK:
+                out.append(blob)
     return out
 
 
-def _flip(path: Path, offset: int = -3) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
-    os.chmod(path, 0o644)
-    path.write_bytes(bytes(data))
+def _located(repo: str, blob: str) -> bool:
+    r = Repository.open(LocalBackend(repo))
+    return r.locate(r.read_root()[0].generation, blob) is not None
 
 
 @pytest.fixture
@@ -57,10 +57,10 @@ def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree
     assert r.code == 0, r.stderr
     first = r.out.strip()
     victim = _chunk_files(Path(repo))[0]
-    _flip(victim)
+    flip_stored(Path(repo), victim)
 
     r = cli("-r", repo, "check", "--read-data")
-    assert r.code == 13 and victim.name in r.out, r.out + r.stderr
+    assert r.code == 13 and victim in r.out, r.out + r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("casbackup: error: ")
 
     # Without --yes: a dry run that changes nothing.
@@ -68,13 +68,13 @@ def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree
     assert r.code == 0, r.stderr
     doc = json.loads(r.out)
     assert doc["dry_run"] and not doc["applied"]
-    assert [b["blob"] for b in doc["removed"]] == [victim.name]
+    assert [b["blob"] for b in doc["removed"]] == [victim]
     assert [(d["namespace"], d["key"]) for d in doc["damaged_entries"]] == [(NAMESPACE, first)]
-    assert victim.exists()
+    assert _located(repo, victim)
 
     r = cli("-r", repo, "repair", "blobs", "--yes")
     assert r.code == 0, r.stderr
-    assert not victim.exists()
+    assert not _located(repo, victim)  # format 2: the bad copy is forgotten (its pack holds others)
     assert f"damaged: snapshots {first}" in r.out
 
     snaps = json.loads(cli("-r", repo, "snapshots", "--json").out)
@@ -92,7 +92,7 @@ def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree
     assert r.code == 0, r.stderr
     second = json.loads(r.out)
     assert second["parent"] is None and second["files_unmodified"] == 0
-    assert victim.exists()
+    assert _located(repo, victim)  # stored anew
 
     r = cli("-r", repo, "check", "--read-data")
     assert r.code == 0, r.out + r.stderr
@@ -108,7 +108,8 @@ def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree
 
 
 def test_repair_blobs_marks_a_snapshot_whose_subtree_is_missing(tmp_path: Path, tree_src: Path) -> None:
-    """A missing TREE (structure, not a chunk) is recorded too, and gc walks past it."""
+    """A damaged TREE (structure, not a chunk) is recorded too, and gc walks past it. (Format v2:
+    the TREE shares a metadata pack with the others, so the damage is a flipped byte in it.)"""
     repo = make_repo(tmp_path / "repo")
     (tree_src / "sub").mkdir()
     (tree_src / "sub" / "x").write_text("x" * 100)
@@ -119,7 +120,7 @@ def test_repair_blobs_marks_a_snapshot_whose_subtree_is_missing(tmp_path: Path, 
     with repo.reader() as snap:
         sub_tree = TreeReader(snap).lookup(info.tree, str(tree_src.absolute() / "sub")).tree
     assert sub_tree
-    repo.backend.delete(blob_key(sub_tree))
+    rewrite_stored_blob(repo, sub_tree, lambda b: b[:-1] + bytes([b[-1] ^ 1]))
     assert not check(repo).ok
     from casbackup.repair import repair_blobs
     out = repair_blobs(repo, apply=True, validators=validators, entry_validators=entry_validators)
@@ -219,8 +220,8 @@ def test_cli_check_wires_in_the_files_validators(tmp_path: Path, cli) -> None:
 def test_check_reads_unreferenced_tree_bodies(tmp_path: Path) -> None:
     """Item 7 with item 6: an orphan TREE whose body is invalid is damage too, reported apart."""
     repo = make_repo(tmp_path / "repo")
-    store = repo.store
-    orphan = store.put_structured(BlobType.TREE, [], {"v": 7}).ref.id
+    store_orphan(repo, pack_structured([], {"v": 7}, BlobType.TREE), BlobType.TREE)
+    orphan = blob_id(BlobType.TREE, pack_structured([], {"v": 7}, BlobType.TREE))
     report = _check_all(repo)
     assert not report.ok and not report.corrupt
     assert [p.blob for p in report.corrupt_unreferenced] == [orphan]

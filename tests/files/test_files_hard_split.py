@@ -13,18 +13,21 @@ from casbackup.files.diff import diff_trees
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import resolve
 from casbackup.files.tree import Node, decode_file, decode_tree, decode_tree_body, split_tree, write_tree
-from casbackup.store import blob_key
+from casbackup.layout import pack_key
+from casbackup.packs import split_pack
 from helpers_files import backup, make_repo, restore, restored, snapshot_of
 
 pytestmark = pytest.mark.slow  # huge directories and files
 
 
 def structured_payloads(repo) -> dict[str, tuple[BlobType, bytes]]:
+    """Every TREE and FILE blob stored (format 2: in the metadata packs)."""
     out = {}
-    for bid, _ in repo.store.list():
-        kind, payload = decode_blob(bid, repo.backend.get(blob_key(bid)))
-        if kind in (BlobType.TREE, BlobType.FILE):
-            out[bid] = (kind, payload)
+    for pack_id, _ in repo.store.list_packs():
+        for item, stored in split_pack(pack_id, repo.backend.get(pack_key(pack_id)))[1]:
+            kind, payload = decode_blob(item.id, stored)
+            if kind in (BlobType.TREE, BlobType.FILE):
+                out[item.id] = (kind, payload)
     return out
 
 
@@ -76,13 +79,15 @@ def _node(i: int) -> Node:
 def test_write_tree_splits_and_readers_check_the_parts(mem_repo, monkeypatch) -> None:
     nodes = [_node(i) for i in range(3000)]
     assert len(split_tree(nodes, budget=100_000)) > 1
-    with mem_repo.transaction("t") as txn:
+    with mem_repo.transaction("t") as txn:  # format 2: packed blobs are read once committed
         small = write_tree(txn.put_structured, nodes[:3])
-        refs, body = mem_repo.store.get_structured(small)
-        assert "entries" in body
         monkeypatch.setattr("casbackup.files.tree.TREE_PART_BUDGET", 100_000)
         top = write_tree(txn.put_structured, list(reversed(nodes)))
-        refs, body = mem_repo.store.get_structured(top)
+    head = mem_repo.read_root()[0].generation
+    refs, body = mem_repo.store.get_structured(small, head)
+    assert "entries" in body
+    refs, body = mem_repo.store.get_structured(top, head)
+    with mem_repo.transaction("t2") as txn:
         tb = decode_tree_body(top.id, refs, body)
         assert tb.parts and len(tb.parts) > 1 and decode_tree(top.id, refs, body) == []
         # a hostile index: parts out of order, a nested index, a part not in refs

@@ -11,6 +11,8 @@ import pytest
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobCorrupt, BlobMissing, UsageError
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
+from casbackup.packs import LOCATIONS_NAMESPACE, Location
+from helpers_common import head_location, rewrite_stored_blob
 from helpers_files import backup, make_repo, restore
 
 
@@ -126,24 +128,29 @@ def _big_file_repo(tmp_path: Path):
     (src / "big").write_bytes(os.urandom(2 * 1024 * 1024))
     repo = make_repo(tmp_path / "repo")
     backup(repo, src)
-    chunks = [p for p in (tmp_path / "repo" / "blobs").rglob("*") if p.is_file() and p.stat().st_size > 10000]
+    with repo.reader() as snap:  # the file's chunks, as the index locates them (format v2: in a pack)
+        chunks = [e.key for e in snap.list(LOCATIONS_NAMESPACE)
+                  if e.value and Location.from_value(e.value, e.key).type == BlobType.CHUNK]
+    assert chunks
     return repo, chunks
 
 
 def test_missing_chunk_stops_restore_naming_it(tmp_path: Path) -> None:
     repo, chunks = _big_file_repo(tmp_path)
-    chunks[0].unlink()
-    with pytest.raises(BlobMissing, match=chunks[0].name):
+    repo.store.delete_pack(head_location(repo, chunks[0]).pack)  # the pack holding the chunks is lost
+    with pytest.raises(BlobMissing, match="|".join(chunks)):
         restore(repo, tmp_path / "out")
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # no partial file, no temp file
 
 
 def test_corrupt_chunk_stops_restore_naming_it(tmp_path: Path) -> None:
     repo, chunks = _big_file_repo(tmp_path)
-    data = bytearray(chunks[0].read_bytes())
-    data[-100] ^= 0xFF
-    chunks[0].write_bytes(bytes(data))
-    with pytest.raises(BlobCorrupt, match=chunks[0].name):
+
+    def flip(envelope: bytes) -> bytes:
+        return envelope[:-100] + bytes([envelope[-100] ^ 0xFF]) + envelope[-99:]
+
+    rewrite_stored_blob(repo, chunks[0], flip)
+    with pytest.raises(BlobCorrupt, match=chunks[0]):
         restore(repo, tmp_path / "out")
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 

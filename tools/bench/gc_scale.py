@@ -3,7 +3,7 @@
 
 Simulates the part of gc whose memory grows with the number of blobs: the walk records N reached
 blob IDs (here: random IDs, in random order), then the scan of the `_blobs` locations (sorted by ID,
-one pack per 16 blobs) joins them and tallies live bytes per pack (FORMAT-v2.md V§7.7). Each
+one pack per 16 blobs) joins them and tallies live bytes per pack (FORMAT.md §12.7.7). Each
 configuration runs in a fresh subprocess and reports its wall time and peak RSS. It measures the
 data structure, not a whole gc (format v2 is not wired in yet).
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Write the format v2 draft vectors (spec/FORMAT-v2.md): packs and gc's pack decisions.
+"""Write the pack vectors (spec/FORMAT.md §12): packs and gc's pack decisions.
 
-Usage: python tools/v2_vectors.py   (writes spec/vectors/v2/packs.json and gc-decisions.json)
+Usage: python tools/pack_vectors.py   (writes spec/vectors/packs.json and gc-decisions.json)
 Blobs and TOCs are stored uncompressed and the pack IDs are fixed, so every byte is exact.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from casbackup.codec import BlobType, encode_blob, pack_structured, seal  # noqa
 from casbackup.packrules import PackFacts, decide  # noqa: E402
 from casbackup.packs import TRAILER_LEN, PackBuilder, PackClass  # noqa: E402
 
-OUT = ROOT / "spec" / "vectors" / "v2"
+OUT = ROOT / "spec" / "vectors"
 DATA_PACK_ID = "0d" * 32
 META_PACK_ID = "3e" * 32
 
@@ -75,7 +75,7 @@ def packs() -> dict[str, object]:
         _corrupt("CHUNK in a metadata pack", DATA_PACK_ID, _retoc(stored, (b"\xa5class\x01", b"\xa5class\x02")),
                  "in a metadata pack"),
     ]
-    return {"description": "format v2 draft (FORMAT-v2.md V§3, V§4): packs with their TOC, the _blobs location "
+    return {"description": "packs (FORMAT.md §12.3, §12.4): packs with their TOC, the _blobs location "
                            "value of each blob, and corrupt packs a reader must reject (error: a substring of the "
                            "reason this implementation gives)",
             "packs": good, "corrupt": bad}
@@ -99,7 +99,7 @@ def decisions() -> dict[str, object]:
         facts = PackFacts(**kw)  # type: ignore[arg-type]
         out.append({"name": name, "now": now, "grace": grace, "repack_below": 0.5, **kw,
                     "decision": decide(facts, now, grace, 0.5).value})
-    return {"description": "format v2 draft (FORMAT-v2.md V§7.3): gc's decision for one pack, the first rule "
+    return {"description": "FORMAT.md §12.7.3: gc's decision for one pack, the first rule "
                            "that holds", "cases": out}
 
 
