@@ -120,8 +120,8 @@ def test_batched_sweep_spares_a_blob_uploaded_again_after_an_interrupted_sweep(b
     backend = BatchedMemory(lambda: now[0], batch)
     first = Repository.init(backend)
     repo = Repository(backend, first.config, writable=True, monotonic=lambda: now[0])
-    payloads = [f"orphan {i}".encode() for i in range(20)]
-    orphans = sorted(repo.store.put(BlobType.CHUNK, p).ref.id for p in payloads)
+    payloads = [f"orphan {i}".encode() for i in range(20)]  # loose blobs: only they can be stored again under one key
+    orphans = sorted(repo.store.put(BlobType.PAGE, p).ref.id for p in payloads)
     now[0] += 101
     Collector(repo, grace=100, keep_last=1, force=True).run()  # condemns them
     now[0] += 101
@@ -134,8 +134,8 @@ def test_batched_sweep_spares_a_blob_uploaded_again_after_an_interrupted_sweep(b
     gone = [i for i in orphans if not repo.store.exists(i)]
     assert len(gone) == batch
     now[0] += 700  # the dead gc's lease expires
-    again = payloads[[blob_id(BlobType.CHUNK, p) for p in payloads].index(gone[0])]
-    assert repo.store.put(BlobType.CHUNK, again).created  # a writer stores it anew
+    again = payloads[[blob_id(BlobType.PAGE, p) for p in payloads].index(gone[0])]
+    assert repo.store.put(BlobType.PAGE, again).created  # a writer stores it anew
     now[0] += 1
     report = Collector(repo, grace=100, keep_last=1, force=True).run()
     assert report.finished_abandoned_sweep

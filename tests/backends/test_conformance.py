@@ -140,7 +140,7 @@ def test_fanout_listing_is_the_whole_listing_in_key_order(target: Target, monkey
     monkeypatch.setattr(store_module, "FANOUT_AFTER_PAGES", 1)
     b = target.make()
     store = BlobStore(b)
-    ids = sorted(store.put(BlobType.CHUNK, f"blob {i}".encode()).ref.id for i in range(24))
+    ids = sorted(store.put(BlobType.PAGE, f"blob {i}".encode()).ref.id for i in range(24))  # loose blobs
     for key in ("blobs/foreign", "blobs/zz/foreign", "blobsx/00/other"):
         b.create(key, b"not a blob")
     plain = {i.key: i.size for i in b.list("blobs/")}

@@ -112,7 +112,7 @@ class FullDisk(MemoryBackend):
         self.room, self.armed = room, False
 
     def create(self, key: str, data: bytes) -> bool:
-        if self.armed and key.startswith("blobs/"):
+        if self.armed and key.startswith(("blobs/", "packs/")):
             if self.room <= 0:
                 raise BackendError(f"{key}: no space left on device")
             self.room -= 1
@@ -129,8 +129,9 @@ def test_a_storage_error_met_by_a_reader_stops_the_backup(tmp_path: Path) -> Non
     for i in range(30):
         (src / f"sub{i:02d}").mkdir()
         (src / f"sub{i:02d}" / "x.txt").write_text("x" * i)
-    backend = FullDisk(room=3)
-    repo = Repository.init(backend, chunk_min=SMALL[0], chunk_avg=SMALL[1], chunk_max=SMALL[2])
+    backend = FullDisk(room=1)  # format 2: one pack of 1 MiB fits, the next does not
+    repo = Repository.init(backend, chunk_min=SMALL[0], chunk_avg=SMALL[1], chunk_max=SMALL[2],
+                           pack_size=1024 * 1024)
     backend.armed = True
     threads = threading.active_count()
     with pytest.raises(BackendError, match="no space left"):

@@ -13,7 +13,7 @@ import pytest
 from casbackup.errors import BlobCorrupt
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import resolve
-from casbackup.layout import blob_key
+from helpers_common import flip_stored
 from helpers_files import backup, make_repo, restore, restored
 
 TEMP = ".casbackup-restore-"
@@ -67,11 +67,7 @@ def test_a_corrupt_chunk_is_never_written(tmp_path: Path, big: Path, monkeypatch
     chunks = chunks_of(repo, big)
     bad = chunks[len(chunks) // 2]
     bad_offset = sum(c.size for c in chunks[: len(chunks) // 2])
-    path = tmp_path / "repo" / blob_key(bad.id)
-    blob = bytearray(path.read_bytes())
-    blob[-10] ^= 0xFF  # inside the compressed payload: the hash check fails
-    os.chmod(path, 0o600)
-    path.write_bytes(bytes(blob))
+    flip_stored(tmp_path / "repo", bad.id, -10)  # inside the compressed payload: the hash check fails
     calls = record_pwrites(monkeypatch)
     with pytest.raises(BlobCorrupt) as exc:
         restore(repo, tmp_path / "out")
