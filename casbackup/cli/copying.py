@@ -84,8 +84,8 @@ def rewrite(ctx: Context, snapshot_ids: tuple[str, ...], excludes: tuple[str, ..
     folded = [*iexcludes, *(p for f in iexclude_files for p in read_pattern_file(f))]
     repo = ctx.open(write=not dry_run)
     done = rewrite_snapshots(repo, list(snapshot_ids), flt, plain, folded, forget=forget, dry_run=dry_run)
-    if json_out:
-        emit_json([r.to_json() for r in done])
+    if json_out:  # lossless text for names that are not UTF-8 (files/names.py)
+        emit_json([{**r.to_json(), "removed": [names.json_text(p) for p in r.removed]} for r in done])
         return
     for r in done:
         for p in r.removed if r.new is not None else ():

@@ -110,6 +110,7 @@ def _backup_targets(paths: tuple[str, ...], lists: dict[str, tuple[str, ...]], s
 def _report_backup(ctx: Context, info: SnapshotInfo, summary: Summary, dry_run: bool, json_out: bool) -> None:
     s = summary.as_dict()
     if json_out:
+        s["errors"] = [names.put_json({"error": e["error"]}, "path", e["path"]) for e in s["errors"]]
         emit_summary({"dry_run": dry_run, "id": info.id or None, "short_id": info.id[:8] or None,
                       "time": rfc3339(info.time), "host": info.host, "paths": info.paths, "tags": info.tags,
                       "parent": info.parent, **s})
@@ -384,6 +385,8 @@ def restore(ctx: Context, snapshot: str, target: str, includes: tuple[str, ...],
             die("interrupted; the restore stopped and removed its temp files", EXIT_INTERRUPTED)
     s = summary.as_dict()
     if json_out:
+        if s.get("paths") is not None:  # lossless text for names that are not UTF-8 (files/names.py)
+            s["paths"] = [names.json_text(p) for p in s["paths"]]
         emit_summary({"id": info.id, "target": target, **s})
     elif not ctx.quiet:
         _restore_report(target, info.id, s, verbose)

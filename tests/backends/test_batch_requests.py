@@ -15,6 +15,7 @@ from casbackup.gc import Collector
 from casbackup.repository import Repository
 from casbackup import store as store_module
 from casbackup.store import BlobStore
+from helpers_common import store_orphan
 
 from .conftest import Target
 from .helpers_faultproxy import Fault, FaultProxy
@@ -87,15 +88,15 @@ def test_a_server_error_on_one_fanout_listing_is_an_error(moto_target: Target, p
 def test_gc_sweep_deletes_through_delete_objects_in_batches(moto_target: Target, proxy: FaultProxy) -> None:
     b = _via(moto_target, proxy)
     repo = Repository.init(b)
-    orphans = {repo.store.put(BlobType.CHUNK, f"orphan {i}".encode()).ref.id for i in range(12)}
+    orphans = {store_orphan(repo, f"orphan {i}".encode()) for i in range(12)}  # 12 packs
     b.delete_batch_size = 5
     proxy.clear()
     report = Collector(repo, grace=0, force=True, keep_last=1).run()
     assert set(report.deleted_ids) == orphans and report.deleted == 12
     deletes = [p for m, p, _ in proxy.state.log if m == "POST" and "delete" in p]
-    single = [p for m, p, _ in proxy.state.log if m == "DELETE" and "/blobs/" in p]
+    single = [p for m, p, _ in proxy.state.log if m == "DELETE" and ("/blobs/" in p or "/packs/" in p)]
     assert len(deletes) == 3 and single == []
-    assert not any(repo.store.exists(i) for i in orphans)
+    assert not any(repo.store.exists_object(i) for i in orphans)
 
 
 class BatchedMemory(MemoryBackend):

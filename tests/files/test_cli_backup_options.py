@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -79,7 +79,8 @@ def test_parent_time_and_read_concurrency(setup, cli) -> None:
     when = "2006-01-02 15:04:05"
     sid = j(cli("-r", r, "backup", str(src), "--time", when, "--read-concurrency", "3", "--json"))["id"]
     snap = next(s for s in j(cli("-r", r, "snapshots", "--json")) if s["id"] == sid)
-    assert snap["time"] == datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()  # local time, as restic
+    expected = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()  # local time, as restic
+    assert snap["time"] == datetime.fromtimestamp(expected, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     for bad in ("2006-01-02", "2006-01-02T15:04:05", "2006-13-02 15:04:05", "yesterday"):
         one_line_error(cli("-r", r, "backup", str(src), "--time", bad), 2, "--time")
     for bad in ("0", "-1", "two"):

@@ -55,6 +55,7 @@ def small(tmp_path: Path, cli) -> tuple[str, Path]:
 
 def test_status_line_with_percent_is_cleared_at_the_end(small: tuple[str, Path], tmp_path: Path) -> None:
     repo, src = small
+    make_tree(src / "more", 1200, 40_000)  # about a second to back up: the first line is drawn after 0.25 s
     code, out = run_on_terminal("-r", repo, "backup", str(src))
     assert code == 0, out
     lines = STATUS.findall(out)
@@ -62,7 +63,7 @@ def test_status_line_with_percent_is_cleared_at_the_end(small: tuple[str, Path],
     assert float(lines[-1][1]) > 0
     # the last status line is cleared before the snapshot ID is printed
     assert re.search(rb"\r\x1b\[K" + HEX64.pattern, out)
-    assert b"300 files" in out.split(b"\r\x1b[K")[-1]  # the summary, on a line of its own
+    assert b"1500 files" in out.split(b"\r\x1b[K")[-1]  # the summary, on a line of its own
     code, out = run_on_terminal("-r", repo, "restore", "latest", "--target", str(tmp_path / "out"))
     assert code == 0, out
     assert any(kind == b"restore" for kind, _ in STATUS.findall(out))
