@@ -151,7 +151,9 @@ class PackBuilder:
             "blobs": [[int(i.location.type), bytes.fromhex(i.id), i.location.offset, i.location.length]
                       for i in self._items],
         }), level)
-        return b"".join(self._parts) + toc + struct.pack("<I", len(toc)) + TRAILER_MAGIC
+        data = b"".join(self._parts + [toc, struct.pack("<I", len(toc)), TRAILER_MAGIC])
+        self._parts = []  # the joined copy is all that is needed now: do not hold the pack twice
+        return data
 
 
 def _pack_name(pack_id: str) -> str:

@@ -37,6 +37,9 @@ VALUE_BLOB_MAX = 4 * 1024 * 1024
 VALUE_PIECE = 4 * 1024 * 1024
 VALUE_WORKERS = 2            # upload threads for a large value
 VALUE_IN_FLIGHT = 4          # pieces queued or uploading at once (bounded memory)
+# Full packs being written at once per transaction: each holds pack_size bytes until its create
+# returns, so this bounds that memory (a worker that fills a third pack waits: back-pressure).
+PACK_WRITES = 2
 
 
 def _validate_name(kind: str, text: str) -> str:
@@ -78,6 +81,7 @@ class Transaction:
         self.stored: dict[str, Location] = {}
         self._open_packs: dict[PackClass, PackBuilder] = {}
         self._pack_lock = threading.Lock()
+        self._pack_writes = threading.BoundedSemaphore(PACK_WRITES)
         self.packs_written = 0
         self._blob_in_pack: dict[str, str] = {}  # a touched blob of each touched pack (messages)
         self._ttl = ttl
@@ -147,7 +151,8 @@ class Transaction:
 
     def _write_pack(self, pack: PackBuilder, checkpoint: bool = True) -> None:
         self.base._guard()
-        size = self.repo.store.put_pack(pack)
+        with self._pack_writes:
+            size = self.repo.store.put_pack(pack)
         with self._pack_lock:
             self.packs_written += 1
             self._unpublished.update((i.id, i.location) for i in pack.items())

