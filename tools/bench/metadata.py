@@ -26,11 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.btree import BTree, Entry, Op  # noqa: E402
-from casbackup.codec import BlobType, encode_blob  # noqa: E402
+from casbackup.codec import BlobType  # noqa: E402
 from casbackup.gc import Collector  # noqa: E402
 from casbackup.records import ROOT_KEY, Root, new_write_id  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
-from casbackup.store import blob_key  # noqa: E402
 
 
 class CountingBackend(LocalBackend):
@@ -137,30 +136,21 @@ def bench_generation(base: Path, entries: int, rounds: int) -> dict[str, Any]:
 
 
 def bench_gc(base: Path, blobs: int) -> dict[str, Any]:
-    """`blobs` CHUNK blobs, half referenced by entries, half orphaned; GC grace 0 (forced)."""
+    """`blobs` CHUNK blobs (format 2: in packs), half referenced by entries, half stored by a
+    commit that references none of them (located, unreachable: their packs are garbage); GC grace 0
+    (forced). `blobs_total` counts storage objects (packs and loose blobs)."""
     path = base / "gc"
-    repo = Repository.init(LocalBackend(path, create=True))
+    repo = Repository.init(LocalBackend(path, create=True), pack_size=1024 * 1024)
     half = blobs // 2
-    refs = []
-    # Setup writes blob files directly (no fsync) to keep it quick; what is timed is GC.
-    for i in range(blobs):
-        blob = encode_blob(BlobType.CHUNK, b"chunk %d " % i * 8)
-        p = path / blob_key(blob.id)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(blob.stored)
-        if i < half:
-            refs.append(blob)
-    old = time.time() - 7200
-    for p in (path / "blobs").rglob("*"):
-        if p.is_file():
-            os.utime(p, (old, old))
-    with repo.transaction("bench gc") as txn:
-        for i, blob in enumerate(refs):
-            from casbackup.codec import Ref
-
-            txn.put("files", f"f{i:08d}", b"x", refs=[Ref(BlobType.CHUNK, blob.id)])
-    total = sum(1 for _ in repo.store.list())
-    out: dict[str, Any] = {"blobs": total}
+    with repo.transaction("bench gc: referenced") as txn:
+        for i in range(half):
+            ref = txn.put_blob(BlobType.CHUNK, b"chunk %d " % i * 8).ref
+            txn.put("files", f"f{i:08d}", b"x", refs=[ref])
+    with repo.transaction("bench gc: garbage") as txn:
+        for i in range(half, blobs):
+            txn.put_blob(BlobType.CHUNK, b"chunk %d " % i * 8)
+    total = sum(1 for _ in repo.store.list_objects())
+    out: dict[str, Any] = {"blobs": blobs, "objects": total}
     t, report = timed(lambda: Collector(fresh(path), grace=0, force=True, keep_last=1).run())
     out["gc_s"] = t
     out["gc_deleted"] = report.deleted
