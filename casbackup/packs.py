@@ -114,7 +114,7 @@ class PackBuilder:
         self.pack_id = pack_id or new_pack_id()
         self._parts: list[bytes] = [PACK_MAGIC + bytes([PACK_VERSION, pack_class, 0, 0])]
         self._items: list[TocItem] = []
-        self._ids: set[str] = set()
+        self._ids: dict[str, Location] = {}
         self.size = PACK_HEADER_LEN
 
     def __len__(self) -> int:
@@ -130,12 +130,13 @@ class PackBuilder:
         """Append a blob (once: a second add of the same ID returns its first location)."""
         if PACKED_TYPES.get(blob.type) != self.pack_class:
             raise UsageError(f"a {blob.type.name} blob does not belong in a {self.pack_class.name.lower()} pack")
-        if blob.id in self._ids:
-            return next(i.location for i in self._items if i.id == blob.id)
+        known = self._ids.get(blob.id)
+        if known is not None:
+            return known
         loc = Location(blob.type, self.pack_id, self.size, len(blob.stored))
         self._parts.append(blob.stored)
         self._items.append(TocItem(blob.id, loc))
-        self._ids.add(blob.id)
+        self._ids[blob.id] = loc
         self.size += len(blob.stored)
         return loc
 

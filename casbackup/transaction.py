@@ -118,18 +118,27 @@ class Transaction:
         self.touched.add(ref)
         if self.is_stored(ref):
             return PutResult(ref, False, len(blob.stored))
+        if self._append(blob, skip_stored=True) is None:
+            return PutResult(ref, False, len(blob.stored))
+        return PutResult(ref, True, len(blob.stored))
+
+    def _append(self, blob: EncodedBlob, skip_stored: bool = False, checkpoint: bool = True) -> Location | None:
+        """Add a blob to the open pack of its class (None: skip_stored and we already hold it),
+        and write that pack once it is full."""
         full = None
         with self._pack_lock:
-            if blob.id in self.stored:
-                return PutResult(ref, False, len(blob.stored))
+            if skip_stored and blob.id in self.stored:
+                return None
             pack_class = PACKED_TYPES[blob.type]
-            builder = self._open_packs.setdefault(pack_class, PackBuilder(pack_class))
-            self.stored[blob.id] = builder.add(blob)
+            builder = self._open_packs.get(pack_class)
+            if builder is None:
+                builder = self._open_packs[pack_class] = PackBuilder(pack_class)
+            loc = self.stored[blob.id] = builder.add(blob)
             if builder.full(self.repo.config.pack_size):
                 full = self._open_packs.pop(pack_class)
         if full is not None:
-            self._write_pack(full)
-        return PutResult(ref, True, len(blob.stored))
+            self._write_pack(full, checkpoint)
+        return loc
 
     def repack_blob(self, blob_id: str, old: Location) -> Location:
         """Copy a stored blob (verified against its ID) into this transaction's packs, whether
@@ -137,16 +146,8 @@ class Transaction:
         ref = Ref(old.type, blob_id)
         stored = self.repo.store.get_at(ref, old, self.base.generation.id)
         decode_blob(blob_id, stored, old.type)
-        blob = EncodedBlob(blob_id, old.type, stored, 0)
-        full = None
-        with self._pack_lock:
-            pack_class = PACKED_TYPES[blob.type]
-            builder = self._open_packs.setdefault(pack_class, PackBuilder(pack_class))
-            loc = self.stored[blob_id] = builder.add(blob)
-            if builder.full(self.repo.config.pack_size):
-                full = self._open_packs.pop(pack_class)
-        if full is not None:
-            self._write_pack(full, checkpoint=False)
+        loc = self._append(EncodedBlob(blob_id, old.type, stored, 0), checkpoint=False)
+        assert loc is not None
         return loc
 
     def _write_pack(self, pack: PackBuilder, checkpoint: bool = True) -> None:

@@ -97,12 +97,7 @@ def blob_stored(repo: Any, blob_id: str) -> bool:
 def stored_anywhere(repo_path: Path, blob_id: str) -> bool:
     """Is a blob stored in a local-disk repository at all: as a loose blob, or listed in the TOC of
     any of its packs (format 2), whatever the index says."""
-    from casbackup.layout import blob_key
-    from casbackup.packs import split_pack
-    if (repo_path / blob_key(blob_id)).exists():
-        return True
-    return any(blob_id in {item.id for item, _ in split_pack(p.name, p.read_bytes())[1]}
-               for p in (repo_path / "packs").rglob("*") if p.is_file())
+    return blob_id in stored_places(repo_path)
 
 
 def stored_places(repo_path: Path) -> dict[str, tuple[Path, int, int]]:

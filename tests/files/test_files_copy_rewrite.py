@@ -13,7 +13,8 @@ from casbackup.errors import CasbackupError
 from casbackup.files.copy import copy_snapshots
 from casbackup.files.rewrite import rewrite_snapshots
 from casbackup.files.snapshots import SnapshotFilter, list_snapshots
-from casbackup.packs import LOCATIONS_NAMESPACE, Location, split_pack
+from casbackup.packs import LOCATIONS_NAMESPACE, Location
+from helpers_common import stored_anywhere
 from helpers_files import backup, make_repo, restore, restored, snapshot_of
 
 
@@ -23,10 +24,8 @@ def j(r):
 
 
 def blob_stored(repo: Path, data: bytes) -> bool:
-    """Is the chunk stored anywhere: listed in the TOC of any pack on disk (format v2)."""
-    h = blob_id(BlobType.CHUNK, data)
-    return any(h in {item.id for item, _ in split_pack(p.name, p.read_bytes())[1]}
-               for p in (repo / "packs").rglob("*") if p.is_file())
+    """Is the chunk stored anywhere: listed in the TOC of any pack on disk (format 2)."""
+    return stored_anywhere(repo, blob_id(BlobType.CHUNK, data))
 
 
 def make_tree(src: Path) -> None:
