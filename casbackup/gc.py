@@ -370,6 +370,10 @@ class Collector:
             return
         for blob_id, value in stale:
             txn.delete_if_value(LOCATIONS_NAMESPACE, blob_id, value)
+        # Its pages may equal pages this sweep just deleted (a `_blobs` leaf as it was before
+        # the dead blobs were added): they are written anew, and the barrier must not make this
+        # commit wait for the sweep it is part of.
+        txn.after_own_sweep = True
         yield Step.PRUNE_COMMIT
         txn.commit()
 

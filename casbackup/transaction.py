@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
 from .codec import BlobType, EncodedBlob, Ref, decode_blob, encode_blob, pack_structured
-from .errors import CommitConflict, NotFound, UsageError
+from .errors import BlobMissing, CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
 from .steps import Step, Steps
@@ -77,6 +77,9 @@ class Transaction:
         self.result: Generation | None = None
         self._done = False
         self._waited_for_sweep: set[str] = set()  # objects a sweep held back; checked once it ends
+        # Set only by the GC holding the lease for its own commit after its deletes (§12.7.5):
+        # that sweep deletes nothing more, so it need not wait for itself to end.
+        self.after_own_sweep = False
         # Packed blobs this transaction stored, where (FORMAT.md §12.6): the commit locates them.
         self.stored: dict[str, Location] = {}
         self._open_packs: dict[PackClass, PackBuilder] = {}
@@ -315,23 +318,19 @@ class Transaction:
             while True:
                 self.base._guard()
                 root, etag = repo.read_root()
-                head = repo.load_generation(root.generation)
-                self._check_expectations(head)
-                located, touched_packs = self._locations(head)
-                ops = list(self.ops.values()) + located + self._conditional_ops(head)
-                new_index, delta, pages = repo.index.apply(head.index, ops)
-                touched = ({r.id for r in self.touched if r.type not in PACKED_TYPES} | {r.id for r in pages}
-                           | {pack_member(p) for p in touched_packs})
-                if not self._sweep_barrier(root, touched):
+                try:
+                    planned = self._plan(root)
+                except BlobMissing:
+                    # gc may collect what a superseded root named (its generation, its gc
+                    # state) once the root has moved on; then rebase on the new root.
+                    if repo.read_root()[1] == etag:
+                        raise
+                    yield Step.WAIT_ROOT
+                    continue
+                if planned is None:
                     yield Step.WAIT_SWEEP
                     continue
-                self._recheck_epoch(root, touched)
-                condemned_id = self._rescue(root, touched)
-                write_id = new_write_id()
-                gen = repo._write_generation(root.seq + 1, root.generation, new_index, head.entries + delta, write_id,
-                                             self.message)
-                new_root = Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
-                                root.retain_floor, repo.backend.now())
+                gen, new_root = planned
                 yield Step.CAS
                 if repo.swap_root(etag, new_root, creates_generation=True):
                     self.result = gen
@@ -340,6 +339,27 @@ class Transaction:
         finally:
             self._done = True
             self.base.close()
+
+    def _plan(self, root: Root) -> tuple[Generation, Root] | None:
+        """One rebase on `root`: the generation to publish and the root naming it, or None while
+        the sweep barrier holds (§9.3, §12.6)."""
+        repo = self.repo
+        head = repo.load_generation(root.generation)
+        self._check_expectations(head)
+        located, touched_packs = self._locations(head)
+        ops = list(self.ops.values()) + located + self._conditional_ops(head)
+        new_index, delta, pages = repo.index.apply(head.index, ops)
+        touched = ({r.id for r in self.touched if r.type not in PACKED_TYPES} | {r.id for r in pages}
+                   | {pack_member(p) for p in touched_packs})
+        if not self._sweep_barrier(root, touched):
+            return None
+        self._recheck_epoch(root, touched)
+        condemned_id = self._rescue(root, touched)
+        write_id = new_write_id()
+        gen = repo._write_generation(root.seq + 1, root.generation, new_index, head.entries + delta, write_id,
+                                     self.message)
+        return gen, Root(gen.id, gen.seq, write_id, root.gc_epoch, condemned_id, root.sweeping,
+                         root.retain_floor, repo.backend.now())
 
     def _locations(self, head: Generation) -> tuple[list[Op], set[str]]:
         """§12.6 steps 3-4 on this rebase: the `_blobs` entries to write (blobs we stored, where the
@@ -378,6 +398,9 @@ class Transaction:
         """Sweep barrier (§9.3): False while the root's sweeping set holds a touched blob (do
         not publish; wait). Once it no longer does, every blob waited for must still exist."""
         blocked = touched & load_gcstate(self.repo.store, root.sweeping).keys()
+        if blocked and self.after_own_sweep:
+            self._fail_if_gone(sorted(blocked))  # written anew by this commit (a page), or spared
+            return True
         if blocked:
             self._waited_for_sweep |= blocked
             return False

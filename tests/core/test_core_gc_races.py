@@ -200,3 +200,58 @@ def test_interrupted_sweep_is_finished_but_spares_a_reuploaded_blob(world: tuple
     for member in remaining - {page}:
         assert not repo.store.exists_object(member)
     head_is_readable(repo)
+
+
+def test_commit_rebases_when_gc_swept_the_state_its_root_named(world: tuple[FakeClock, Repository]) -> None:
+    """A commit reads a root whose sweeping set is S; before it loads S, that sweep ends and
+    later GCs (grace 0 here, as under --force) collect S itself. The stale root's state being
+    gone is no error: the root moved on, so the commit rebases on the new one (CI found this
+    race under kill -9 stress, where a rebase's location lookups widen the window)."""
+    clock, repo = world
+    y = b"a live chunk " * 500
+    with repo.transaction() as first:
+        first.put("data", "y", b"y", refs=[first.put_blob(BlobType.CHUNK, y).ref])
+    orphan_x_and_condemn(clock, repo)
+    sweep = gc(repo)
+    until(sweep, "announced")
+    stale = repo.read_root()[0].sweeping
+    assert stale is not None
+    txn = repo.transaction()
+    txn.put("data", "y again", b"y", refs=[txn.put_blob(BlobType.CHUNK, y).ref])  # live: no grace-0 gc takes it
+    plan = txn._locations
+    ran: list[bool] = []
+
+    def gc_meanwhile(head: Any) -> Any:
+        if not ran:
+            ran.append(True)
+            finish(sweep)
+            for _ in range(3):
+                clock.advance(1)
+                Collector(repo, grace=0.0, keep_last=1, force=True).run()
+            assert not repo.store.exists(stale), "the test needs S collected"
+        return plan(head)
+
+    txn._locations = gc_meanwhile  # type: ignore[method-assign]
+    txn.commit()
+    assert repo.read_root()[0].generation == txn.result.id
+    head_is_readable(repo)
+
+
+def test_gc_prune_commit_does_not_wait_for_its_own_sweep(world: tuple[FakeClock, Repository],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """After pruning X's location, the head's `_blobs` leaf is byte for byte the leaf of the
+    generation before X was added, a page this same sweep deletes. gc's prune commit writes it
+    anew and must not wait for the sweep it belongs to (it once waited COMMIT_TIMEOUT, then
+    failed)."""
+    import casbackup.transaction as transaction
+    monkeypatch.setattr(transaction, "COMMIT_TIMEOUT", 3.0)
+    clock, repo = world
+    y = b"a live chunk " * 500
+    with repo.transaction() as first:
+        first.put("data", "y", b"y", refs=[first.put_blob(BlobType.CHUNK, y).ref])
+    xm = orphan_x_and_condemn(clock, repo)
+    report = Collector(repo, grace=GRACE, keep_last=1, force=True).run()
+    assert xm in report.deleted_ids
+    assert head_location(repo, XREF.id) is None
+    assert repo.read_root()[0].sweeping is None
+    head_is_readable(repo)
