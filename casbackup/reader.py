@@ -16,7 +16,7 @@ from .chunklist import read_stream
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing, CommitConflict, KeyMissing, LeaseExpired, NotFound, WriteRefused
 from .layout import PIN_PREFIX, pin_id_of, pin_key
-from .packs import LOCATIONS_NAMESPACE
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location
 from .pins import Lease, _margin, new_pin, read_pin
 from .records import Generation, Root
 from .steps import Step, Steps
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 PIN_VALIDATION_ATTEMPTS = 50
 VALUE_READ_REQUESTS = 4      # downloads ahead of the consumer
 VALUE_READ_BYTES = 32 * 1024 * 1024
+# A generation with at most this many entries has its blob locations read by one scan into memory
+# (about 300 bytes each: at most ~80 MB) when a long read asks for them; a bigger one is looked up
+# per blob, one index descent each.
+PRELOAD_LOCATIONS = 262_144
 
 
 class _NullLease:
@@ -80,6 +84,7 @@ class Reader:
         self.generation = generation
         self.lease = lease
         self.gc_epoch = gc_epoch  # the root's gc_epoch when it was resolved, before the pin
+        self._locations: dict[str, Location] | None = None
 
     @property
     def pin_id(self) -> str:
@@ -164,10 +169,60 @@ class Reader:
         except BlobMissing as exc:
             raise self._on_missing(exc) from None
 
-    def read_blob(self, ref: Ref) -> bytes:
+    def preload_locations(self, limit: int = PRELOAD_LOCATIONS) -> bool:
+        """Read this generation's blob locations by one scan of `_blobs` (each page once) instead
+        of one index descent per blob, if it has at most `limit` entries: for reads of many blobs
+        (restore). False, and nothing held, for a bigger generation."""
+        from .repository import location_of  # the repository imports this module
+
+        if self._locations is not None:
+            return True
+        if self.generation.entries > limit:
+            return False
+        self._guard()
+        gen = self.generation
+        packs: dict[str, str] = {}
+        found: dict[str, Location] = {}
+        try:
+            for n, e in enumerate(self.repo.index.scan_namespace(gen.index, LOCATIONS_NAMESPACE, gen.id, set())):
+                loc = location_of(e, e.key, gen.id)
+                if loc is not None:
+                    found[e.key] = Location(loc.type, packs.setdefault(loc.pack, loc.pack), loc.offset, loc.length)
+                if not n & 1023:
+                    self._guard()
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+        self._locations = found
+        return True
+
+    def location(self, ref: Ref) -> Location | None:
+        """Where this generation stores a packed blob; None for a loose blob or one it does not
+        locate (reading it then raises the error that says so)."""
+        if ref.type not in PACKED_TYPES:
+            return None
+        if self._locations is not None:
+            return self._locations.get(ref.id)
         self._guard()
         try:
+            return self.repo.locate(self.generation.id, ref.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_blob(self, ref: Ref) -> bytes:
+        self._guard()
+        loc = self._locations.get(ref.id) if self._locations is not None else None
+        try:
+            if loc is not None:
+                return self.repo.store.get_run([(ref, loc)], self.generation.id)[0]
             return self.repo.store.get(ref, self.generation.id)
+        except BlobMissing as exc:
+            raise self._on_missing(exc) from None
+
+    def read_run(self, run: builtins.list[tuple[Ref, Location]]) -> builtins.list[bytes]:
+        """Verified payloads of blobs of one pack, with one ranged read spanning them (§12.5)."""
+        self._guard()
+        try:
+            return self.repo.store.get_run(run, self.generation.id)
         except BlobMissing as exc:
             raise self._on_missing(exc) from None
 

@@ -148,6 +148,33 @@ class BlobStore:
         except BlobCorrupt as exc:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
 
+    def get_run(self, run: Sequence[tuple[Ref, Location]], generation: str | None = None) -> list[bytes]:
+        """Verified payloads of blobs of one pack, in `run`'s order, read with one ranged read
+        spanning them all (§12.5: a restore coalesces nearby ranges; the caller bounds the span
+        and the gaps). Errors name the blob at fault."""
+        pack = run[0][1].pack
+        if any(loc.pack != pack for _, loc in run):
+            raise UsageError(f"a run of blobs spans more than pack {pack}")
+        start = min(loc.offset for _, loc in run)
+        end = max(loc.offset + loc.length for _, loc in run)
+        try:
+            data = self.backend.get_range(pack_key(pack), start, end - start)
+        except KeyMissing:
+            raise BlobMissing(run[0][0].id, generation) from None
+        out: list[bytes] = []
+        for ref, loc in run:
+            if loc.type != ref.type:
+                raise BlobCorrupt(ref.id, f"located as a {loc.type.name} blob, referenced as {ref.type.name}", generation)
+            at = loc.offset - start
+            if at + loc.length > len(data):
+                raise BlobCorrupt(ref.id, f"pack {pack} ends inside the blob ({len(data) - at} of {loc.length} bytes)",
+                                  generation)
+            try:
+                out.append(decode_blob(ref.id, data[at:at + loc.length], ref.type)[1])
+            except BlobCorrupt as exc:
+                raise BlobCorrupt(ref.id, exc.reason, generation) from None
+        return out
+
     def get(self, ref: Ref, generation: str | None = None) -> bytes:
         """Verified payload of a blob; BlobMissing / BlobCorrupt name the blob and generation."""
         stored = self._stored(ref, generation)

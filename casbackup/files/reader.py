@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from ..chunklist import iter_chunks
 from ..codec import BlobType, Ref, unpack_structured
 from ..errors import BlobCorrupt, BlobMissing, CasbackupError, NotFound
+from ..packs import Location
 from ..repository import Reader
 from .names import as_bytes, from_bytes, shown
 from .tree import MAX_DEPTH, Chunk, Node, TreeBody, decode_tree_body
@@ -107,7 +108,20 @@ class TreeReader:
             yield data
 
     def read_chunk(self, chunk: Chunk) -> bytes:
-        data = self.snap.read_blob(chunk.ref)
+        return self._sized(chunk, self.snap.read_blob(chunk.ref))
+
+    def read_chunks(self, run: list[tuple[Chunk, Location | None]]) -> list[bytes]:
+        """Chunks of one pack (as `located` found them), read with one ranged read spanning them;
+        one chunk, or one not located, is read alone (which says what is wrong)."""
+        located = [(c.ref, loc) for c, loc in run if loc is not None]
+        if len(run) == 1 or len(located) != len(run):
+            return [self.read_chunk(c) for c, _ in run]
+        return [self._sized(c, data) for (c, _), data in zip(run, self.snap.read_run(located))]
+
+    def located(self, chunk: Chunk) -> Location | None:
+        return self.snap.location(chunk.ref)
+
+    def _sized(self, chunk: Chunk, data: bytes) -> bytes:
         if len(data) != chunk.size:
             raise BlobCorrupt(chunk.id, f"chunk is {len(data)} bytes, the tree says {chunk.size}", self.generation)
         return data

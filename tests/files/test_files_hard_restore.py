@@ -121,8 +121,8 @@ def test_stale_temp_files_are_removed_by_the_next_restore(tmp_path: Path, cli) -
     out = tmp_path / "out"
     sub = out / str(src).lstrip("/") / "sub"
     sub.mkdir(parents=True)
-    stale = [out / f"{TEMP}0123456789abcdef", sub / f"{TEMP}fedcba9876543210"]
-    keep = [sub / f"{TEMP}0123456789abcdeg", sub / f"{TEMP}0123456789ABCDEF", sub / f"{TEMP}0123456789abcdef0",
+    stale = [out / f"{TEMP}0123456789abcdef", sub / f"{TEMP}fedcba9876543210", sub / f"{TEMP}fedcba9876543210-17"]
+    keep = [sub / f"{TEMP}0123456789abcdef-", sub / f"{TEMP}0123456789abcdef-1x", sub / f"{TEMP}0123456789abcdeg", sub / f"{TEMP}0123456789ABCDEF", sub / f"{TEMP}0123456789abcdef0",
             sub / f"{TEMP}keep", sub / "casbackup-restore-0123456789abcdef", out / f"x{TEMP}0123456789abcdef"]
     for p in stale + keep:
         p.write_text("old")
@@ -144,15 +144,15 @@ def test_library_interrupt_removes_temp_files(tmp_path: Path, monkeypatch) -> No
     from casbackup.repository import Repository
     sid, _ = many_chunk_snapshot(tmp_path / "repo", 5000, monkeypatch)
     repo = Repository.open(LocalBackend(tmp_path / "repo"))
-    calls = [0]
-    real = reader_mod.TreeReader.read_chunk
+    chunks = [0]
+    real = reader_mod.TreeReader.read_chunks
 
-    def flaky(self, chunk):
-        calls[0] += 1
-        if calls[0] == 2000:
+    def flaky(self, run):  # every chunk read of a restore goes through here (runs of a pack)
+        chunks[0] += len(run)
+        if chunks[0] >= 2000:
             raise KeyboardInterrupt
-        return real(self, chunk)
-    monkeypatch.setattr(reader_mod.TreeReader, "read_chunk", flaky)
+        return real(self, run)
+    monkeypatch.setattr(reader_mod.TreeReader, "read_chunks", flaky)
     with pytest.raises(KeyboardInterrupt):
         restore(repo, tmp_path / "out", sid)
     assert temps(tmp_path / "out") == [] and not (tmp_path / "out" / "big").exists()
