@@ -24,7 +24,7 @@ from .meter import Meter, as_meter
 from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, TocItem, split_pack
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
-from .repository import Repository, Reader
+from .repository import Repository, Reader, location_of
 from .store import PACK_MEMBER, is_pack_member, pack_member
 from .walk import Walker, below_floor, chain
 
@@ -420,7 +420,7 @@ class _Checker:
         matched = 0  # the head's entries naming this pack that the TOC lists
         for item in items:
             try:
-                loc = self.repo.locate(head.id, item.id)
+                loc = location_of(self.repo.index.get(head.index, LOCATIONS_NAMESPACE, item.id, head.id), item.id, head.id)
             except (BlobMissing, BlobCorrupt):
                 continue  # a bad entry or page: the walk reported it
             if loc is None or loc.pack != pack_id:
