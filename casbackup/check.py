@@ -21,10 +21,10 @@ from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
 from .meter import Meter, as_meter
-from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, split_pack
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, TocItem, split_pack
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
-from .repository import Repository, Reader
+from .repository import Repository, Reader, location_of
 from .store import PACK_MEMBER, is_pack_member, pack_member
 from .walk import Walker, below_floor, chain
 
@@ -209,6 +209,8 @@ class _Checker:
         # (problem, seq of the generation that reached it, mode).
         self.tentative: list[tuple[Problem, int | None, str]] = []
         self.pin_gaps: set[str] = set()
+        self.head_per_pack: dict[str, int] = {}      # --read-data: the head's locations per pack
+        self.unlisted: dict[str, set[str]] = {}      # packs whose TOC lacks some: the IDs it lists
 
     # ---- one blob -------------------------------------------------------------------------
 
@@ -328,6 +330,7 @@ class _Checker:
             self.say.phase("reading unreferenced blobs", total=len(unreferenced), unit="blobs",
                            total_bytes=report.orphan_bytes)
             condemned = self._gcstate_ids(root_start.condemned) | self._gcstate_ids(root_start.sweeping)
+            self.head_per_pack = self._head_locations_per_pack()
             for blob_id in unreferenced:
                 if is_pack_member(blob_id):
                     self._read_unreferenced_pack(blob_id[len(PACK_MEMBER):], blob_id in condemned)
@@ -336,6 +339,7 @@ class _Checker:
                 self.say.add(files=1, nbytes=self.stored[blob_id])
             for pack_id in sorted(used_packs):
                 self._read_pack_whole(pack_id)
+            self._name_unlisted()
         self._judge(root_start)
         return report
 
@@ -357,13 +361,17 @@ class _Checker:
         try:
             data = self.repo.backend.get(pack_key(pack_id))
             _, pairs = split_pack(pack_id, data)
+            items = []
             for item, stored in pairs:
+                items.append(item)
                 if item.id not in self.seen:  # reachable blobs were read (and judged) by the walk
                     decode_blob(item.id, stored, item.location.type)
         except (BlobCorrupt, UnsupportedFormat) as exc:
             self.report.corrupt.append(Problem(getattr(exc, "blob_id", None) or f"pack:{pack_id}", None, _reason(exc)))
+            return
         except KeyMissing:
-            pass  # the walk reports the blobs it needed from it
+            return  # the walk reports the blobs it needed from it
+        self._compare_toc(pack_id, items)
 
     def _read_unreferenced_pack(self, pack_id: str, condemned: bool) -> None:
         try:
@@ -373,7 +381,9 @@ class _Checker:
             return
         try:
             _, pairs = split_pack(pack_id, data)
+            items = []
             for item, stored in pairs:
+                items.append(item)
                 blob_type, payload = decode_blob(item.id, stored, item.location.type)
                 if blob_type not in RAW_TYPES:
                     refs, body = unpack_structured(payload, item.id)
@@ -383,6 +393,72 @@ class _Checker:
             where = " (condemned by gc)" if condemned else ""
             self.report.corrupt_unreferenced.append(Problem(getattr(exc, "blob_id", None) or f"pack {pack_id}", None,
                                                             _reason(exc) + where))
+            return
+        self._compare_toc(pack_id, items)  # the head may locate dead blobs here: writers dedup against them
+
+    # ---- the head's locations against the packs' TOCs (--read-data, §12.8) ------------------
+
+    def _head_locations_per_pack(self) -> dict[str, int]:
+        """How many `_blobs` entries of the head name each pack: one pass in key order, memory
+        bounded by the number of packs. A TOC that lists fewer of them is missing some."""
+        per_pack: dict[str, int] = {}
+        try:
+            for e in self.snap.list(LOCATIONS_NAMESPACE):
+                try:
+                    loc = Location.from_value(e.value or b"", e.key)
+                except BlobCorrupt:
+                    continue  # reported by the walk's entry validator
+                per_pack[loc.pack] = per_pack.get(loc.pack, 0) + 1
+        except (BlobMissing, BlobCorrupt):
+            pass  # an index page is damaged: the walk reported it
+        return per_pack
+
+    def _compare_toc(self, pack_id: str, items: list[TocItem]) -> None:
+        """Each blob the TOC lists that the head locates in this pack must be located exactly
+        where the TOC says (type, offset, length); a mismatch is corrupt, naming blob and pack."""
+        head = self.snap.generation
+        matched = 0  # the head's entries naming this pack that the TOC lists
+        for item in items:
+            try:
+                loc = location_of(self.repo.index.get(head.index, LOCATIONS_NAMESPACE, item.id, head.id), item.id, head.id)
+            except (BlobMissing, BlobCorrupt):
+                continue  # a bad entry or page: the walk reported it
+            if loc is None or loc.pack != pack_id:
+                continue
+            matched += 1
+            toc = item.location
+            if (loc.type, loc.offset, loc.length) != (toc.type, toc.offset, toc.length):
+                self._corrupt_location(item.id, (
+                    f"the head locates it in pack {pack_id} as {loc.type.name} at offset {loc.offset}, length "
+                    f"{loc.length}; the pack's TOC lists {toc.type.name} at offset {toc.offset}, length {toc.length}"))
+        if matched < self.head_per_pack.get(pack_id, 0):
+            self.unlisted[pack_id] = {i.id for i in items}
+
+    def _corrupt_location(self, blob_id: str, why: str) -> None:
+        """One problem per blob: a reachable one the walk's read already found bad gets the reason."""
+        why += " ('casbackup repair index' relocates it if a pack holds a good copy)"
+        for p in self.report.corrupt:
+            if p.blob == blob_id:
+                p.reason += f"; {why}"
+                return
+        self.report.corrupt.append(Problem(blob_id, self.snap.generation.id, why))
+
+    def _name_unlisted(self) -> None:
+        """The head's entries naming a pack whose TOC does not list their blob (a second pass over
+        `_blobs`, only when some pack came up short)."""
+        if not self.unlisted:
+            return
+        try:
+            for e in self.snap.list(LOCATIONS_NAMESPACE):
+                try:
+                    loc = Location.from_value(e.value or b"", e.key)
+                except BlobCorrupt:
+                    continue
+                listed = self.unlisted.get(loc.pack)
+                if listed is not None and e.key not in listed:
+                    self._corrupt_location(e.key, f"the head locates it in pack {loc.pack}, whose TOC does not list it")
+        except (BlobMissing, BlobCorrupt):
+            pass
 
     def _walk_pins(self) -> None:
         """Every other live pin's generation; a pin on a generation gc collected before the pin

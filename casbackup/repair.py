@@ -1,10 +1,12 @@
-"""Repair (spec §11): reinstall a lost or corrupt root; remove corrupt blobs and record the damage.
+"""Repair (spec §11, §12.9): reinstall a lost or corrupt root; remove corrupt blobs and record the
+damage; rebuild the head's blob locations from the packs' tables of contents.
 
-Both are dry runs unless `apply`: they first show what they would do. Both hold the gc lease
+All are dry runs unless `apply`: they first show what they would do. All hold the gc lease
 while they write, so no gc runs beside them, and change the root only by compare-and-swap.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -18,9 +20,11 @@ from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, KeyM
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, acquire_gc_lease, release_gc_lease
 from .layout import ROOT_KEY
-from .packs import LOCATIONS_NAMESPACE
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, read_toc
 from .records import Generation, Root, new_write_id
-from .repository import Repository, location
+from .repository import Repository, location, location_of
+from .steps import Step
+from .transaction import COMMIT_TIMEOUT
 from .walk import Walker, chain
 
 Progress = Callable[[str], None]
@@ -410,3 +414,242 @@ def _remove(repo: Repository, lease: Lease, doomed: list[str], say: Progress) ->
                        root.retain_floor, repo.backend.now())
         if repo.swap_root(etag, cleared, creates_generation=False):
             return
+
+
+# ---- repair index ---------------------------------------------------------------------------
+
+@dataclass
+class IndexRepair:
+    location: str
+    dry_run: bool
+    applied: bool = False
+    head_seq: int = 0
+    blobs_checked: int = 0           # packed blobs reachable from the head, each read and verified
+    packs_scanned: int = 0           # packs whose TOC was read
+    fixed: list[dict[str, Any]] = field(default_factory=list)      # {blob, type, reason, old, new}
+    not_found: list[dict[str, Any]] = field(default_factory=list)  # {blob, type, reason}: in no pack
+    changed: list[dict[str, Any]] = field(default_factory=list)    # a commit changed the entry first
+    unreadable_packs: list[dict[str, Any]] = field(default_factory=list)  # {pack, reason}
+    other_damage: list[dict[str, Any]] = field(default_factory=list)      # {blob, reason}: not the index's
+    generation: int | None = None    # the generation that published the corrected entries
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _where(loc: Location | None) -> dict[str, Any] | None:
+    return None if loc is None else {"pack": loc.pack, "offset": loc.offset, "length": loc.length}
+
+
+@dataclass
+class _Unlocated:
+    """A reachable packed blob the head does not locate at a copy that verifies."""
+    type: BlobType
+    entry: Entry | None      # its `_blobs` entry as read (the commit is conditional on it)
+    old: Location | None     # where that entry pointed, if it decoded
+    reason: str
+
+
+def _verified_payload(repo: Repository, ref: Ref, loc: Location, gen_id: str | None) -> bytes:
+    """The payload at `loc`, read and verified against the blob's ID and type."""
+    stored = repo.store.get_at(ref, loc, gen_id)
+    return decode_blob(ref.id, stored, ref.type)[1]
+
+
+class _IndexScan:
+    """Walks what the head reaches, reading every packed blob where the head locates it; the ones
+    that are not there (no entry, a missing pack, bytes that do not verify) are collected in `bad`
+    and walked through the copy `search` finds instead, so a lost TREE does not hide its subtree."""
+
+    def __init__(self, repo: Repository, head: Generation, say: Progress) -> None:
+        self.repo, self.head, self.say = repo, head, say
+        self.bad: dict[str, _Unlocated] = {}
+        self.found: dict[str, Location] = {}
+        self.other: dict[str, str] = {}
+        self.checked = 0
+        self.packs_read: set[str] = set()
+        self.unreadable: dict[str, str] = {}
+        self.walker = Walker(self._read, on_raw=self._read_raw, on_missing=self._damage, on_corrupt=self._damage)
+
+    def _entry(self, blob_id: str) -> Entry | None:
+        return self.repo.index.get(self.head.index, LOCATIONS_NAMESPACE, blob_id, self.head.id)
+
+    def _payload(self, ref: Ref) -> bytes:
+        """A packed blob's verified payload: at the copy found, or where the head locates it;
+        else it joins `bad` and is a leaf for now (BlobMissing)."""
+        loc = self.found.get(ref.id)
+        if loc is not None:
+            return _verified_payload(self.repo, ref, loc, self.head.id)
+        self.checked += 1
+        entry, old = self._entry(ref.id), None
+        try:
+            old = location_of(entry, ref.id, self.head.id)
+            if old is None:
+                raise BlobMissing(ref.id, self.head.id, "the head does not locate it")
+            if old.type != ref.type:
+                raise BlobCorrupt(ref.id, f"located as a {old.type.name} blob, referenced as {ref.type.name}")
+            return _verified_payload(self.repo, ref, old, self.head.id)
+        except (BlobMissing, BlobCorrupt, UnsupportedFormat) as exc:
+            self.bad[ref.id] = _Unlocated(ref.type, entry, old, _unlocated_reason(exc, old))
+            raise BlobMissing(ref.id, self.head.id, "located nowhere that verifies") from None
+
+    def _read(self, ref: Ref, gen_id: str | None) -> tuple[list[Ref], Any]:
+        if ref.type not in PACKED_TYPES:
+            return self.repo.store.get_structured(ref, gen_id, cache=False)
+        return unpack_structured(self._payload(ref), ref.id)
+
+    def _read_raw(self, ref: Ref, _gen_id: str | None) -> None:
+        if ref.type in PACKED_TYPES:
+            self._payload(ref)
+
+    def _damage(self, ref: Ref, exc: Exception, _owner: Any) -> None:
+        if ref.id not in self.bad:  # a loose blob, or a packed one whose verified body is bad
+            self.other[ref.id] = str(getattr(exc, "reason", None) or exc)
+
+    def walk(self, refs: list[Ref]) -> None:
+        self.walker.walk(refs, self.head.id)
+
+    def search(self, wanted: Mapping[str, BlobType], check_lease: Callable[[], None]) -> dict[str, Location]:
+        """Read the TOC of every pack (one at a time: memory bounded by one TOC) and take, for each
+        wanted blob, the first listed copy of the right type that verifies."""
+        new: dict[str, Location] = {}
+        for n, (pack_id, info) in enumerate(self.repo.store.list_packs()):
+            if len(new) == len(wanted):
+                break
+            if n % 64 == 0:
+                check_lease()
+            if pack_id in self.unreadable:
+                continue
+            try:
+                _cls, items = read_toc(self.repo.backend, pack_id, info.size)
+            except KeyMissing:
+                continue  # deleted since the listing
+            except (BlobCorrupt, UnsupportedFormat) as exc:
+                self.unreadable[pack_id] = str(getattr(exc, "reason", None) or exc)
+                continue
+            self.packs_read.add(pack_id)
+            for item in items:
+                kind = wanted.get(item.id)
+                if kind is None or item.id in new or item.location.type != kind:
+                    continue
+                try:
+                    _verified_payload(self.repo, Ref(kind, item.id), item.location, None)
+                except (BlobMissing, BlobCorrupt, UnsupportedFormat):
+                    continue  # a bad copy: another pack may hold a good one
+                new[item.id] = item.location
+        return new
+
+    def resume(self, new: Mapping[str, Location]) -> None:
+        """Walk on below the structured blobs just found (their subtrees were not read yet)."""
+        self.found.update(new)
+        again = [Ref(self.bad[i].type, i) for i in new if self.bad[i].type not in RAW_TYPES]
+        for r in again:
+            self.walker.seen.discard(r.id)
+        self.walk(again)
+
+
+def _unlocated_reason(exc: Exception, old: Location | None) -> str:
+    if old is None:
+        return "the head does not locate it" if isinstance(exc, BlobMissing) else \
+            f"its location entry is bad: {getattr(exc, 'reason', exc)}"
+    if isinstance(exc, BlobMissing):
+        return f"its pack {old.pack} is missing"
+    return f"does not verify at pack {old.pack} offset {old.offset}: {getattr(exc, 'reason', exc)}"
+
+
+def repair_index(repo: Repository, apply: bool = False, progress: Progress | None = None) -> IndexRepair:
+    """Rebuild the head's `_blobs` entries from the packs' TOCs (spec §12.9): every packed blob
+    the head reaches but does not locate at a copy that verifies is looked for in every pack, and
+    (with apply) the copies found are published in one commit, each entry only if unchanged."""
+    say = progress or _quiet
+    out = IndexRepair(location(repo.backend), dry_run=not apply)
+    lease = acquire_gc_lease(repo.backend, monotonic=repo.monotonic) if apply else None
+    check_lease = lease.check if lease is not None else (lambda: None)
+    try:
+        with repo.reader("repair index") as snap:
+            head = snap.generation
+            out.head_seq = head.seq
+            scan = _IndexScan(repo, head, say)
+            say("reading every packed blob the head reaches where the head locates it")
+            scan.walk([Ref(BlobType.GENERATION, head.id)])
+            searched: set[str] = set()
+            while True:
+                wanted = {i: b.type for i, b in scan.bad.items() if i not in searched}
+                if not wanted:
+                    break
+                searched |= wanted.keys()
+                say(f"looking for {len(wanted)} blobs in the packs' tables of contents")
+                scan.resume(scan.search(wanted, check_lease))
+            _fill_index_report(scan, out)
+            if lease is not None and scan.found:
+                _commit_index(repo, scan, out, lease)
+    finally:
+        if lease is not None:
+            release_gc_lease(lease)
+    return out
+
+
+def _fill_index_report(scan: _IndexScan, out: IndexRepair) -> None:
+    out.blobs_checked = scan.checked
+    out.packs_scanned = len(scan.packs_read)
+    for blob_id, b in sorted(scan.bad.items()):
+        row = {"blob": blob_id, "type": b.type.name, "reason": b.reason}
+        if blob_id in scan.found:
+            out.fixed.append({**row, "old": _where(b.old), "new": _where(scan.found[blob_id])})
+        else:
+            out.not_found.append(row)
+    out.unreadable_packs = [{"pack": p, "reason": r} for p, r in sorted(scan.unreadable.items())]
+    out.other_damage = [{"blob": i, "reason": r} for i, r in sorted(scan.other.items())]
+
+
+def _changed_entries(repo: Repository, scan: _IndexScan, pending: Mapping[str, Location]) -> list[str]:
+    """The pending blobs whose `_blobs` entry in the current head differs from what the scan read."""
+    head = repo.load_generation(repo.read_root()[0].generation)
+    return [i for i in pending
+            if repo.index.get(head.index, LOCATIONS_NAMESPACE, i, head.id) != scan.bad[i].entry]
+
+
+def _commit_index(repo: Repository, scan: _IndexScan, out: IndexRepair, lease: Lease) -> None:
+    """One commit of the corrected entries. They go through the commit's own location rule (§12.6
+    steps 3-4): each copy is published as if the commit had stored it, and its pack is touched,
+    so a condemned pack is rescued and the epoch re-check applies. Each entry is conditional
+    (like gc's prune): checked against the root just before every swap (a swap succeeds only on
+    the root checked), and one a rival commit changed meanwhile is dropped and left as it is."""
+    pending = dict(scan.found)
+    while pending:
+        lease.check()
+        txn = repo.transaction("repair index")
+        txn.stored.update(pending)
+        txn.use(Ref(loc.type, i) for i, loc in pending.items())
+        gen, moved = _drive_commit(repo, txn, scan, pending)
+        if gen is not None:
+            out.generation, out.applied = gen.seq, True
+            break
+        for i in moved:
+            pending.pop(i)
+            out.changed.append({"blob": i, "type": scan.bad[i].type.name})
+    out.fixed = [f for f in out.fixed if f["blob"] in pending]
+
+
+def _drive_commit(repo: Repository, txn: Any, scan: _IndexScan,
+                  pending: Mapping[str, Location]) -> tuple[Generation | None, list[str]]:
+    """Run the commit's steps; stop before a swap if an entry changed (the blobs that did)."""
+    steps = txn.commit_steps()
+    deadline, attempt = repo.monotonic() + COMMIT_TIMEOUT, 0
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value, []
+            if step == Step.CAS:
+                moved = _changed_entries(repo, scan, pending)
+                if moved:
+                    return None, moved
+            elif step.waits:
+                if repo.monotonic() > deadline:
+                    raise CommitConflict(f"repair index gave up after {COMMIT_TIMEOUT:g}s: {step.why}")
+                repo.sleep(random.uniform(0, min(0.002 * (2 ** attempt), 0.5)))
+                attempt += 1
+    finally:
+        steps.close()

@@ -1,4 +1,4 @@
-"""Commands of the core layer: init, meta, log, pins, gc, check."""
+"""Commands of the core layer: init, meta, log, pins, gc, check, repair."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from ..files.chunker import Chunker
 from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
-from ..repair import repair_blobs, repair_root
+from ..repair import IndexRepair, repair_blobs, repair_index, repair_root
 from .common import DURATION, TEXT, Context, emit_json, emit_summary, utc_time
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -258,7 +258,8 @@ def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
         if any(p.blob == ROOT_KEY for p in report.corrupt_records):
             hint = "; the root is corrupt: run 'casbackup repair root'"
         elif report.dangling or report.corrupt or report.corrupt_unreferenced:
-            hint = "; 'casbackup repair blobs' removes damaged blobs and marks the snapshots that used them"
+            hint = ("; 'casbackup repair index' relocates blobs another pack still holds, then "
+                    "'casbackup repair blobs' removes damaged blobs and marks the snapshots that used them")
         raise CheckFailed(f"check found {len(report.dangling)} missing, {len(report.corrupt)} corrupt, "
                           f"{len(report.corrupt_unreferenced)} corrupt unreferenced blobs and "
                           f"{len(report.corrupt_records)} corrupt records{hint}")
@@ -268,7 +269,8 @@ def check_cmd(ctx: Context, read_data: bool, json_out: bool) -> None:
 
 @click.group("repair")
 def repair() -> None:
-    """Recover from damage: a lost root, corrupt or missing blobs (dry run without --yes)."""
+    """Recover from damage: a lost root, corrupt or missing blobs, lost blob locations (dry run
+    without --yes)."""
 
 
 def _ts_or(t: Any) -> str:
@@ -342,6 +344,57 @@ def repair_blobs_cmd(ctx: Context, yes: bool, dry_run: bool, json_out: bool) -> 
         click.echo(f"recorded the damage in generation {out.generation}")
     else:
         click.echo("dry run: nothing was changed; run again with --yes to repair")
+
+
+@repair.command("index")
+@click.option("--yes", is_flag=True, help="Commit the corrected locations (without this, only show them).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be corrected (the default).")
+@click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
+@pass_ctx
+def repair_index_cmd(ctx: Context, yes: bool, dry_run: bool, json_out: bool) -> None:
+    """Rebuild lost or wrong blob locations from the packs' tables of contents: every packed
+    blob the head reaches but does not locate at a copy that verifies is looked for in every
+    pack, and the copies found are committed as its locations. Exits 13 if some are in no pack."""
+    apply = yes and not dry_run
+    repo = ctx.open(write=apply)
+    with ctx.progress(json_out, label="repair") as meter:
+        out = repair_index(repo, apply=apply, progress=meter)
+    if json_out:
+        emit_json(out.to_json())
+    else:
+        _index_repair_lines(out)
+    _index_repair_verdict(out)
+
+
+def _index_repair_lines(out: IndexRepair) -> None:
+    verb = "relocated" if out.applied else "would relocate"
+    for b in out.fixed:
+        new = b["new"]
+        click.echo(f"{verb}: {b['type']} {b['blob']} ({b['reason']}) to pack {new['pack']} offset {new['offset']}")
+    for b in out.changed:
+        click.echo(f"left alone: {b['type']} {b['blob']} (a commit changed its location meanwhile)")
+    for b in out.not_found:
+        click.echo(f"not found: {b['type']} {b['blob']} ({b['reason']}; no pack holds a copy that verifies)")
+    for p in out.unreadable_packs:
+        click.echo(f"unreadable pack: {p['pack']} ({p['reason']})")
+    for b in out.other_damage:
+        click.echo(f"other damage: {b['blob']} ({b['reason']})")
+    click.echo(f"generation {out.head_seq}: {out.blobs_checked} packed blobs read, {out.packs_scanned} pack "
+               f"tables of contents read")
+    if not (out.fixed or out.changed or out.not_found or out.other_damage):
+        click.echo("nothing to repair")
+    elif out.applied:
+        click.echo(f"committed the corrected locations in generation {out.generation}")
+    elif out.fixed:
+        click.echo("dry run: nothing was changed; run again with --yes to repair")
+
+
+def _index_repair_verdict(out: IndexRepair) -> None:
+    """Exit 13 when damage remains that locations cannot mend, saying what will."""
+    if out.not_found or out.other_damage:
+        raise CheckFailed(f"{len(out.not_found)} packed blobs are in no pack and {len(out.other_damage)} other "
+                          "blobs are missing or corrupt; 'casbackup repair blobs' records them as damaged "
+                          "(the next backup of that data stores it again)")
 
 
 def register(cli: click.Group) -> None:
