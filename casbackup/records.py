@@ -114,9 +114,11 @@ class Config(_Record):
     id_mode: str = "blake3"
     cipher: str = "none"
     compression_level: int = 3
-    chunk_min: int = 256 * 1024
-    chunk_avg: int = 1024 * 1024
-    chunk_max: int = 4 * 1024 * 1024
+    # 512 KiB on average: measured on format 2 (README benchmark), growth after a 1% change is
+    # 0.44x restic's (1 MiB: 0.82x) for 1.005x the repository size and 73 objects per GiB.
+    chunk_min: int = 128 * 1024
+    chunk_avg: int = 512 * 1024
+    chunk_max: int = 2 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE  # the size writers close a pack at (FORMAT.md §12.3)
     KIND: ClassVar[RecordType] = RecordType.CONFIG
     SIGNED: ClassVar[frozenset[str]] = frozenset({"compression_level"})  # zstd has negative levels

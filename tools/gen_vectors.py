@@ -76,7 +76,8 @@ def record_vectors() -> list[dict[str, object]]:
     never compressed), so another implementation must reproduce them exactly."""
     gen = "3d" * 32
     records = [
-        ("config", "config", Config(repo_id="0123456789abcdef0123456789abcdef", created=1700000000.25)),
+        ("config", "config", Config(repo_id="0123456789abcdef0123456789abcdef", created=1700000000.25,
+                                     chunk_min=262144, chunk_avg=1048576, chunk_max=4194304)),
         ("root", ROOT_KEY, Root(generation=gen, seq=7, write_id="fedcba9876543210fedcba9876543210", gc_epoch=2,
                                 condemned="0e" * 32, sweeping=None, retain_floor=3, time=1700000100.5)),
         ("pin", f"{PIN_PREFIX}1700000200-00112233aabbccdd",

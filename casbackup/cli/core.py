@@ -34,9 +34,9 @@ def _size(text: str) -> int:
 
 @click.command()
 @click.option("--compression-level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd level.")
-@click.option("--chunk-min", default="256K", show_default=True, help="Smallest content-defined chunk.")
-@click.option("--chunk-avg", default="1M", show_default=True, help="Average content-defined chunk.")
-@click.option("--chunk-max", default="4M", show_default=True, help="Largest content-defined chunk.")
+@click.option("--chunk-min", default="128K", show_default=True, help="Smallest content-defined chunk.")
+@click.option("--chunk-avg", default="512K", show_default=True, help="Average content-defined chunk.")
+@click.option("--chunk-max", default="2M", show_default=True, help="Largest content-defined chunk.")
 @click.option("--pack-size", default="16M", show_default=True, help="Size at which writers close a pack (1M-1G).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
 @pass_ctx

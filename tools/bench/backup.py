@@ -24,7 +24,7 @@ Reports medians over --rounds, casbackup/peer ratios, the issue-10 goal of each 
 first peer) and whether it is met, and peak RSS (from a per-command wrapper).
 
 Usage: python tools/bench/backup.py [--size 1G] [--small-files 50000] [--rounds 3] [--workdir DIR]
-       [--tools casbackup,restic,borg] [--chunk-avg 1M] [--shapes mixed,small,realtree,s3]
+       [--tools casbackup,restic,borg] [--chunk-avg 512K] [--shapes mixed,small,realtree,s3]
 """
 from __future__ import annotations
 
@@ -365,8 +365,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--tools", default="casbackup,restic,borg",
-                    help="comma-separated; casbackup@512K adds a casbackup run with that average chunk size")
-    ap.add_argument("--chunk-avg", default="1M", help="casbackup's average chunk size (init --chunk-avg)")
+                    help="comma-separated; casbackup@1M adds a casbackup run with that average chunk size")
+    ap.add_argument("--chunk-avg", default="512K", help="casbackup's average chunk size (init --chunk-avg)")
     ap.add_argument("--shapes", default="mixed,small", help=f"comma-separated, of {','.join(SHAPES)}")
     ap.add_argument("--realtree-source", default="/usr/share")
     ap.add_argument("--realtree-files", type=int, default=30_000)
