@@ -159,9 +159,9 @@ class Repository:
         return self.root.swap(etag, new_root, creates_generation)
 
     def load_generation(self, gen_id: str) -> Generation:
-        """A verified generation. Its blob is read through the store (and its decode cache) exactly
-        as before; only the parse of a body already parsed is skipped: `locate` runs once per
-        packed blob read or deduplicated, and a GENERATION is immutable."""
+        """A verified generation. Its blob is always read through the store (and its decode
+        cache), so a collected generation still fails; only the parse of a body already parsed is
+        skipped (`locate` runs once per packed blob read or deduplicated; Generation is frozen)."""
         decoded = self.store.get_structured(Ref(BlobType.GENERATION, gen_id), gen_id)
         with self._parsed_lock:
             hit = self._parsed.get(gen_id)
