@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -47,6 +49,10 @@ __all__ = [
 
 log = logging.getLogger("casbackup")
 
+# Parsed generations kept by load_generation (each a few hundred bytes): the heads and bases
+# of the transactions and readers one process has open.
+PARSED_GENERATIONS = 32
+
 
 def _holds_blobs(backend: Backend, fresh: bool) -> bool:
     """Whether any blob is stored. `fresh` (no config, no root): a location some backends cannot
@@ -79,6 +85,9 @@ class Repository:
         self.store = BlobStore(backend, level=config.compression_level)
         self.store.locator = self.locate
         self.index = BTree(self.store)  # the entry B+tree (spec §6.2)
+        # Generations parsed from the store's decoded bodies (load_generation), newest last.
+        self._parsed: OrderedDict[str, tuple[tuple[list[Ref], Any], Generation]] = OrderedDict()
+        self._parsed_lock = threading.Lock()
         self.root = RootRecord(backend, lambda gen_id: self.load_generation(gen_id).parent)
         self.monotonic = monotonic
         self.sleep = sleep
@@ -150,13 +159,39 @@ class Repository:
         return self.root.swap(etag, new_root, creates_generation)
 
     def load_generation(self, gen_id: str) -> Generation:
-        refs, body = self.store.get_structured(Ref(BlobType.GENERATION, gen_id), gen_id)
-        return Generation.from_body(gen_id, refs, body)
+        """A verified generation. Its blob is always read through the store (and its decode
+        cache), so a collected generation still fails; only the parse of a body already parsed is
+        skipped (`locate` runs once per packed blob read or deduplicated; Generation is frozen)."""
+        decoded = self.store.get_structured(Ref(BlobType.GENERATION, gen_id), gen_id)
+        with self._parsed_lock:
+            hit = self._parsed.get(gen_id)
+        if hit is not None and hit[0] is decoded:
+            return hit[1]
+        gen = Generation.from_body(gen_id, decoded[0], decoded[1])
+        with self._parsed_lock:
+            self._parsed[gen_id] = (decoded, gen)
+            self._parsed.move_to_end(gen_id)
+            while len(self._parsed) > PARSED_GENERATIONS:
+                self._parsed.popitem(last=False)
+        return gen
 
     def locate(self, gen_id: str, blob_id: str) -> Location | None:
         """Where generation `gen_id` says a packed blob is (its `_blobs` entry, FORMAT.md §12.4)."""
         gen = self.load_generation(gen_id)
         return location_of(self.index.get(gen.index, LOCATIONS_NAMESPACE, blob_id, gen_id), blob_id, gen_id)
+
+    def locate_many(self, gen_id: str, blob_ids: Iterable[str]) -> dict[str, Location]:
+        """`locate` of many blobs at once (the unlocated ones left out): the generation is loaded
+        once and its `_blobs` range joined in ID order in one descent (btree.get_many), so a
+        commit of 10^5 blobs decodes each location leaf once, not once per blob (§12.5)."""
+        gen = self.load_generation(gen_id)
+        entries = self.index.get_many(gen.index, [(LOCATIONS_NAMESPACE, b) for b in blob_ids], gen_id)
+        out: dict[str, Location] = {}
+        for (_, blob_id), entry in entries.items():
+            loc = location_of(entry, blob_id, gen_id)
+            assert loc is not None
+            out[blob_id] = loc
+        return out
 
     def _write_generation(self, seq: int, parent: str | None, index: Ref | None, entries: int, write_id: str,
                           message: str) -> Generation:

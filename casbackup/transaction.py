@@ -262,10 +262,15 @@ class Transaction:
         self.conditional[(namespace, key)] = (Op(namespace, key, Entry(namespace, key, value, None, ())), expected)
 
     def _conditional_ops(self, head: Generation) -> list[Op]:
+        """The conditional ops whose key the head still holds at its expected value (one ordered
+        pass over the head for all of them: gc's prune commit has one per dropped location)."""
+        if not self.conditional:
+            return []
+        current = self.repo.index.get_many(head.index, self.conditional.keys(), head.id)
         ops = []
-        for (ns, key), (op, expected) in self.conditional.items():
-            current = self.repo.index.get(head.index, ns, key, head.id)
-            if current is not None and current.value == expected:
+        for k, (op, expected) in self.conditional.items():
+            entry = current.get(k)
+            if entry is not None and entry.value == expected:
                 ops.append(op)
         return ops
 
@@ -366,15 +371,19 @@ class Transaction:
         head does not already say so; touched blobs whose entry gc removed) and the touched packs."""
         ops: list[Op] = []
         packs: set[str] = set()
-        for ref in self.touched:
-            if ref.type not in PACKED_TYPES:
-                continue
-            head_loc = self.repo.locate(head.id, ref.id)
+        packed = [ref for ref in self.touched if ref.type in PACKED_TYPES]
+        # One ordered pass over the head's `_blobs` for all of them, and one over the base's for
+        # those neither we nor the head locate (FORMAT.md §12.5: join, not one descent per blob).
+        in_head = self.repo.locate_many(head.id, {ref.id for ref in packed}) if packed else {}
+        forgotten = {ref.id for ref in packed if ref.id not in self.stored and ref.id not in in_head}
+        in_base = self.repo.locate_many(self.base.generation.id, forgotten) if forgotten else {}
+        for ref in packed:
+            head_loc = in_head.get(ref.id)
             # Our own copy when we stored one (always there: we wrote it), else the head's entry,
             # else (gc forgot it) the base's: FORMAT.md §12.6 step 3.
             loc = self.stored.get(ref.id) or head_loc
             if loc is None:
-                loc = self.repo.locate(self.base.generation.id, ref.id)
+                loc = in_base.get(ref.id)
                 if loc is None:
                     raise CommitConflict(f"blob {ref.id} is referenced but stored nowhere: it was never uploaded, "
                                          "or gc removed it; run the command again")
@@ -386,12 +395,14 @@ class Transaction:
 
     def _check_expectations(self, head: Generation) -> None:
         """Conflicts: an if_absent key must still be absent, a replaced key still present."""
-        index = self.repo.index
+        if not (self.expect_absent or self.expect_present):
+            return
+        present = self.repo.index.get_many(head.index, self.expect_absent | self.expect_present, head.id)
         for ns, key in self.expect_absent:
-            if index.get(head.index, ns, key, head.id) is not None:
+            if (ns, key) in present:
                 raise CommitConflict(f"key {key!r} in namespace {ns!r} already exists")
         for ns, key in self.expect_present:
-            if index.get(head.index, ns, key, head.id) is None:
+            if (ns, key) not in present:
                 raise CommitConflict(f"key {key!r} in namespace {ns!r} was removed by a concurrent commit")
 
     def _sweep_barrier(self, root: Root, touched: set[str]) -> bool:
