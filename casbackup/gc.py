@@ -19,8 +19,8 @@ from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .meter import Meter, as_meter
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
-from .markset import UpToStage
-from .reach import STAGE_HEAD, STAGE_KEPT, Reachability, live_packs
+from .markset import StagedMarks, UpToStage
+from .reach import STAGE_HEAD, STAGE_KEPT, STAGE_REST, Reachability, live_packs
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
@@ -155,11 +155,12 @@ class Collector:
     def _mark(self) -> "Steps[dict[str, float]]":
         self.progress("marking reachable blobs")
         root, etag = self.repo.read_root()
-        reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        marks = StagedMarks(STAGE_REST + 1)
+        reach = Reachability(self.repo, known_missing=self._known_damage(root), raw=marks)
         self._reach = reach
         pins = list_pins(self.backend)
         now = self.backend.now()
-        gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
+        gens, head_seen, gens_seen = self._walk_explained(reach, marks, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
         listing = list(self.store.list_objects())
@@ -198,8 +199,8 @@ class Collector:
         self.report.condemned = len(candidates)
         return candidates
 
-    def _walk_explained(self, reach: Reachability, root: Root, pins: list[PinState], now: float
-                        ) -> tuple[list[Generation], Container[str], Container[str]]:
+    def _walk_explained(self, reach: Reachability, marks: StagedMarks, root: Root, pins: list[PinState],
+                        now: float) -> tuple[list[Generation], Container[str], Container[str]]:
         """reach.walk_root's walk (the same roots; the mark set is their union either way), in
         steps so the report can say what only the last keep_last generations and only pins
         hold: (generations, what the head reaches, what the newest keep_last reach). Raw blobs
@@ -215,8 +216,8 @@ class Collector:
                 held["generations"] = set(reach.seen)
 
         gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
-        head_seen = UpToStage(held["head"], reach.raw, STAGE_HEAD)
-        gens_seen = UpToStage(held["generations"], reach.raw, STAGE_KEPT)
+        head_seen = UpToStage(held["head"], marks, STAGE_HEAD)
+        gens_seen = UpToStage(held["generations"], marks, STAGE_KEPT)
         # format v2: the packs those reach count as held by them too (the mark adds pack members
         # only once everything is walked)
         kept = gens[:min(max(self.keep_last, 1), len(gens))]
@@ -337,7 +338,7 @@ class Collector:
         yield Step.ANNOUNCED
         root, _ = self.repo.read_root()
         pins: list[PinState] = list_pins(self.backend)
-        reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        reach = Reachability(self.repo, known_missing=self._known_damage(root), raw=StagedMarks(STAGE_REST + 1))
         gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
         doomed = sorted(i for i in sweeping if i not in reach)
         self.report.rescued += len(sweeping) - len(doomed)

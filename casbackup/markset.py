@@ -4,7 +4,7 @@ A Python set of 10^7 blob IDs takes about 1 GB; this keeps each ID's first 64 bi
 arrays (one per first byte), about 80 MB at 10^7. A prefix collision can only make a dead blob
 look live, never the reverse, so gc stays safe (S4).
 
-gc's mark records every raw blob (CHUNK, VALUE) it reaches here (reach.py, through StagedMarks);
+gc's mark records every raw blob (CHUNK, VALUE) it reaches here (gc.py hands reach.py a StagedMarks);
 structured blobs, which the walk must read once each, stay in the walk's exact visited set.
 """
 from __future__ import annotations

@@ -6,11 +6,10 @@ that was collected before the pin was written.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Container, Iterable
+from typing import Any, Callable, Container, Iterable, Protocol
 
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing
-from .markset import StagedMarks
 from .packs import LOCATIONS_NAMESPACE, Location
 from .pins import PinState
 from .records import Generation, Root
@@ -26,22 +25,31 @@ _PIN = "pin"
 STAGE_HEAD, STAGE_KEPT, STAGE_REST = 0, 1, 2
 
 
+class RawMarks(Protocol):
+    """Where the mark records raw blobs, by walk stage (gc passes a markset.StagedMarks)."""
+
+    def add(self, blob_id: str, stage: int) -> None: ...
+
+    def __contains__(self, blob_id: object) -> bool: ...
+
+
 class Reachability:
     """Incremental mark set: walking a later head only visits blobs not seen before.
 
-    FORMAT.md §12.7.7: `seen` is the exact set of structured blobs walked (each is read once)
-    and of live packs (as pack members); raw blobs (CHUNK, VALUE), which the walk never reads,
-    are recorded in `raw`, PrefixSets of 8 bytes per blob, one per walk stage. Test
-    reachability with `blob_id in reach`: a prefix collision makes a dead raw blob look
-    reached, which only keeps it (safe)."""
+    FORMAT.md §12.7.7: given `raw` (gc: a markset.StagedMarks, 8 bytes per blob), `seen` is the
+    exact set of structured blobs walked (each is read once) and of live packs (as pack
+    members); raw blobs (CHUNK, VALUE), which the walk never reads, are recorded in `raw`, tagged
+    with the walk stage. Without it, every reached blob is in `seen`. Test reachability with
+    `blob_id in reach`: a prefix collision makes a dead raw blob look reached, which only keeps
+    it (safe)."""
 
     def __init__(self, repo: Repository, on_blob: Callable[[Ref], None] | None = None,
-                 known_missing: Iterable[str] = ()) -> None:
+                 known_missing: Iterable[str] = (), raw: RawMarks | None = None) -> None:
         self.repo = repo
-        self.raw = StagedMarks(STAGE_REST + 1)
+        self.raw = raw
         self.stage = STAGE_HEAD
         self._walker = Walker(repo.store.get_structured, on_blob=on_blob, on_missing=self._missing,
-                              raw_sink=self._reached_raw)
+                              raw_sink=self._reached_raw if raw is not None else None)
         self.seen: set[str] = self._walker.seen
         # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
         # whose subtrees are gone; walking past them must not stop gc.
@@ -49,10 +57,11 @@ class Reachability:
         self.live_bytes: dict[str, int] = {}  # pack -> bytes of reachable blobs the head locates in it
 
     def _reached_raw(self, blob_id: str) -> None:
+        assert self.raw is not None
         self.raw.add(blob_id, self.stage)
 
     def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self.seen or blob_id in self.raw
+        return blob_id in self.seen or (self.raw is not None and blob_id in self.raw)
 
     def _missing(self, ref: Ref, exc: BlobMissing, owner: Any) -> None:
         if owner != _PIN and ref.id not in self.known_missing:

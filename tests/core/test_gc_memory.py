@@ -11,9 +11,9 @@ from casbackup import markset
 from casbackup.check import check
 from casbackup.codec import BlobType, Ref
 from casbackup.gc import Collector
-from casbackup.markset import PrefixSet
+from casbackup.markset import PrefixSet, StagedMarks
 from casbackup.pins import list_pins
-from casbackup.reach import Reachability
+from casbackup.reach import STAGE_REST, Reachability
 from casbackup.repository import Repository
 from casbackup.store import pack_member
 
@@ -63,7 +63,7 @@ def test_the_mark_holds_raw_blobs_in_the_prefix_set_and_structured_ones_exactly(
     reach = collector._reach
     assert not any(r.id in reach.seen for r in live + dead)  # no chunk in the exact set
     assert all(r.id in reach for r in live) and not any(r.id in reach for r in dead)
-    assert all(isinstance(s, PrefixSet) for s in reach.raw.sets)
+    assert isinstance(reach.raw, StagedMarks) and all(isinstance(s, PrefixSet) for s in reach.raw.sets)
     assert reach.raw.nbytes == 8 * len(reach.raw) and len(reach.raw) >= len(live)
     assert len(reach.seen) < len(live) / 10  # pages, the generation, live packs
     assert pack_member(dead_pack) in report.deleted_ids and pack_member(_pack_of(repo, live[0].id)) in reach
@@ -82,7 +82,7 @@ def test_a_walk_of_many_chunks_costs_bytes_not_a_python_set_per_chunk(world: tup
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        reach = Reachability(repo)
+        reach = Reachability(repo, raw=StagedMarks(STAGE_REST + 1))  # as gc's mark makes it
         reach.walk_root(root, pins, clock(), keep_last=1)
         repo.store.clear_cache()  # decoded pages are the cache's (bounded), not the mark's
         held = tracemalloc.get_traced_memory()[0] - before

@@ -9,14 +9,15 @@ commits so that gc walks keep_last = 3 generations sharing pages). Its shape: FI
 `--file-chunks` chunks each, one `files` entry per FILE, and about 10% garbage -- 8% of the data
 packs wholly dead (a forgotten backup), 1% half dead (gc repacks them), 40% with 3 dead chunks in
 64 (kept). Then it runs the real Collector (grace 0, forced: one run condemns, repacks and
-sweeps) in a fresh subprocess and reports its wall time and peak RSS (ru_maxrss). With
+sweeps) in a fresh subprocess and reports its wall time, CPU time and peak RSS (ru_maxrss). With
 `--code DIR,...` the gc runs once per code tree (a copy of the repository each; e.g. an export of
 the code before a change) on the same built repository.
 
 `--mode marks` measures only the mark structure (random IDs into a PrefixSet or a set, then a
 scan joining sorted IDs against it), as before gc used it.
 
-Usage: python tools/bench/gc_scale.py [--counts 1000000,10000000] [--code .,/tmp/old] [--dir /tmp/gcscale]
+Usage: python tools/bench/gc_scale.py [--counts 1000000,10000000] [--code .,/tmp/old] [--dir /tmp/gcscale] [--keep]
+       python tools/bench/gc_scale.py --gc REPO_DIR CODE_DIR [--dry-run]   (one gc of a kept repository)
        python tools/bench/gc_scale.py --mode marks [--counts ...] [--kinds prefix,exact]
 """
 from __future__ import annotations
@@ -144,8 +145,9 @@ def build(n: int, directory: str, file_chunks: int, seed: int) -> dict[str, obje
             "build_rss_mib": round(_rss_mib(), 1)}
 
 
-def run_gc(directory: str, code: str) -> dict[str, object]:
-    """One real gc (grace 0, forced) over `directory`, with the casbackup package under `code`."""
+def run_gc(directory: str, code: str, dry_run: bool = False) -> dict[str, object]:
+    """One real gc (grace 0, forced) over `directory`, with the casbackup package under `code`;
+    a dry run marks (the walk, the listing, the scans of `_blobs`) and changes nothing."""
     sys.path.insert(0, str(Path(code).resolve()))
     import casbackup
     from casbackup.backends.local import LocalBackend
@@ -154,11 +156,13 @@ def run_gc(directory: str, code: str) -> dict[str, object]:
 
     base = _rss_mib()
     started = time.monotonic()
-    repo = Repository.open(LocalBackend(directory), write=True)
-    report = Collector(repo, grace=0, keep_last=3, force=True).run()
+    repo = Repository.open(LocalBackend(directory), write=not dry_run)
+    report = Collector(repo, grace=0, keep_last=3, force=True, dry_run=dry_run).run()
     seconds = time.monotonic() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {k: v for k, v in report.to_json().items() if isinstance(v, int) and not isinstance(v, bool)}
-    return {**out, "gc_s": round(seconds, 1), "peak_rss_mib": round(_rss_mib(), 1), "import_rss_mib": round(base, 1),
+    return {**out, "gc_s": round(seconds, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mib": round(_rss_mib(), 1), "import_rss_mib": round(base, 1),
             "code": str(Path(casbackup.__file__).parent.parent)}
 
 
@@ -185,7 +189,7 @@ def repo_mode(args: argparse.Namespace) -> None:
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(base, target)
             row = _child("--gc", str(target), code)
-            print(f"gc {n:>11,} blobs [{row['code']}]: {row['gc_s']:7.1f} s, peak RSS {row['peak_rss_mib']:7.1f} MiB "
+            print(f"gc {n:>11,} blobs [{row['code']}]: {row['gc_s']:7.1f} s ({row['cpu_s']} s CPU), peak RSS {row['peak_rss_mib']:7.1f} MiB "
                   f"(imports {row['import_rss_mib']} MiB); deleted {row['deleted']:,}, repacked "
                   f"{row['repacked_packs']:,} packs, held by generations {row['held_by_generations']:,} "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
@@ -254,6 +258,7 @@ def main() -> None:
     ap.add_argument("--marks", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--build", nargs=4, metavar=("N", "DIR", "FILE_CHUNKS", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--gc", nargs=2, metavar=("DIR", "CODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--dry-run", action="store_true", help="with --gc DIR CODE: a dry run (the mark alone)")
     args = ap.parse_args()
     if args.marks:
         print(json.dumps(run_marks(args.marks[0], int(args.marks[1]))))
@@ -262,7 +267,7 @@ def main() -> None:
         print(json.dumps(build(int(args.build[0]), args.build[1], int(args.build[2]), int(args.build[3]))))
         return
     if args.gc:
-        print(json.dumps(run_gc(args.gc[0], args.gc[1])))
+        print(json.dumps(run_gc(args.gc[0], args.gc[1], args.dry_run)))
         return
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     (repo_mode if args.mode == "repo" else marks_mode)(args)
