@@ -120,3 +120,26 @@ def test_the_prefix_set_takes_adds_after_a_membership_test() -> None:
     marks.add(b)
     marks.add(a)
     assert a in marks and b in marks and len(marks) == 2 and "pack:" + a not in marks
+
+
+def test_a_sparse_pack_is_repacked_from_the_compact_marks(world: tuple[FakeClock, Repository]) -> None:
+    """The per-pack tally joins `_blobs` against the prefix marks: a pack a quarter dead is
+    repacked (its live chunks moved), then goes once no kept generation locates them in it."""
+    clock, repo = world
+    live = _chunks(repo, "live", 200)  # one pack
+    old_pack = _pack_of(repo, live[0].id)
+    with repo.transaction() as txn:
+        for n in range(5):
+            txn.delete("live", f"e{n:06d}")
+    clock.advance(100 * HOUR)
+    report = Collector(repo, grace=0, keep_last=1, force=True).run()
+    assert report.repacked_packs == 1 and report.repacked_bytes > 0
+    kept = live[50:]
+    assert all(_pack_of(repo, r.id) != old_pack for r in kept)
+    clock.advance(HOUR)
+    report = Collector(repo, grace=0, keep_last=1, force=True).run()
+    assert pack_member(old_pack) in report.deleted_ids
+    assert check(repo).ok
+    with repo.reader() as snap:
+        for i in range(50, 200, 37):  # _chunks stored chunk k of entry n as "live n k"
+            assert snap.read_blob(live[i]) == f"live {i // 10} {i % 10}".encode()
