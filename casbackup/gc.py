@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Container
 
 from .backends.base import BatchDeleter, TempFileCleaner, delete_batch_size
 from .backends.listing import list_concurrency
@@ -19,7 +19,8 @@ from .gcstate import load_gcstate, write_gcstate
 from .layout import SELFTEST_PREFIX
 from .meter import Meter, as_meter
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
-from .reach import Reachability, live_packs
+from .markset import StagedMarks, UpToStage
+from .reach import STAGE_HEAD, STAGE_KEPT, STAGE_REST, Reachability, live_packs
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
@@ -154,24 +155,25 @@ class Collector:
     def _mark(self) -> "Steps[dict[str, float]]":
         self.progress("marking reachable blobs")
         root, etag = self.repo.read_root()
-        reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        marks = StagedMarks(STAGE_REST + 1)
+        reach = Reachability(self.repo, known_missing=self._known_damage(root), raw=marks)
         self._reach = reach
         pins = list_pins(self.backend)
         now = self.backend.now()
-        gens, head_seen, gens_seen = self._walk_explained(reach, root, pins, now)
+        gens, head_seen, gens_seen = self._walk_explained(reach, marks, root, pins, now)
         self.report.retained_generations = len(gens)
         self.progress("listing blobs")
         listing = list(self.store.list_objects())
         self._listing = {i: (info.size, info.mtime) for i, info in listing}
         self.report.blobs_total = len(listing)
-        self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach.seen)
+        self.report.blobs_reachable = sum(1 for i, _ in listing if i in reach)
         previous = load_gcstate(self.store, root.condemned)
         candidates: dict[str, float] = {}
         young = 0
         self._unreachable.clear()
         self._now = now
         for blob_id, info in listing:
-            if blob_id in reach.seen:
+            if blob_id in reach:
                 self._count_held(blob_id, info.size, head_seen, gens_seen)
                 continue
             self._unreachable[blob_id] = (info.size, info.mtime)
@@ -193,15 +195,18 @@ class Collector:
                 break
             root, etag = self.repo.read_root()
             reach.walk_root(root, list_pins(self.backend), self.backend.now(), self.keep_last)
-            candidates = {i: t for i, t in candidates.items() if i not in reach.seen}
+            candidates = {i: t for i, t in candidates.items() if i not in reach}
         self.report.condemned = len(candidates)
         return candidates
 
-    def _walk_explained(self, reach: Reachability, root: Root, pins: list[PinState], now: float
-                        ) -> tuple[list[Generation], set[str], set[str]]:
+    def _walk_explained(self, reach: Reachability, marks: StagedMarks, root: Root, pins: list[PinState],
+                        now: float) -> tuple[list[Generation], Container[str], Container[str]]:
         """reach.walk_root's walk (the same roots; the mark set is their union either way), in
         steps so the report can say what only the last keep_last generations and only pins
-        hold: (generations, what the head reaches, what the newest keep_last reach)."""
+        hold: (generations, what the head reaches, what the newest keep_last reach). Raw blobs
+        are told apart by the stage that marked them (no copy); the exact set of structured
+        blobs is copied twice (FORMAT.md §12.7.7: that is the report's only extra memory), and
+        the two extra scans of `_blobs` cost time, not memory."""
         held: dict[str, set[str]] = {}
 
         def note(i: int, gens: list[Generation]) -> None:
@@ -211,15 +216,16 @@ class Collector:
                 held["generations"] = set(reach.seen)
 
         gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
-        head_seen, gens_seen = held["head"], held["generations"]
+        head_seen = UpToStage(held["head"], marks, STAGE_HEAD)
+        gens_seen = UpToStage(held["generations"], marks, STAGE_KEPT)
         # format v2: the packs those reach count as held by them too (the mark adds pack members
         # only once everything is walked)
         kept = gens[:min(max(self.keep_last, 1), len(gens))]
-        head_seen |= {pack_member(p) for p in live_packs(self.repo, gens[:1], head_seen)}
-        gens_seen |= {pack_member(p) for p in live_packs(self.repo, kept, gens_seen)}
+        head_seen.exact |= {pack_member(p) for p in live_packs(self.repo, gens[:1], head_seen)}
+        gens_seen.exact |= {pack_member(p) for p in live_packs(self.repo, kept, gens_seen)}
         return gens, head_seen, gens_seen
 
-    def _count_held(self, blob_id: str, size: int, head_seen: set[str], gens_seen: set[str]) -> None:
+    def _count_held(self, blob_id: str, size: int, head_seen: Container[str], gens_seen: Container[str]) -> None:
         if blob_id in head_seen:
             return
         if blob_id in gens_seen:
@@ -266,7 +272,7 @@ class Collector:
         return out
 
     def _decide(self, pack: str, mtime: float, body: int, live: int, now: float) -> PackDecision:
-        facts = PackFacts(mtime, pack_member(pack) in self._reach.seen, body, live)
+        facts = PackFacts(mtime, pack_member(pack) in self._reach, body, live)
         return decide(facts, now, self.grace, 1 - self.repack_dead)
 
     def _repack(self) -> "Steps[None]":
@@ -286,7 +292,7 @@ class Collector:
                 loc = Location.from_value(e.value or b"", e.key)
                 if loc.pack not in sparse:
                     continue
-                if e.key not in self._reach.seen:
+                if e.key not in self._reach:
                     # Dead at the mark, but its location stays: a writer may dedup against it and
                     # make it reachable before this commit lands (its entry unchanged), so removing
                     # it here could publish a reachable blob without a location. It goes with its
@@ -332,9 +338,9 @@ class Collector:
         yield Step.ANNOUNCED
         root, _ = self.repo.read_root()
         pins: list[PinState] = list_pins(self.backend)
-        reach = Reachability(self.repo, known_missing=self._known_damage(root))
+        reach = Reachability(self.repo, known_missing=self._known_damage(root), raw=StagedMarks(STAGE_REST + 1))
         gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
-        doomed = sorted(i for i in sweeping if i not in reach.seen)
+        doomed = sorted(i for i in sweeping if i not in reach)
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
         sizes: dict[str, int] = {}
@@ -363,13 +369,14 @@ class Collector:
             return
         self._check_lease()
         txn = self.repo.transaction("gc: forget the locations of deleted packs")
-        stale = [(e.key, e.value) for e in txn.base.list(LOCATIONS_NAMESPACE)
-                 if e.value is not None and Location.from_value(e.value, e.key).pack in deleted_packs]
+        stale = 0
+        for e in txn.base.list(LOCATIONS_NAMESPACE):  # streamed: staged as found, not listed first
+            if e.value is not None and Location.from_value(e.value, e.key).pack in deleted_packs:
+                txn.delete_if_value(LOCATIONS_NAMESPACE, e.key, e.value)
+                stale += 1
         if not stale:
             txn.abort()
             return
-        for blob_id, value in stale:
-            txn.delete_if_value(LOCATIONS_NAMESPACE, blob_id, value)
         # Its pages may equal pages this sweep just deleted (a `_blobs` leaf as it was before
         # the dead blobs were added): they are written anew, and the barrier must not make this
         # commit wait for the sweep it is part of.

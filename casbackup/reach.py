@@ -6,7 +6,7 @@ that was collected before the pin was written.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Container, Iterable, Protocol
 
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing
@@ -20,19 +20,48 @@ from .walk import Walker, chain
 # The owner a pin's walk passes: what it names may be gone (see walk_root).
 _PIN = "pin"
 
+# Walk stages of the raw marks (markset.StagedMarks): what the head reaches, what the newest
+# keep_last generations reach, and the rest (older retained generations, pins, gc state).
+STAGE_HEAD, STAGE_KEPT, STAGE_REST = 0, 1, 2
+
+
+class RawMarks(Protocol):
+    """Where the mark records raw blobs, by walk stage (gc passes a markset.StagedMarks)."""
+
+    def add(self, blob_id: str, stage: int) -> None: ...
+
+    def __contains__(self, blob_id: object) -> bool: ...
+
 
 class Reachability:
-    """Incremental mark set: walking a later head only visits blobs not seen before."""
+    """Incremental mark set: walking a later head only visits blobs not seen before.
+
+    FORMAT.md §12.7.7: given `raw` (gc: a markset.StagedMarks, 8 bytes per blob), `seen` is the
+    exact set of structured blobs walked (each is read once) and of live packs (as pack
+    members); raw blobs (CHUNK, VALUE), which the walk never reads, are recorded in `raw`, tagged
+    with the walk stage. Without it, every reached blob is in `seen`. Test reachability with
+    `blob_id in reach`: a prefix collision makes a dead raw blob look reached, which only keeps
+    it (safe)."""
 
     def __init__(self, repo: Repository, on_blob: Callable[[Ref], None] | None = None,
-                 known_missing: Iterable[str] = ()) -> None:
+                 known_missing: Iterable[str] = (), raw: RawMarks | None = None) -> None:
         self.repo = repo
-        self._walker = Walker(repo.store.get_structured, on_blob=on_blob, on_missing=self._missing)
+        self.raw = raw
+        self.stage = STAGE_HEAD
+        self._walker = Walker(repo.store.get_structured, on_blob=on_blob, on_missing=self._missing,
+                              raw_sink=self._reached_raw if raw is not None else None)
         self.seen: set[str] = self._walker.seen
         # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
         # whose subtrees are gone; walking past them must not stop gc.
         self.known_missing = set(known_missing)
         self.live_bytes: dict[str, int] = {}  # pack -> bytes of reachable blobs the head locates in it
+
+    def _reached_raw(self, blob_id: str) -> None:
+        assert self.raw is not None
+        self.raw.add(blob_id, self.stage)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self.seen or (self.raw is not None and blob_id in self.raw)
 
     def _missing(self, ref: Ref, exc: BlobMissing, owner: Any) -> None:
         if owner != _PIN and ref.id not in self.known_missing:
@@ -67,13 +96,17 @@ class Reachability:
     def walk_root(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int,
                   after_generation: Callable[[int, list[Generation]], None] | None = None) -> list[Generation]:
         """Mark what gc keeps; `after_generation(i, gens)` runs once gens[i] is walked (gc's report
-        reads `seen` there to say what only older generations or pins hold)."""
+        reads `seen` there to say what only older generations or pins hold). Raw marks are tagged
+        STAGE_HEAD for the head, STAGE_KEPT for the rest of the newest keep_last, STAGE_REST after."""
         pins = list(pins)
         gens = self.retained_generations(root, pins, now, keep_last)
+        kept = min(max(keep_last, 1), len(gens))
         for i, gen in enumerate(gens):
+            self.stage = STAGE_HEAD if i == 0 else STAGE_KEPT if i < kept else STAGE_REST
             self.walk([Ref(BlobType.GENERATION, gen.id)], gen.id)
             if after_generation is not None:
                 after_generation(i, gens)
+        self.stage = STAGE_REST
         for pin in pins:
             if pin.live(now) and pin.record is not None:
                 # A pin can name a generation collected before the pin was written (a reader
@@ -95,13 +128,14 @@ class Reachability:
     def mark_packs(self, gens: Iterable[Generation]) -> None:
         """Live packs (FORMAT.md §12.7.1), added to `seen` as pack members; `live_bytes` tallies
         what the head (the first generation) locates there."""
-        self.live_bytes = live_packs(self.repo, gens, self.seen)
+        self.live_bytes = live_packs(self.repo, gens, self)
         self.seen.update(pack_member(p) for p in self.live_bytes)
 
 
-def live_packs(repo: Repository, gens: Iterable[Generation], reached: set[str]) -> dict[str, int]:
+def live_packs(repo: Repository, gens: Iterable[Generation], reached: Container[str]) -> dict[str, int]:
     """Packs some generation of `gens` locates a blob of `reached` in (each distinct index page
-    scanned once), with the bytes of those blobs that the first generation locates there."""
+    scanned once), with the bytes of those blobs that the first generation locates there. Memory
+    is per page and per pack: the entries stream past and are tested one at a time."""
     seen_pages: set[str] = set()
     live: dict[str, int] = {}
     for n, gen in enumerate(gens):

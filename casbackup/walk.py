@@ -73,6 +73,8 @@ OnBlob = Callable[[Ref], "bool | None"]
 OnRaw = Callable[[Ref, "str | None"], None]
 # A structured blob's body, after its refs are queued; raises BlobCorrupt to report it corrupt.
 OnBody = Callable[[Ref, "list[Ref]", Any, "str | None"], None]
+# Takes a raw blob's ID instead of the visited set (gc's compact mark); may see an ID more than once.
+RawSink = Callable[[str], None]
 # A blob the walk could not read: (ref, exception, owner given to walk()).
 OnMissing = Callable[[Ref, BlobMissing, Any], None]
 OnCorrupt = Callable[[Ref, Exception, Any], None]
@@ -83,12 +85,18 @@ class Walker:
     shared subtree, or a later head, only costs what is new). Raw blobs are leaves, read only
     through `on_raw`. A missing or corrupt blob goes to its hook and the walk goes on (its
     subtree cannot be walked); without the hook it raises. A structured blob whose body fails
-    `on_body` is still descended: what it names is walked and judged on its own."""
+    `on_body` is still descended: what it names is walked and judged on its own.
+
+    With `raw_sink` (gc's mark at scale, FORMAT.md §12.7.7), raw blobs never enter `seen`: each
+    raw ref a structured blob names (or a root) goes to the sink, once per naming blob, and
+    neither `on_blob` nor `on_raw` sees it; `seen` then holds structured blobs only, so its
+    size grows with pages, trees and files, not with chunks."""
 
     def __init__(self, read: ReadStructured, *, on_blob: OnBlob | None = None, on_raw: OnRaw | None = None,
                  on_body: OnBody | None = None, on_missing: OnMissing | None = None,
-                 on_corrupt: OnCorrupt | None = None) -> None:
+                 on_corrupt: OnCorrupt | None = None, raw_sink: RawSink | None = None) -> None:
         self.seen: set[str] = set()
+        self._raw_sink = raw_sink
         self._read = read
         self._on_blob = on_blob
         self._on_raw = on_raw
@@ -100,7 +108,13 @@ class Walker:
         """Visit what `roots` reach (depth first). `generation` is passed to the reads (for
         their messages); `owner` to the missing/corrupt hooks, to say whose blob it was."""
         seen = self.seen
+        sink = self._raw_sink
         stack = [r for r in roots if r.id not in seen]
+        if sink is not None:
+            for r in stack:
+                if r.type in RAW_TYPES:
+                    sink(r.id)
+            stack = [r for r in stack if r.type not in RAW_TYPES]
         while stack:
             ref = stack.pop()
             if ref.id in seen:
@@ -114,7 +128,14 @@ class Walker:
                         self._on_raw(ref, generation)
                     continue
                 refs, body = self._read(ref, generation)
-                stack.extend(r for r in refs if r.id not in seen)
+                if sink is None:
+                    stack.extend(r for r in refs if r.id not in seen)
+                else:
+                    for r in refs:
+                        if r.type in RAW_TYPES:
+                            sink(r.id)
+                        elif r.id not in seen:
+                            stack.append(r)
                 if self._on_body is not None:
                     self._on_body(ref, refs, body, generation)
             except BlobMissing as exc:
