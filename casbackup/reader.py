@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import io
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Union
 
 from .btree import Entry
 from .chunklist import read_stream
@@ -28,8 +28,8 @@ PIN_VALIDATION_ATTEMPTS = 50
 VALUE_READ_REQUESTS = 4      # downloads ahead of the consumer
 VALUE_READ_BYTES = 32 * 1024 * 1024
 # A generation with at most this many entries has its blob locations read by one scan into memory
-# (about 300 bytes each: at most ~80 MB) when a long read asks for them; a bigger one is looked up
-# per blob, one index descent each.
+# (about 300 bytes each: at most ~80 MB) when a long read asks for them; in a bigger one they are
+# looked up a batch at a time (locations()).
 PRELOAD_LOCATIONS = 262_144
 
 
@@ -195,16 +195,16 @@ class Reader:
         self._locations = found
         return True
 
-    def location(self, ref: Ref) -> Location | None:
-        """Where this generation stores a packed blob; None for a loose blob or one it does not
-        locate (reading it then raises the error that says so)."""
-        if ref.type not in PACKED_TYPES:
-            return None
+    def locations(self, refs: Iterable[Ref]) -> dict[str, Location]:
+        """Where this generation stores these packed blobs: from the preloaded locations, else by
+        one ordered pass over `_blobs`. Loose blobs and blobs it does not locate are left out
+        (reading one then raises the error that says so)."""
+        ids = [r.id for r in refs if r.type in PACKED_TYPES]
         if self._locations is not None:
-            return self._locations.get(ref.id)
+            return {i: self._locations[i] for i in ids if i in self._locations}
         self._guard()
         try:
-            return self.repo.locate(self.generation.id, ref.id)
+            return self.repo.locate_many(self.generation.id, ids) if ids else {}
         except BlobMissing as exc:
             raise self._on_missing(exc) from None
 

@@ -118,8 +118,9 @@ class TreeReader:
             return [self.read_chunk(c) for c, _ in run]
         return [self._sized(c, data) for (c, _), data in zip(run, self.snap.read_run(located))]
 
-    def located(self, chunk: Chunk) -> Location | None:
-        return self.snap.location(chunk.ref)
+    def located(self, chunks: list[Chunk]) -> dict[str, Location]:
+        """Where the generation stores these chunks (those it does not locate are left out)."""
+        return self.snap.locations(c.ref for c in chunks)
 
     def _sized(self, chunk: Chunk, data: bytes) -> bytes:
         if len(data) != chunk.size:

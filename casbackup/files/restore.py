@@ -433,11 +433,11 @@ class Restorer:
             job.listed = True
             self.finish(job)
             return job
-        window: list[Piece] = []
+        window: list[tuple[Chunk, int]] = []
         window_bytes = 0
         c: Chunk | None = first
         while c is not None:
-            window.append((c, self.reader.located(c), job.offset))
+            window.append((c, job.offset))
             job.offset += c.size
             window_bytes += c.size
             if window_bytes >= WINDOW_BYTES:
@@ -451,12 +451,14 @@ class Restorer:
             self.finish(job)
         return job
 
-    def _queue_window(self, job: FileJob, window: list[Piece]) -> None:
-        """Queue a stretch of a file's chunks as ranged reads: by pack, in pack order, nearby ones
-        (gaps up to RUN_GAP, spans up to RUN_BYTES) in one read (§12.5: one GET, not one per
-        chunk; parallel compression appends a file's chunks nearly, not exactly, in order)."""
+    def _queue_window(self, job: FileJob, window: list[tuple[Chunk, int]]) -> None:
+        """Queue a stretch of a file's chunks (and their offsets in it) as ranged reads: located
+        together, then by pack, in pack order, nearby ones (gaps up to RUN_GAP, spans up to
+        RUN_BYTES) in one read (§12.5: one GET, not one per chunk; parallel compression appends a
+        file's chunks nearly, not exactly, in order)."""
+        locs = self.reader.located([c for c, _ in window])
         by_pack: dict[str, list[Piece]] = {}
-        for piece in window:
+        for piece in ((c, locs.get(c.id), offset) for c, offset in window):
             if piece[1] is None:
                 self._queue(job, [piece])  # not located: read alone, which says what is wrong
             else:

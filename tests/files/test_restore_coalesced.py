@@ -44,7 +44,9 @@ def _chunk_packs(repo: Repository) -> dict[str, str]:
         reader = TreeReader(snap)
         info = resolve(snap, "latest")
         (node,) = [n for _, n in reader.walk(reader.lookup(info.tree, ""), "") if n.name == b"big"]
-        return {c.id: reader.located(c).pack for c in reader.chunks(node)}  # type: ignore[union-attr]
+        chunks = list(reader.chunks(node))
+        locs = reader.located(chunks)
+        return {c.id: locs[c.id].pack for c in chunks}
 
 
 def test_a_file_is_read_in_a_few_ranged_reads_not_one_per_chunk(tmp_path: Path) -> None:
@@ -94,7 +96,8 @@ def test_a_flipped_byte_inside_a_run_names_that_chunk(tmp_path: Path) -> None:
 
 
 def test_restore_without_preloaded_locations_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A generation too big to preload is looked up per chunk, and still read in runs."""
+    """A generation too big to preload is located a window of chunks at a time (one ordered pass
+    over the index), and still read in runs."""
     from casbackup import reader as reader_mod
     monkeypatch.setattr(reader_mod, "PRELOAD_LOCATIONS", 0)
     data = _big_file(tmp_path / "src", 1024 * 1024)
