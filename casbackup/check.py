@@ -417,12 +417,16 @@ class _Checker:
         """Each blob the TOC lists that the head locates in this pack must be located exactly
         where the TOC says (type, offset, length); a mismatch is corrupt, naming blob and pack."""
         head = self.snap.generation
+        try:  # one ordered pass over the head's index for the whole TOC
+            entries = self.repo.index.get_many(head.index, [(LOCATIONS_NAMESPACE, i.id) for i in items], head.id)
+        except (BlobMissing, BlobCorrupt):
+            return  # a bad index page: the walk reported it
         matched = 0  # the head's entries naming this pack that the TOC lists
         for item in items:
             try:
-                loc = location_of(self.repo.index.get(head.index, LOCATIONS_NAMESPACE, item.id, head.id), item.id, head.id)
-            except (BlobMissing, BlobCorrupt):
-                continue  # a bad entry or page: the walk reported it
+                loc = location_of(entries.get((LOCATIONS_NAMESPACE, item.id)), item.id, head.id)
+            except BlobCorrupt:
+                continue  # a bad entry: the walk's entry validator reported it
             if loc is None or loc.pack != pack_id:
                 continue
             matched += 1

@@ -6,7 +6,6 @@ while they write, so no gc runs beside them, and change the root only by compare
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -24,7 +23,7 @@ from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, read_toc
 from .records import Generation, Root, new_write_id
 from .repository import Repository, location, location_of
 from .steps import Step
-from .transaction import COMMIT_TIMEOUT
+from .transaction import COMMIT_TIMEOUT, Transaction
 from .walk import Walker, chain
 
 Progress = Callable[[str], None]
@@ -603,10 +602,11 @@ def _fill_index_report(scan: _IndexScan, out: IndexRepair) -> None:
 
 
 def _changed_entries(repo: Repository, scan: _IndexScan, pending: Mapping[str, Location]) -> list[str]:
-    """The pending blobs whose `_blobs` entry in the current head differs from what the scan read."""
+    """The pending blobs whose `_blobs` entry in the current head differs from what the scan read
+    (one ordered pass over the head's index for all of them)."""
     head = repo.load_generation(repo.read_root()[0].generation)
-    return [i for i in pending
-            if repo.index.get(head.index, LOCATIONS_NAMESPACE, i, head.id) != scan.bad[i].entry]
+    current = repo.index.get_many(head.index, [(LOCATIONS_NAMESPACE, i) for i in pending], head.id)
+    return [i for i in pending if current.get((LOCATIONS_NAMESPACE, i)) != scan.bad[i].entry]
 
 
 def _commit_index(repo: Repository, scan: _IndexScan, out: IndexRepair, lease: Lease) -> None:
@@ -631,9 +631,10 @@ def _commit_index(repo: Repository, scan: _IndexScan, out: IndexRepair, lease: L
     out.fixed = [f for f in out.fixed if f["blob"] in pending]
 
 
-def _drive_commit(repo: Repository, txn: Any, scan: _IndexScan,
+def _drive_commit(repo: Repository, txn: Transaction, scan: _IndexScan,
                   pending: Mapping[str, Location]) -> tuple[Generation | None, list[str]]:
-    """Run the commit's steps; stop before a swap if an entry changed (the blobs that did)."""
+    """Run the commit's steps (backing off as Transaction.commit does); stop before a swap if an
+    entry changed (the blobs that did)."""
     steps = txn.commit_steps()
     deadline, attempt = repo.monotonic() + COMMIT_TIMEOUT, 0
     try:
@@ -647,9 +648,6 @@ def _drive_commit(repo: Repository, txn: Any, scan: _IndexScan,
                 if moved:
                     return None, moved
             elif step.waits:
-                if repo.monotonic() > deadline:
-                    raise CommitConflict(f"repair index gave up after {COMMIT_TIMEOUT:g}s: {step.why}")
-                repo.sleep(random.uniform(0, min(0.002 * (2 ** attempt), 0.5)))
-                attempt += 1
+                attempt = txn._backoff(attempt, deadline, step.why)
     finally:
         steps.close()
