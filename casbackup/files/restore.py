@@ -455,12 +455,14 @@ class Restorer:
         """Queue a stretch of a file's chunks (and their offsets in it) as ranged reads: located
         together, then by pack, in pack order, nearby ones (gaps up to RUN_GAP, spans up to
         RUN_BYTES) in one read (§12.5: one GET, not one per chunk; parallel compression appends a
-        file's chunks nearly, not exactly, in order)."""
+        file's chunks nearly, not exactly, in order). Runs are queued, and read, in file order,
+        so an error names the first bad chunk of the file, as a chunk-by-chunk read would."""
         locs = self.reader.located([c for c, _ in window])
+        runs: list[list[Piece]] = []
         by_pack: dict[str, list[Piece]] = {}
         for piece in ((c, locs.get(c.id), offset) for c, offset in window):
             if piece[1] is None:
-                self._queue(job, [piece])  # not located: read alone, which says what is wrong
+                runs.append([piece])  # not located: read alone, which says what is wrong
             else:
                 by_pack.setdefault(piece[1].pack, []).append(piece)
         for pieces in by_pack.values():
@@ -474,11 +476,15 @@ class Restorer:
                     assert first is not None and last is not None
                     if (loc.offset - (last.offset + last.length) > RUN_GAP
                             or loc.offset + loc.length - first.offset > RUN_BYTES):
-                        self._queue(job, run)
+                        runs.append(run)
                         run = []
                 run.append(piece)
             if run:
-                self._queue(job, run)
+                runs.append(run)
+        for run in runs:
+            run.sort(key=lambda p: p[2])
+        for run in sorted(runs, key=lambda r: r[0][2]):
+            self._queue(job, run)
 
     def _queue(self, job: FileJob, run: list[Piece]) -> None:
         cost = sum(c.size for c, _, _ in run)
