@@ -87,7 +87,7 @@ def dump_cmd(ctx: Context, snapshot: str, path: str, archive: str | None, flt: S
 
 
 @click.command()
-@click.argument("snapshot_ids", nargs=-1, required=True)
+@click.argument("snapshot_ids", nargs=-1)
 @click.option("--add", "add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
 @click.option("--remove", "remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
 @click.option("--set", "set_", multiple=True, metavar="TAG", help="Replace all tags with these (repeatable).")
@@ -96,8 +96,9 @@ def dump_cmd(ctx: Context, snapshot: str, path: str, archive: str | None, flt: S
 @pass_ctx
 def tag(ctx: Context, snapshot_ids: tuple[str, ...], add: tuple[str, ...], remove: tuple[str, ...],
         set_: tuple[str, ...], json_out: bool, flt: SnapshotFilter) -> None:
-    """Change the tags of snapshots, in one commit. A changed snapshot gets a new ID (its ID hashes
-    its tags); the new entry records the first ID in 'original'."""
+    """Change the tags of snapshots, in one commit: those named, or with no SNAPSHOT_IDS every
+    snapshot the filters select (all without filters), as in restic. A changed snapshot gets a new
+    ID (its ID hashes its tags); the new entry records the first ID in 'original'."""
     if set_ and (add or remove):
         raise UsageError("--set replaces all tags: give it alone, or use --add/--remove")
     if not (add or remove or set_):

@@ -21,7 +21,7 @@ from ..repository import Reader, Repository
 from ..transaction import Transaction
 from ..transfer import Pipeline
 from .progress import rfc3339
-from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, list_snapshots, resolve
+from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, select
 
 Progress = Callable[[str], None] | Meter
 COPY_REQUESTS = 8     # CHUNKs checked, read and sent at once (at most twice as many held in memory)
@@ -61,15 +61,6 @@ class CopyResult:
         return {"copied": self.copied, "skipped": self.skipped, "blobs_uploaded": self.blobs_uploaded,
                 "blobs_reused": self.blobs_reused, "bytes_uploaded": self.bytes_uploaded,
                 "generation": self.generation, "snapshots": [s.to_json() for s in self.snapshots]}
-
-
-def select(src: Reader, specs: list[str], flt: SnapshotFilter | None) -> list[SnapshotInfo]:
-    """The snapshots named (IDs, prefixes, 'latest'), or all the filter selects; oldest first."""
-    if specs:
-        chosen = {info.id: info for info in (resolve(src, s, flt) for s in specs)}
-        return sorted(chosen.values(), key=lambda s: (s.time, s.id))
-    every = list_snapshots(src)
-    return flt.apply(every) if flt is not None else every
 
 
 class _Copier:

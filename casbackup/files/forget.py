@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
 from ..errors import UsageError
@@ -43,11 +43,12 @@ class Within:
         return cls(units["y"], units["m"], units["d"], units["h"], text)
 
     def cutoff(self, newest: float) -> float:
-        """newest minus the duration, as Go's AddDate (a day past the month's end rolls over)."""
-        t = datetime.fromtimestamp(newest, timezone.utc)
+        """newest minus the duration, as Go's AddDate on the local wall clock (a day past the
+        month's end rolls over), as restic counts it."""
+        t = datetime.fromtimestamp(newest)
         months = t.year * 12 + (t.month - 1) - self.years * 12 - self.months
         year, month = divmod(months, 12)
-        base = datetime(year, month + 1, 1, t.hour, t.minute, t.second, t.microsecond, timezone.utc)
+        base = datetime(year, month + 1, 1, t.hour, t.minute, t.second, t.microsecond)
         shifted = base + timedelta(days=t.day - 1) - timedelta(days=self.days, hours=self.hours)
         return shifted.timestamp()
 
@@ -95,15 +96,16 @@ class ForgetResult:
 
 
 def _week(t: float) -> str:
-    year, week, _ = datetime.fromtimestamp(t, timezone.utc).isocalendar()
+    year, week, _ = datetime.fromtimestamp(t).isocalendar()
     return f"{year}-W{week:02d}"
 
 
 def _fmt(pattern: str) -> Callable[[float], str]:
-    return lambda t: time.strftime(pattern, time.gmtime(t))
+    return lambda t: time.strftime(pattern, time.localtime(t))
 
 
-# (name, bucket of a time): restic's hourly/daily/weekly/monthly/yearly, in UTC.
+# (name, bucket of a time): restic's hourly/daily/weekly/monthly/yearly, in local time (the
+# TZ environment variable sets it, as for restic): a "day" is the user's day, not UTC's.
 BUCKETS: list[tuple[str, Callable[[float], str]]] = [
     ("hourly", _fmt("%Y-%m-%d %H")),
     ("daily", _fmt("%Y-%m-%d")),

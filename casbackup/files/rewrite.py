@@ -17,10 +17,9 @@ from typing import Any, Callable
 from ..codec import BlobType, Ref, blob_id, pack_structured
 from ..errors import BlobCorrupt, UsageError
 from ..repository import Reader, Repository
-from .copy import select
 from .patterns import PatternList
 from .reader import TreeReader
-from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id
+from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id, select
 from .tree import MAX_DEPTH, Node, PutStructured, write_tree
 
 REWRITE_TAG = "rewrite"
@@ -49,9 +48,29 @@ def _dry_put(blob_type: BlobType, refs: list[Ref], body: Any) -> _Ref:
     return _Ref(Ref(blob_type, blob_id(blob_type, pack_structured(refs, body, blob_type))))
 
 
+# The summary counters that describe what a snapshot holds (not what its backup did), by the
+# kind of entry each counts; rewrite takes what it drops off them so `snapshots` and restore's
+# progress totals stay true.
+_HELD = {"file": "total_files", "dir": "dirs", "symlink": "symlinks"}
+
+
 class _Pruner:
     def __init__(self, reader: TreeReader, excluded: Callable[[str, bool], bool], put: PutStructured) -> None:
         self.reader, self.excluded, self.put = reader, excluded, put
+        self.dropped: dict[str, int] = {}
+
+    def _drop(self, node: Node, depth: int) -> None:
+        """Count a dropped entry, and everything below it, against the snapshot's summary."""
+        if depth > MAX_DEPTH:
+            raise BlobCorrupt(node.tree or "", f"directory nesting deeper than {MAX_DEPTH} levels",
+                              self.reader.generation)
+        key = _HELD.get(node.kind, "specials")
+        self.dropped[key] = self.dropped.get(key, 0) + 1
+        if node.kind == "file":
+            self.dropped["total_bytes"] = self.dropped.get("total_bytes", 0) + node.size
+        if node.is_dir and node.tree:
+            for child in self.reader.nodes(node.tree):
+                self._drop(child, depth + 1)
 
     def tree(self, tree_id: str, path: str, removed: list[str], depth: int = 0) -> str:
         """The ID of tree_id without its excluded entries (tree_id itself when none are)."""
@@ -63,6 +82,7 @@ class _Pruner:
             p = f"{path}/{node.name.decode('utf-8', 'surrogateescape')}"
             if self.excluded(p, node.is_dir):
                 removed.append(p)
+                self._drop(node, depth + 1)
                 changed = True
                 continue
             if node.is_dir and node.tree:
@@ -76,6 +96,18 @@ class _Pruner:
         if depth == 0 and not out:
             return EMPTY
         return write_tree(self.put, out).id
+
+
+def _less(summary: dict[str, Any], dropped: dict[str, int]) -> dict[str, Any]:
+    """The summary of a snapshot without what was dropped: the counters of what it holds go down;
+    those of what its backup did (new, changed, added, read) stay as they were; the dropped
+    amounts are recorded under `rewrite`."""
+    out = dict(summary)
+    for key, n in dropped.items():
+        if isinstance(out.get(key), int):
+            out[key] = max(out[key] - n, 0)
+    out["rewrite"] = {"removed_" + k: v for k, v in sorted(dropped.items())}
+    return out
 
 
 def excluder(exclude: list[str], iexclude: list[str]) -> Callable[[str, bool], bool]:
@@ -96,6 +128,7 @@ def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: C
                              "rewritten (forget it, or back up again)")
         item = Rewritten(info, None)
         out.append(item)
+        pruner.dropped = {}
         root = pruner.tree(info.tree, "", item.removed)
         if root == info.tree:
             item.note = "nothing excluded"
@@ -104,7 +137,8 @@ def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: C
             item.note = "every path excluded: the snapshot would be empty; not rewritten (forget it instead)"
             continue
         tags = info.tags if forget else sorted(set(info.tags) | {REWRITE_TAG})
-        new = dataclasses.replace(info, tree=root, tags=tags, original=info.original or info.id, damaged=False)
+        new = dataclasses.replace(info, tree=root, tags=tags, original=info.original or info.id, damaged=False,
+                                  summary=_less(info.summary, pruner.dropped))
         new.id = new_id(new.value())
         item.new = new
     return out

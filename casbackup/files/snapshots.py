@@ -163,3 +163,12 @@ def resolve(snap: Reader, spec: str, flt: SnapshotFilter | None = None) -> Snaps
     info = decode(e.key, snap.value(e), e.refs)
     info.damaged = is_damaged(snap, NAMESPACE, info.id)
     return info
+
+
+def select(snap: Reader, specs: list[str], flt: SnapshotFilter | None) -> list[SnapshotInfo]:
+    """The snapshots named (IDs, prefixes, 'latest'), or all the filter selects; oldest first."""
+    if specs:
+        chosen = {info.id: info for info in (resolve(snap, s, flt) for s in specs)}
+        return sorted(chosen.values(), key=lambda s: (s.time, s.id))
+    every = list_snapshots(snap)
+    return flt.apply(every) if flt is not None else every

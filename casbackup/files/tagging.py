@@ -12,7 +12,7 @@ import dataclasses
 from ..codec import BlobType, Ref
 from ..errors import UsageError
 from ..repository import Repository
-from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id, resolve
+from .snapshots import NAMESPACE, SnapshotFilter, SnapshotInfo, new_id, select
 
 
 def new_tags(old: list[str], add: list[str], remove: list[str], set_: list[str] | None) -> list[str]:
@@ -22,18 +22,18 @@ def new_tags(old: list[str], add: list[str], remove: list[str], set_: list[str] 
 
 def tag_snapshots(repo: Repository, specs: list[str], flt: SnapshotFilter | None, add: list[str],
                   remove: list[str], set_: list[str] | None) -> list[tuple[SnapshotInfo, SnapshotInfo]]:
-    """Returns (old, new) for each snapshot whose tags changed; commits nothing when none did."""
+    """Returns (old, new) for each snapshot whose tags changed; commits nothing when none did.
+    No specs: every snapshot the filter selects (all without one), as restic's `tag`; a snapshot
+    marked damaged is then left as it is, while naming one is an error."""
     for t in [*add, *remove, *(set_ or [])]:
         if not t or "," in t:
             raise UsageError(f"invalid tag {t!r}: a tag is a non-empty word without ','")
     txn = repo.transaction("tag")
     try:
-        chosen: dict[str, SnapshotInfo] = {}
-        for spec in specs:
-            info = resolve(txn.base, spec, flt)
-            chosen[info.id] = info
         changed = []
-        for info in chosen.values():
+        for info in select(txn.base, specs, flt):
+            if info.damaged and not specs:
+                continue
             if info.damaged:
                 raise UsageError(f"snapshot {info.id[:8]} is marked damaged by 'repair blobs'; its tags are not "
                                  "changed (forget it, or back up again)")

@@ -197,3 +197,34 @@ def test_copy_of_damaged_source_commits_nothing(tmp_path: Path) -> None:
     with r2.reader() as snap:
         assert list_snapshots(snap) == []
     assert copy_snapshots(good, r2, [], None).copied == 1
+
+
+def test_rewrite_summary_counts_what_the_new_snapshot_holds(tmp_path: Path) -> None:
+    """After a rewrite, the snapshot's size and file counts are those of its new tree (restore's
+    progress totals and `snapshots` read them), not the original's."""
+    src = tmp_path / "src"
+    make_tree(src)
+    (src / "drop" / "deep").mkdir(parents=True)
+    (src / "drop" / "a.bin").write_bytes(os.urandom(50_000))
+    (src / "drop" / "deep" / "b.bin").write_bytes(os.urandom(7_000))
+    os.symlink("a.bin", src / "drop" / "ln")
+    repo = make_repo()
+    backup(repo, src)
+    with repo.reader() as snap:
+        old = list_snapshots(snap)[0]
+    done = rewrite_snapshots(repo, [old.id], None, ["drop", "big.bin"], [])[0]
+    assert done.new is not None
+    new = done.new.summary
+    assert new["total_bytes"] == old.summary["total_bytes"] - 400_000 - 57_000
+    assert new["total_files"] == old.summary["total_files"] - 3
+    assert new["dirs"] == old.summary["dirs"] - 2 and new["symlinks"] == old.summary["symlinks"] - 1
+    assert new["rewrite"] == {"removed_dirs": 2, "removed_symlinks": 1, "removed_total_bytes": 457_000,
+                              "removed_total_files": 3}
+    assert new["files_new"] == old.summary["files_new"]  # what the backup did is history, kept
+    restore(repo, tmp_path / "out", done.new.id)
+    got = restored(tmp_path / "out", src)
+    held = [p for p in got.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(held) == new["total_files"] and sum(p.stat().st_size for p in held) == new["total_bytes"]
+    with repo.reader() as snap:
+        stored = {s.id: s for s in list_snapshots(snap)}
+    assert stored[done.new.id].size == new["total_bytes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from calendar import timegm
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from casbackup.files.forget import UNLIMITED, Policy, Within, parse_group_by, pl
 from casbackup.files.snapshots import SnapshotInfo
 
 HOUR = 3600.0
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch):
+    """The tables below are restic's answers with TZ=UTC; buckets follow the local time zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
 BASE = float(timegm((2023, 5, 1, 0, 0, 0)))  # a Monday, ISO week 2023-W18
 
 
@@ -208,3 +220,18 @@ def test_keep_rules_match_restic_014_output(policy: Policy, expected: list[str])
     keep, _, _ = plan(snaps, policy)
     assert sorted(f"{RESTIC_TIMES[int(s.id, 16)][0]:02d}-{RESTIC_TIMES[int(s.id, 16)][1]:02d} "
                   f"{RESTIC_TIMES[int(s.id, 16)][2]:02d}" for s in keep) == expected
+
+
+def test_buckets_follow_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in restic, a day is the local day: at UTC-10, 20:00Z and 06:00Z the next morning are one day."""
+    at = [(4, 30, 12), (5, 1, 20), (5, 2, 6)]
+    snaps = [SnapshotInfo(f"{i:064x}", float(timegm((2023, m, d, h, 0, 0))), "h", "u", ["/d"], [], "00" * 32)
+             for i, (m, d, h) in enumerate(at)]
+    keep, _, _ = plan(snaps, Policy(daily=2))
+    assert sorted(int(s.id, 16) for s in keep) == [1, 2]  # UTC: days 05-02 and 05-01
+    monkeypatch.setenv("TZ", "XXX+10")  # POSIX: ten hours behind UTC, no tz database needed
+    time.tzset()
+    keep, _, reasons = plan(snaps, Policy(daily=2))
+    assert sorted(int(s.id, 16) for s in keep) == [0, 2]  # local: 05-01 (twice) and 04-30
+    assert reasons[f"{2:064x}"] == ["daily 2023-05-01"]
+    assert Within.parse("1d").cutoff(snaps[2].time) == snaps[2].time - 86400

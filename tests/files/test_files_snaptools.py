@@ -132,6 +132,17 @@ def test_tag_add_remove_set_is_one_commit(two, cli) -> None:
     assert cli("-r", repo, "check").code == 0
 
 
+def test_tag_without_ids_changes_what_the_filter_selects(two, cli) -> None:
+    """As restic's `tag`: no SNAPSHOT means every snapshot the filters select, all without filters."""
+    repo, src, first, second = two
+    doc = j(cli("-r", repo, "tag", "--tag", "b", "--add", "seen", "--json"))
+    assert [d["old"] for d in doc] == [second] and doc[0]["tags"] == ["a", "b", "seen"]
+    assert j(cli("-r", repo, "tag", "--host", "no-such-host", "--add", "x", "--json")) == []
+    doc = j(cli("-r", repo, "tag", "--add", "all", "--json"))
+    assert sorted(d["original"] for d in doc) == sorted([first, second])
+    assert all("all" in s["tags"] for s in j(cli("-r", repo, "snapshots", "--json")))
+
+
 def test_tag_racing_a_forget_is_a_conflict_not_a_resurrection(tmp_path: Path, monkeypatch) -> None:
     """The old entry must still exist when the tag change commits (Transaction.expect_present)."""
     from helpers_files import backup, make_repo
@@ -145,15 +156,16 @@ def test_tag_racing_a_forget_is_a_conflict_not_a_resurrection(tmp_path: Path, mo
     (src / "f").write_text("x")
     repo = make_repo(tmp_path / "repo")
     info, _ = backup(repo, src)
-    real = tagging.resolve
+    real = tagging.select
 
-    def resolve_then_forget(snap, spec, flt=None):
-        found = real(snap, spec, flt)
+    def select_then_forget(snap, specs, flt=None):
+        found = real(snap, specs, flt)
         with repo.transaction("concurrent forget") as other:
-            other.delete(NAMESPACE, found.id)
+            for s in found:
+                other.delete(NAMESPACE, s.id)
         return found
 
-    monkeypatch.setattr(tagging, "resolve", resolve_then_forget)
+    monkeypatch.setattr(tagging, "select", select_then_forget)
     with pytest.raises(CommitConflict):
         tagging.tag_snapshots(repo, [info.id], None, ["x"], [], None)
     with repo.reader("t") as snap:
