@@ -101,12 +101,16 @@ class _Pruner:
 def _less(summary: dict[str, Any], dropped: dict[str, int]) -> dict[str, Any]:
     """The summary of a snapshot without what was dropped: the counters of what it holds go down;
     those of what its backup did (new, changed, added, read) stay as they were; the dropped
-    amounts are recorded under `rewrite`."""
+    amounts are added up under `rewrite` (a rewrite of a rewrite sums both)."""
     out = dict(summary)
     for key, n in dropped.items():
         if isinstance(out.get(key), int):
             out[key] = max(out[key] - n, 0)
-    out["rewrite"] = {"removed_" + k: v for k, v in sorted(dropped.items())}
+    before = summary.get("rewrite")
+    totals = {k: v for k, v in before.items() if isinstance(v, int)} if isinstance(before, dict) else {}
+    for k, v in dropped.items():
+        totals["removed_" + k] = totals.get("removed_" + k, 0) + v
+    out["rewrite"] = dict(sorted(totals.items()))
     return out
 
 

@@ -228,3 +228,6 @@ def test_rewrite_summary_counts_what_the_new_snapshot_holds(tmp_path: Path) -> N
     with repo.reader() as snap:
         stored = {s.id: s for s in list_snapshots(snap)}
     assert stored[done.new.id].size == new["total_bytes"]
+    again = rewrite_snapshots(repo, [done.new.id], None, ["small.txt"], [])[0]
+    assert again.new is not None and again.new.summary["total_bytes"] == new["total_bytes"] - 6
+    assert again.new.summary["rewrite"]["removed_total_files"] == 4  # a rewrite of a rewrite sums both
