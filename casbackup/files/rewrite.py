@@ -55,6 +55,8 @@ _HELD = {"file": "total_files", "dir": "dirs", "symlink": "symlinks"}
 
 
 class _Pruner:
+    """Prunes one snapshot's tree; `dropped` counts what it took out (for the summary)."""
+
     def __init__(self, reader: TreeReader, excluded: Callable[[str, bool], bool], put: PutStructured) -> None:
         self.reader, self.excluded, self.put = reader, excluded, put
         self.dropped: dict[str, int] = {}
@@ -124,7 +126,7 @@ def excluder(exclude: list[str], iexclude: list[str]) -> Callable[[str, bool], b
 def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: Callable[[str, bool], bool],
          put: PutStructured, forget: bool) -> list[Rewritten]:
     """Choose the snapshots and build their pruned trees through `put` (stored or only hashed)."""
-    pruner = _Pruner(TreeReader(snap), excluded, put)
+    reader = TreeReader(snap)
     out: list[Rewritten] = []
     for info in select(snap, specs, flt):  # no IDs: all the filter selects, as in restic
         if info.damaged:
@@ -132,7 +134,7 @@ def plan(snap: Reader, specs: list[str], flt: SnapshotFilter | None, excluded: C
                              "rewritten (forget it, or back up again)")
         item = Rewritten(info, None)
         out.append(item)
-        pruner.dropped = {}
+        pruner = _Pruner(reader, excluded, put)
         root = pruner.tree(info.tree, "", item.removed)
         if root == info.tree:
             item.note = "nothing excluded"
