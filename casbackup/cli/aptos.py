@@ -213,5 +213,18 @@ def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool, gzip_mode: str) -
         raise ImportIncomplete(f"{len(report.rejected)} legacy files were not imported (listed above)")
 
 
+@aptos.command("install-thin-client")
+@click.argument("dest", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--python", "python", metavar="PATH", type=click.Path(exists=True, dir_okay=False),
+              help="The interpreter that has casbackup installed [default: this one].")
+def install_thin_client_cmd(dest: Path, python: str | None) -> None:
+    """Write the fast adapter client at DEST (e.g. /usr/local/bin/casbackup-aptos): point CASBACKUP_BIN at
+    it. Calls go to a local helper that keeps casbackup loaded; reinstall it after upgrading casbackup."""
+    from ..aptos.helper import install_thin_client  # lazily: adapter calls do not import
+
+    tag = install_thin_client(dest, python)
+    click.echo(f"installed {dest} (casbackup {tag})")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(aptos)

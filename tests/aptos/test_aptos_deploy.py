@@ -4,6 +4,7 @@ HOME=/tmp; and the helm-chart adapter configs in tools/aptos/helm/.
 from __future__ import annotations
 
 import compileall
+import contextlib
 import importlib
 import json
 import os
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -87,16 +89,49 @@ def _owned_by(uid: int, top: Path) -> set[Path]:
     return found
 
 
+def _system_python() -> str:
+    """An interpreter uid 6180 can run: the image's Debian python3 (this process's may sit in a
+    private home). The site's compiled packages need the same minor version."""
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        probe = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                               text=True) if os.access(cand, os.X_OK) else None
+        if probe is not None and probe.stdout.strip() == str(sys.version_info[:2]):
+            return cand
+    pytest.skip(f"no system python{sys.version_info[0]}.{sys.version_info[1]} for uid {UID} to run")
+
+
+def _kill_helpers(helper_dir: Path) -> None:
+    for log in helper_dir.glob("*.log"):
+        for line in log.read_text().splitlines():
+            if " listening on " in line:
+                pid = int(line.split(" pid ")[1].split()[0])
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+
+
 @pytest.mark.slow
-def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli):
+@pytest.mark.parametrize("thin", [False, True], ids=["cli", "thin-client"])
+def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli, thin):
+    """thin-client: the same calls through `install-thin-client`'s client and its helper, which keeps
+    its socket in the default /tmp/casbackup-<uid> (no XDG_RUNTIME_DIR in a pod)."""
     base = operator_site
     work = Path(tempfile.mkdtemp(prefix="casb-operator-tmp-", dir="/tmp"))  # what the pod can write: /tmp
     os.chown(work, UID, UID)
+    helper_dir = Path(f"/tmp/casbackup-{UID}")
+    shutil.rmtree(helper_dir, ignore_errors=True)
     before = _owned_by(UID, Path("/tmp"))
     try:
         repo = work / "repo"
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(base / "site"), "LANG": "C.UTF-8",
                "CASBACKUP_BIN": f"{base / 'as-operator'} {sys.executable} -m casbackup"}
+        if thin:  # installed by the image build, as root, into a read-only place
+            python = _system_python()
+            client = base / "casbackup-aptos"
+            subprocess.run([sys.executable, "-m", "casbackup", "aptos", "install-thin-client", str(client),
+                            "--python", python],
+                           env={**env, "PYTHONPATH": str(base / "site")}, check=True, capture_output=True)
+            env["CASBACKUP_BIN"] = f"{base / 'as-operator'} {client}"
+            env["CASBACKUP_APTOS_HELPER_DEBUG"] = "1"
         # Created once by an administrator, then handed to the backup user. (Only the adapter's own
         # packages are installed in the operator's site: the calls below prove they suffice.)
         assert cli("-r", str(repo), "init").code == 0
@@ -105,6 +140,12 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli):
         cfg = write_config(work / "casbackup.yaml", str(repo))
         a = Adapter(cfg, env)
         bh = a.create_backup("transaction_0-.beef")
+        if thin:  # that first call ran through the full CLI and started the helper
+            deadline = time.monotonic() + 30
+            while not any(" listening on " in p.read_text() for p in helper_dir.glob("*.log")):
+                assert time.monotonic() < deadline, "the helper did not start"
+                time.sleep(0.05)
+            assert stat.S_IMODE(helper_dir.stat().st_mode) == 0o700 and helper_dir.stat().st_uid == UID
         data = os.urandom(200_000)
         h = a.create_for_write(bh, "0-99.chunk", data)
         line = b'{"TransactionBackup":{"first_version":0,"last_version":99,"manifest":"%s"}}\n' % h.encode()
@@ -119,12 +160,20 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli):
         assert probe.returncode != 0 and b"Read-only file system" in probe.stderr
         # Everything the operator's processes created is inside the repository.
         created = _owned_by(UID, Path("/tmp")) - before
-        outside = sorted(str(p) for p in created if repo not in p.parents and p != repo)
+        outside = sorted(str(p) for p in created if repo not in p.parents and p != repo
+                         and not (thin and (p == helper_dir or helper_dir in p.parents)))
         assert outside == [], outside
+        if thin:
+            log = "".join(p.read_text() for p in helper_dir.glob("*.log"))
+            for op in ("create-for-write", "save-metadata-line", "open-for-read", "list-metadata-files",
+                       "backup-metadata-file"):
+                assert f"aptos {op}: exit 0" in log, (op, log)
         assert any(p.name.startswith("pins") or "pins" in p.parts for p in created)  # the listing's pin, in the repo
         r = cli("-r", str(repo), "aptos", "status", "--json")  # root reads what uid 6180 wrote
         assert r.code == 0 and json.loads(r.out)["metadata_files"] == 0
     finally:
+        _kill_helpers(helper_dir)
+        shutil.rmtree(helper_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
