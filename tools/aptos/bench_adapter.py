@@ -2,16 +2,24 @@
 
     python tools/aptos/bench_adapter.py calls [--calls 20]
     python tools/aptos/bench_adapter.py bytes [--mib 1024]
+    python tools/aptos/bench_adapter.py s3bytes [--mib 1024]
 
 `calls`: wall time of one `open-for-read` of a 1 KiB file, run exactly as the tool runs it
 (`bash -c "set -o ...; exec casbackup -q aptos open-for-read"`), median of N calls, against
 `bash -c 'cat f'` of the same file and against the bare interpreter (`python -c pass`), which
 no Python adapter can beat. Also the peak RSS of each adapter process (wait4's ru_maxrss).
+The same call through the thin client (`casbackup aptos install-thin-client`) and its helper,
+started by a first call and warm (as during a restore): its RSS is the client's, plus that of
+the command's fork inside the helper (from the helper's debug log; it shares the helper's pages).
 
 `bytes`: one u32-length-prefixed record file (half random, half repetitive payloads), streamed
 from a file through create-for-write and read back through open-for-read into a file, against
 the legacy configs' `gzip -c | cat > f` and `cat f | gunzip` of the same bytes, in the same run.
 Both results are compared with the source byte for byte.
+
+`s3bytes`: the same streams into and out of an S3 repository (moto's server on 127.0.0.1), against
+the same bytes put and got with plain obstore (one streamed multipart PUT, one streamed GET) into
+the same bucket, in the same run.
 
 Python must find compiled bytecode (as after `pip install`): with PYTHONDONTWRITEBYTECODE
 set and no __pycache__, every call recompiles casbackup from source; `calls` therefore
@@ -24,8 +32,10 @@ import compileall
 import filecmp
 import os
 import random
+import re
 import resource
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -99,25 +109,66 @@ def bench_calls(n: int) -> None:
         env = dict(tool_env())
         env.update(a.env_vars)
         env["FILE_HANDLE"] = handle
+        thin_env = _thin_client(tmp, env)
         cases = {
             "bash -c 'cat f'": f"cat {tmp / 'f'}",
             "python -c pass": f"exec {sys.executable} -c pass",
             "adapter open-for-read": a.commands["open_for_read"],
+            "thin client open-for-read": a.commands["open_for_read"],
         }
+        envs = {name: thin_env if name.startswith("thin") else env for name in cases}
         walls: dict[str, list[float]] = {k: [] for k in cases}
         cpus: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(n):  # interleaved, so a change in load hits every case alike
             for name, script in cases.items():
-                wall, cpu = timed_call(script, env)
+                wall, cpu = timed_call(script, envs[name])
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-        rss = {name: [peak_rss(script, env, tmp) for _ in range(3)] for name, script in cases.items()}
+        rss = {name: [peak_rss(script, envs[name], tmp) for _ in range(3)] for name, script in cases.items()}
+        forks_kb = [int(m) for m in re.findall(r"open-for-read: exit 0, [0-9.]+ s, peak RSS (\d+) KB",
+                                               "".join(p.read_text() for p in (tmp / "h").glob("*.log")))]
+        helper_kb = _stop_helpers(tmp / "h")
     print(f"{n} calls each, 1 KiB file, load average {os.getloadavg()[0]:.2f} (1 min), bytecode precompiled")
     for name, w in walls.items():
         peaks = [r for r in rss[name] if r is not None]
         shown = f"{max(peaks) / 1e6:5.1f} MB" if peaks else "n/a (no /usr/bin/time)"
-        print(f"{name:24s} median {statistics.median(w) * 1000:6.1f} ms  min {min(w) * 1000:6.1f} ms  "
+        print(f"{name:26s} median {statistics.median(w) * 1000:6.1f} ms  min {min(w) * 1000:6.1f} ms  "
               f"CPU {statistics.median(cpus[name]) * 1000:6.1f} ms  peak RSS {shown}")
+    if forks_kb:
+        print(f"thin client: each call's command fork in the helper peaks at {max(forks_kb) / 1e3:.1f} MB "
+              f"(median {statistics.median(forks_kb) / 1e3:.1f} MB, shared with the helper), the helper itself at "
+              f"{helper_kb / 1e6:.1f} MB; CPU above counts the client only")
+
+
+def _thin_client(tmp: Path, env: dict[str, str]) -> dict[str, str]:
+    """Install the thin client, start its helper with one call, and wait until it listens."""
+    client = tmp / "casbackup-aptos"
+    subprocess.run([sys.executable, "-m", "casbackup", "aptos", "install-thin-client", str(client)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    thin_env = {**env, "CASBACKUP_BIN": str(client), "CASBACKUP_APTOS_HELPER_DIR": str(tmp / "h"),
+                "CASBACKUP_APTOS_HELPER_DEBUG": "1"}
+    timed_call("exec ${CASBACKUP_BIN} -q aptos list-metadata-files", thin_env)  # falls back, starts the helper
+    deadline = time.monotonic() + 60
+    while not any("listening on" in p.read_text() for p in (tmp / "h").glob("*.log")):
+        if time.monotonic() > deadline:
+            raise SystemExit("the thin client's helper did not start")
+        time.sleep(0.05)
+    return thin_env
+
+
+def _stop_helpers(helper_dir: Path) -> int:
+    """SIGTERM the helpers started under helper_dir; the largest one's peak RSS (bytes) before."""
+    peak = 0
+    for line in "".join(p.read_text() for p in helper_dir.glob("*.log")).splitlines():
+        if "listening on" in line:
+            pid = int(line.split(" pid ")[1].split()[0])
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024)  # type: ignore[union-attr]
+                os.kill(pid, signal.SIGTERM)
+            except (OSError, AttributeError):
+                pass
+    return peak
 
 
 def _write_through(script: str, env: dict[str, str], src: Path, handle_first: bool = True) -> tuple[str, float]:
@@ -173,7 +224,7 @@ def bench_bytes(mib: int) -> None:
         lr = _read_through(f"cat {gz} | gunzip", env, tmp / "back")  # the legacy configs' read
         assert _same(src, tmp / "back")
         load.append(os.getloadavg()[0])
-        stored = sum(p.stat().st_size for p in (tmp / "repo" / "blobs").rglob("*") if p.is_file())
+        stored = sum(p.stat().st_size for p in (tmp / "repo").rglob("*") if p.is_file())
         gz_size = gz.stat().st_size
     print(f"{mb:.0f} MB chunk file; load average {min(load):.2f}-{max(load):.2f} (1 min) during the run; "
           f"stored: casbackup {stored / 1e6:.0f} MB, gzip {gz_size / 1e6:.0f} MB")
@@ -183,14 +234,71 @@ def bench_bytes(mib: int) -> None:
           f"({mb / lr:.0f} MB/s): casbackup {lr / r:.1f}x as fast")
 
 
+def bench_s3_bytes(mib: int) -> None:
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    import obstore
+    from obstore.store import S3Store
+    from objectstore import make_bucket, start_moto
+
+    moto, endpoint = start_moto()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            src = tmp / "chunk"
+            write_source(src, mib * 1024 * 1024)
+            mb = src.stat().st_size / 1e6
+            make_bucket(endpoint, "bench")
+            creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "us-east-1"}
+            env = {**tool_env(), **creds, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
+            subprocess.run([sys.executable, "-m", "casbackup", "-q", "-r", "s3://bench/repo", "init"], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+            a = Adapter(write_config(tmp / "c.yaml", "s3://bench/repo"), env)
+            env.update(a.env_vars)
+            raw = S3Store("bench", prefix="raw", endpoint=endpoint, region="us-east-1",
+                          access_key_id="bench", secret_access_key="bench-secret",
+                          client_options={"allow_http": True}, virtual_hosted_style_request=False)
+            load = [os.getloadavg()[0]]
+            bh = a.create_backup("transaction_0-.beef")
+            h, w = _write_through(a.commands["create_for_write"], {**env, "BACKUP_HANDLE": bh,
+                                                                   "FILE_NAME": "0-999.chunk"}, src)
+            load.append(os.getloadavg()[0])
+            t = time.perf_counter()
+            with open(src, "rb") as f:
+                obstore.put(raw, "chunk", f, chunk_size=8 * 1024 * 1024, max_concurrency=8)
+            pw = time.perf_counter() - t
+            load.append(os.getloadavg()[0])
+            r = _read_through(a.commands["open_for_read"], {**env, "FILE_HANDLE": h}, tmp / "back")
+            assert _same(src, tmp / "back")
+            (tmp / "back").unlink()
+            load.append(os.getloadavg()[0])
+            t = time.perf_counter()
+            with open(tmp / "back", "wb") as out:
+                for part in obstore.get(raw, "chunk").stream(min_chunk_size=8 * 1024 * 1024):
+                    out.write(part)
+            pr = time.perf_counter() - t
+            assert _same(src, tmp / "back")
+            load.append(os.getloadavg()[0])
+    finally:
+        moto.kill()
+        moto.wait()
+    print(f"{mb:.0f} MB chunk file into moto on 127.0.0.1; load average {min(load):.2f}-{max(load):.2f} (1 min)")
+    print(f"write: casbackup create-for-write {w:.2f}s ({mb / w:.0f} MB/s), plain obstore PUT {pw:.2f}s "
+          f"({mb / pw:.0f} MB/s): casbackup {pw / w:.2f}x the PUT's speed")
+    print(f"read:  casbackup open-for-read {r:.2f}s ({mb / r:.0f} MB/s), plain obstore GET {pr:.2f}s "
+          f"({mb / pr:.0f} MB/s): casbackup {pr / r:.2f}x the GET's speed")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
     sub.add_parser("calls").add_argument("--calls", type=int, default=20)
     sub.add_parser("bytes").add_argument("--mib", type=int, default=1024)
+    sub.add_parser("s3bytes").add_argument("--mib", type=int, default=1024)
     args = ap.parse_args()
     if args.what == "calls":
         bench_calls(args.calls)
+    elif args.what == "s3bytes":
+        bench_s3_bytes(args.mib)
     else:
         bench_bytes(args.mib)
 
