@@ -270,3 +270,26 @@ def test_disabled_helper(thin: Thin) -> None:
         assert thin.adapter.create_backup(BACKUP).startswith(BACKUP)
     time.sleep(0.5)
     assert not thin.helper_dir.exists()
+
+
+def _imported(cmd: list[str], env: dict[str, str]) -> set[str]:
+    err = subprocess.run(cmd, env=env, capture_output=True, text=True).stderr
+    return {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:")
+            and "|" in line and not line.rstrip().endswith("package")}
+
+
+def test_the_client_imports_only_built_in_modules(thin: Thin) -> None:
+    """Its cost is Python's bare start-up: nothing of casbackup, no site-packages, no module read from a
+    file (only modules built into the interpreter or frozen in it)."""
+    env = dict(thin.adapter.base_env, CASBACKUP_APTOS_HELPER="0")
+    bare = _imported([sys.executable, "-IS", "-X", "importtime", "-c", "pass"], env)
+    # With the helper off the client execs the full CLI (without -X importtime): stderr lists only
+    # what the client imported itself.
+    client = _imported([sys.executable, "-IS", "-X", "importtime", str(thin.client), "--version"], env)
+    assert "_socket" in client
+    extra = sorted(client - bare)
+    probe = "import _imp, sys; print([m for m in sys.argv[1:] if m not in sys.builtin_module_names " \
+            "and not _imp.is_frozen(m)])"
+    loaded_from_files = subprocess.run([sys.executable, "-IS", "-c", probe, *extra], capture_output=True,
+                                       text=True, check=True).stdout.strip()
+    assert loaded_from_files in ("[]", "['_socket']"), (extra, loaded_from_files)  # a C extension in some builds
