@@ -324,10 +324,13 @@ class Helper:
             os.unlink(tmp)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
+        dir_fd = os.open(os.path.dirname(tmp) or ".", os.O_PATH | os.O_DIRECTORY)
         try:
-            sock.bind(tmp)
+            # a long path (over 108 bytes) cannot be a socket address: bind it through the directory
+            sock.bind(tmp if len(os.fsencode(tmp)) < 100 else f"/proc/self/fd/{dir_fd}/{os.path.basename(tmp)}")
         finally:
             os.umask(old)
+            os.close(dir_fd)
         sock.listen(128)
         os.replace(tmp, self.path)
         self.inode = os.stat(self.path).st_ino
@@ -381,7 +384,11 @@ class Helper:
         preload()
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        sock = self.listen()
+        try:
+            sock = self.listen()
+        except OSError as exc:
+            self.log(f"cannot listen on {self.path}: {exc}")
+            return 1
         self.log(f"listening on {self.path} (casbackup {self.tag}, idle exit after {self.idle:g} s)")
         try:
             why = self.serve(sock)

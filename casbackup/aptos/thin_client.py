@@ -57,6 +57,15 @@ def helper_dir():
     return d
 
 
+def socket_address(path):
+    """`path`, or the same file through /proc/self/fd when it is longer than a Unix socket address
+    may be (108 bytes); the directory's descriptor is left open for the life of this process."""
+    if len(os.fsencode(path)) < 100:
+        return path
+    d, name = os.path.split(path)
+    return "/proc/self/fd/%d/%s" % (os.open(d, os.O_PATH | os.O_DIRECTORY), name)
+
+
 def start_helper(socket_path):
     """Start the helper in its own session, detached from this call's stdio; never wait for it."""
     devnull = "/dev/null"
@@ -174,7 +183,7 @@ def main():
     socket_path = "%s/aptos-%s.sock" % (d, TAG)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.connect(socket_path)
+        sock.connect(socket_address(socket_path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         start_helper(socket_path)

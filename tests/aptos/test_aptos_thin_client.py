@@ -73,13 +73,15 @@ class Thin:
 
 def _accepts(sock: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    d = os.open(sock.parent, os.O_PATH | os.O_DIRECTORY)  # a long path goes through /proc/self/fd, as the client's
     try:
-        s.connect(str(sock))
+        s.connect(f"/proc/self/fd/{d}/{sock.name}")
         return True
     except OSError:
         return False
     finally:
         s.close()
+        os.close(d)
 
 
 def install(dest: Path, env: dict[str, str]) -> None:
@@ -293,3 +295,14 @@ def test_the_client_imports_only_built_in_modules(thin: Thin) -> None:
     loaded_from_files = subprocess.run([sys.executable, "-IS", "-c", probe, *extra], capture_output=True,
                                        text=True, check=True).stdout.strip()
     assert loaded_from_files in ("[]", "['_socket']"), (extra, loaded_from_files)  # a C extension in some builds
+
+
+def test_a_socket_path_longer_than_a_socket_address_still_works(thin: Thin) -> None:
+    deep = thin.helper_dir.parent / ("d" * 60) / ("e" * 60)
+    deep.parent.mkdir()
+    thin.helper_dir = deep
+    thin.adapter.base_env["CASBACKUP_APTOS_HELPER_DIR"] = str(deep)
+    started(thin)
+    assert len(str(thin.socket())) > 108
+    bh = thin.adapter.create_backup(BACKUP)
+    assert thin.served("create-backup") == 1 and bh.startswith(BACKUP)
