@@ -63,18 +63,18 @@ def code_tag() -> str:
     return f"{__version__}-{h.hexdigest()[:16]}"
 
 
-def thin_client_script(python: str | None = None) -> str:
-    """The thin client's text for this installation: `#!<python> -IS` and its constants filled."""
-    python = python or sys.executable
+def thin_client_script() -> str:
+    """The thin client's text for this installation: `#!<this python> -IS` and its constants filled."""
+    python = sys.executable
     text = CLIENT_SOURCE.read_text()
     for name, value in (("PYTHON", python), ("TAG", code_tag())):
         text = text.replace(f'\n{name} = ""\n', f"\n{name} = {value!r}\n", 1)
     return f"#!{python} -IS\n{text}"
 
 
-def install_thin_client(dest: Path, python: str | None = None) -> str:
+def install_thin_client(dest: Path) -> str:
     """Write the thin client at `dest` atomically (mode 0755); returns its tag."""
-    text = thin_client_script(python)
+    text = thin_client_script()
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:

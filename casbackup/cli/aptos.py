@@ -216,13 +216,27 @@ def import_cmd(ctx: Context, legacy_dir: Path, json_out: bool, gzip_mode: str) -
 @aptos.command("install-thin-client")
 @click.argument("dest", type=click.Path(dir_okay=False, writable=True, path_type=Path))
 @click.option("--python", "python", metavar="PATH", type=click.Path(exists=True, dir_okay=False),
-              help="The interpreter that has casbackup installed [default: this one].")
+              help="The interpreter that has casbackup installed [default: this one]; the client is then "
+                   "installed by it, for its casbackup.")
 def install_thin_client_cmd(dest: Path, python: str | None) -> None:
     """Write the fast adapter client at DEST (e.g. /usr/local/bin/casbackup-aptos): point CASBACKUP_BIN at
     it. Calls go to a local helper that keeps casbackup loaded; reinstall it after upgrading casbackup."""
+    if not dest.parent.is_dir():
+        raise UsageError(f"{dest.parent} is not an existing folder: create it, or choose another DEST")
+    if python is not None and os.path.abspath(python) != sys.executable:
+        import subprocess  # lazily: adapter calls do not import
+
+        try:
+            done = subprocess.run([python, "-m", "casbackup", "aptos", "install-thin-client", str(dest)])
+        except OSError as exc:
+            raise UsageError(f"cannot run {python}: {exc.strerror}") from None
+        if done.returncode:
+            raise UsageError(f"{python} could not install the client (exit {done.returncode}): it needs casbackup "
+                             "installed for it, or leave out --python")
+        return
     from ..aptos.helper import install_thin_client  # lazily: adapter calls do not import
 
-    tag = install_thin_client(dest, python)
+    tag = install_thin_client(dest)
     click.echo(f"installed {dest} (casbackup {tag})")
 
 

@@ -306,3 +306,19 @@ def test_a_socket_path_longer_than_a_socket_address_still_works(thin: Thin) -> N
     assert len(str(thin.socket())) > 108
     bh = thin.adapter.create_backup(BACKUP)
     assert thin.served("create-backup") == 1 and bh.startswith(BACKUP)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{tmp}/missing/casbackup-aptos"], "is not an existing folder"),
+    (["{tmp}/c", "--python", "{tmp}/not-python"], "cannot run"),
+    (["{tmp}/c", "--python", "/bin/false"], "could not install the client"),
+])
+def test_install_errors_are_one_line_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "not-python").write_text("")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    done = subprocess.run([sys.executable, "-m", "casbackup", "aptos", "install-thin-client", *argv],
+                          env=tool_env(), capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("casbackup: error: ") and message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-python"]
