@@ -269,6 +269,7 @@ def _wait(conn: socket.socket, child: int) -> tuple[int | None, int]:
     poller = select.poll()
     poller.register(conn, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    pending = b""  # a b"S" + signal pair can arrive split across two reads
     while True:
         for fd, _ in poller.poll():
             if fd == pidfd:
@@ -279,12 +280,12 @@ def _wait(conn: socket.socket, child: int) -> tuple[int | None, int]:
                 os.kill(child, signal.SIGKILL)
                 _, _, usage = os.wait4(child, 0)
                 return None, usage.ru_maxrss
-            for i in range(0, len(data) - 1, 2):
-                if data[i:i + 1] == b"S":
-                    try:
-                        os.kill(child, data[i + 1])
-                    except (OSError, ValueError):
-                        pass
+            pending += data
+            while len(pending) >= 2:
+                kind, sig, pending = pending[:1], pending[1], pending[2:]
+                if kind == b"S":
+                    with contextlib.suppress(OSError, ValueError):
+                        os.kill(child, sig)
 
 
 def preload() -> None:
