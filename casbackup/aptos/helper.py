@@ -63,18 +63,19 @@ def code_tag() -> str:
     return f"{__version__}-{h.hexdigest()[:16]}"
 
 
-def thin_client_script() -> str:
+def thin_client_script(tag: str) -> str:
     """The thin client's text for this installation: `#!<this python> -IS` and its constants filled."""
     python = sys.executable
     text = CLIENT_SOURCE.read_text()
-    for name, value in (("PYTHON", python), ("TAG", code_tag())):
+    for name, value in (("PYTHON", python), ("TAG", tag)):
         text = text.replace(f'\n{name} = ""\n', f"\n{name} = {value!r}\n", 1)
     return f"#!{python} -IS\n{text}"
 
 
 def install_thin_client(dest: Path) -> str:
     """Write the thin client at `dest` atomically (mode 0755); returns its tag."""
-    text = thin_client_script()
+    tag = code_tag()
+    text = thin_client_script(tag)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:
@@ -85,7 +86,7 @@ def install_thin_client(dest: Path) -> str:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    return code_tag()
+    return tag
 
 
 def is_adapter_call(argv: list[str]) -> bool:
@@ -420,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=None)
     args = ap.parse_args(argv)
     helper = Helper(args.socket, args.tag, _idle_from_env() if args.idle is None else args.idle)
-    if args.tag != code_tag():
-        helper.log(f"not starting: the client was installed for casbackup {args.tag}, this is {code_tag()}; "
+    tag = code_tag()
+    if args.tag != tag:
+        helper.log(f"not starting: the client was installed for casbackup {args.tag}, this is {tag}; "
                    "reinstall it with `casbackup aptos install-thin-client`")
         return 0
     return helper.run()

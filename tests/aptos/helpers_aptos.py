@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,23 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("CASBACKUP_REPO", None)
     env.update(extra or {})
     return env
+
+
+def helper_pids(helper_dir: Path) -> list[int]:
+    """The adapter helpers (casbackup.aptos.helper) that started listening under `helper_dir`, oldest
+    first, from their logs' "pid N listening on" lines."""
+    logs = "".join(p.read_text() for p in sorted(Path(helper_dir).glob("*.sock.log")))
+    return [int(m) for m in re.findall(r"pid (\d+) listening on ", logs)]
+
+
+def wait_for_helper(helper_dir: Path, count: int = 1, timeout: float = 30) -> int:
+    """The pid of the count-th helper under `helper_dir`, once it has started listening."""
+    deadline = time.monotonic() + timeout
+    while len(pids := helper_pids(helper_dir)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no adapter helper started listening under {helper_dir}")
+        time.sleep(0.05)
+    return pids[count - 1]
 
 
 def write_config(dest: Path, repo: str, extra_env_vars: dict[str, str] | None = None) -> Path:

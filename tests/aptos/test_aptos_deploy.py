@@ -13,13 +13,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import yaml
-from helpers_aptos import PROJECT_ROOT, STRICT, Adapter, sync_raw, tool_env, write_config
+from helpers_aptos import (PROJECT_ROOT, STRICT, Adapter, helper_pids, sync_raw, tool_env, wait_for_helper,
+                           write_config)
 
 HELM = PROJECT_ROOT / "tools" / "aptos" / "helm"
 OPS = ("create_backup", "create_for_write", "open_for_read", "save_metadata_line", "list_metadata_files",
@@ -101,12 +101,9 @@ def _system_python() -> str:
 
 
 def _kill_helpers(helper_dir: Path) -> None:
-    for log in helper_dir.glob("*.log"):
-        for line in log.read_text().splitlines():
-            if " listening on " in line:
-                pid = int(line.split(" pid ")[1].split()[0])
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
+    for pid in helper_pids(helper_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
 
 
 @pytest.mark.slow
@@ -141,10 +138,7 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli, thin):
         a = Adapter(cfg, env)
         bh = a.create_backup("transaction_0-.beef")
         if thin:  # that first call ran through the full CLI and started the helper
-            deadline = time.monotonic() + 30
-            while not any(" listening on " in p.read_text() for p in helper_dir.glob("*.log")):
-                assert time.monotonic() < deadline, "the helper did not start"
-                time.sleep(0.05)
+            wait_for_helper(helper_dir)
             assert stat.S_IMODE(helper_dir.stat().st_mode) == 0o700 and helper_dir.stat().st_uid == UID
         data = os.urandom(200_000)
         h = a.create_for_write(bh, "0-99.chunk", data)

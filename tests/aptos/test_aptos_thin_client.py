@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from helpers_aptos import Adapter, AdapterError, tool_env, write_config
+from helpers_aptos import Adapter, AdapterError, helper_pids, tool_env, wait_for_helper, write_config
 
 from casbackup.backends import LocalBackend
 from casbackup.repository import Repository
@@ -47,18 +47,18 @@ class Thin:
         return socks[0] if socks else None
 
     def helper_pids(self) -> list[int]:
-        return [int(m) for m in re.findall(r"pid (\d+) listening", self.log_text())]
+        return helper_pids(self.helper_dir)
 
     def wait_listening(self, count: int = 1, timeout: float = 30) -> int:
         """The pid of the count-th helper once it accepts connections."""
         deadline = time.monotonic() + timeout
+        pid = wait_for_helper(self.helper_dir, count, timeout)
         while time.monotonic() < deadline:
-            pids = self.helper_pids()
             sock = self.socket()
-            if len(pids) >= count and sock is not None and _accepts(sock):
-                return pids[-1]
+            if sock is not None and _accepts(sock):
+                return pid
             time.sleep(0.05)
-        raise AssertionError(f"no helper came up; log:\n{self.log_text()}")
+        raise AssertionError(f"the helper does not accept; log:\n{self.log_text()}")
 
     def served(self, op: str) -> int:
         return len(re.findall(rf"served -q aptos {op}: exit 0", self.log_text()))

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "aptos"))
 
-from helpers_aptos import STRICT, Adapter, tool_env, write_config  # noqa: E402
+from helpers_aptos import STRICT, Adapter, helper_pids, tool_env, wait_for_helper, write_config  # noqa: E402
 
 from casbackup.backends import LocalBackend  # noqa: E402
 from casbackup.repository import Repository  # noqa: E402
@@ -148,26 +148,20 @@ def _thin_client(tmp: Path, env: dict[str, str]) -> dict[str, str]:
     thin_env = {**env, "CASBACKUP_BIN": str(client), "CASBACKUP_APTOS_HELPER_DIR": str(tmp / "h"),
                 "CASBACKUP_APTOS_HELPER_DEBUG": "1"}
     timed_call("exec ${CASBACKUP_BIN} -q aptos list-metadata-files", thin_env)  # falls back, starts the helper
-    deadline = time.monotonic() + 60
-    while not any("listening on" in p.read_text() for p in (tmp / "h").glob("*.log")):
-        if time.monotonic() > deadline:
-            raise SystemExit("the thin client's helper did not start")
-        time.sleep(0.05)
+    wait_for_helper(tmp / "h", timeout=60)
     return thin_env
 
 
 def _stop_helpers(helper_dir: Path) -> int:
     """SIGTERM the helpers started under helper_dir; the largest one's peak RSS (bytes) before."""
     peak = 0
-    for line in "".join(p.read_text() for p in helper_dir.glob("*.log")).splitlines():
-        if "listening on" in line:
-            pid = int(line.split(" pid ")[1].split()[0])
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024)  # type: ignore[union-attr]
-                os.kill(pid, signal.SIGTERM)
-            except (OSError, AttributeError):
-                pass
+    for pid in helper_pids(helper_dir):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024)  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
     return peak
 
 
