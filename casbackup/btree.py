@@ -38,7 +38,7 @@ class Entry(NamedTuple):
         return list(self.refs) + ([self.value_ref] if self.value_ref else [])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Op:
     """A put (entry set) or delete (entry None) of one key."""
 

@@ -296,8 +296,27 @@ def _counting_hook() -> Any:
     return hook
 
 
+# A value this short (a `_blobs` location, a small record field) holds too few objects for the
+# cyclic collector's pause to pay: unpackb decodes it directly (the same limits apply).
+_SMALL_MSGPACK = 256
+
+
+def _unpack_small(data: bytes, name: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, max_bin_len=MAX_PAYLOAD,
+                               max_str_len=MAX_STR, max_array_len=MAX_ARRAY, max_map_len=MAX_MAP, max_ext_len=0)
+    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, UnicodeDecodeError, TypeError) as exc:
+        raise BlobCorrupt(name, f"msgpack: {_msgpack_failure(exc)}") from None
+
+
+def _msgpack_failure(exc: Exception) -> str:
+    return "too deeply nested" if isinstance(exc, msgpack.exceptions.StackError) else str(exc) or type(exc).__name__
+
+
 def unpackb(data: bytes, name: str) -> Any:
     """Decode one msgpack value within every limit of spec §4.5; BlobCorrupt otherwise."""
+    if len(data) <= _SMALL_MSGPACK:
+        return _unpack_small(data, name)
     extra: dict[str, Any] = {}
     if len(data) > MAX_CONTAINERS:
         # Only a payload this long can hold more containers than the cap; the hooks cost
@@ -325,8 +344,7 @@ def unpackb(data: bytes, name: str) -> Any:
     except _TooManyContainers:
         raise BlobCorrupt(name, f"msgpack: more than {MAX_CONTAINERS} arrays and maps") from None
     except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.StackError, UnicodeDecodeError, TypeError) as exc:
-        kind = "too deeply nested" if isinstance(exc, msgpack.exceptions.StackError) else str(exc) or type(exc).__name__
-        raise BlobCorrupt(name, f"msgpack: {kind}") from None
+        raise BlobCorrupt(name, f"msgpack: {_msgpack_failure(exc)}") from None
     finally:
         if paused:
             gc.enable()
