@@ -20,7 +20,7 @@ from .layout import SELFTEST_PREFIX
 from .meter import Meter, as_meter
 from .pins import Lease, PinState, acquire_gc_lease, list_pins, release_gc_lease
 from .markset import StagedMarks, UpToStage
-from .reach import STAGE_HEAD, STAGE_KEPT, STAGE_REST, Reachability, live_packs
+from .reach import STAGE_HEAD, STAGE_KEPT, STAGE_REST, Reachability
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
@@ -108,6 +108,9 @@ class Collector:
         self._unreachable: dict[str, tuple[int, float]] = {}  # blob -> (size, mtime), for the report
         self._now = 0.0
         self.lease: Lease | None = None
+        # The mark's results the repack reads; dropped before the sweep, which walks anew.
+        self._reach: Reachability | None = None
+        self._listing: dict[str, tuple[int, float]] = {}
 
     def _check_lease(self) -> None:
         if self.lease is not None:
@@ -135,6 +138,8 @@ class Collector:
                 self.report.would_repack = len(self._sparse_packs())
             else:
                 yield from self._repack()
+            # The sweep walks anew (§9.4): holding the mark's sets too would double its memory.
+            self._reach, self._listing = None, {}
             now = self.backend.now()
             eligible = {i: t for i, t in condemned.items() if now - t >= self.grace}
             self._explain_grace(condemned, eligible)
@@ -215,14 +220,15 @@ class Collector:
             if i == min(max(self.keep_last, 1), len(gens)) - 1:
                 held["generations"] = set(reach.seen)
 
-        gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note)
+        gens = reach.walk_root(root, pins, now, self.keep_last, after_generation=note, mark=False)
         head_seen = UpToStage(held["head"], marks, STAGE_HEAD)
         gens_seen = UpToStage(held["generations"], marks, STAGE_KEPT)
-        # format v2: the packs those reach count as held by them too (the mark adds pack members
-        # only once everything is walked)
-        kept = gens[:min(max(self.keep_last, 1), len(gens))]
-        head_seen.exact |= {pack_member(p) for p in live_packs(self.repo, gens[:1], head_seen)}
-        gens_seen.exact |= {pack_member(p) for p in live_packs(self.repo, kept, gens_seen)}
+        # format v2: the packs those reach count as held by them too; one scan of `_blobs` marks
+        # the live packs and answers both
+        kept = min(max(self.keep_last, 1), len(gens))
+        head_packs, kept_packs = reach.mark_packs(reach.pack_generations, also=[(1, head_seen), (kept, gens_seen)])
+        head_seen.exact |= {pack_member(p) for p in head_packs}
+        gens_seen.exact |= {pack_member(p) for p in kept_packs}
         return gens, head_seen, gens_seen
 
     def _count_held(self, blob_id: str, size: int, head_seen: Container[str], gens_seen: Container[str]) -> None:
@@ -253,6 +259,11 @@ class Collector:
 
     # ---- repack (format v2, §12.7.4) -----------------------------------------------------
 
+    @property
+    def _marked(self) -> Reachability:
+        assert self._reach is not None, "the mark has not run, or its results were dropped"
+        return self._reach
+
     def _sparse_packs(self) -> set[str]:
         """Live packs, older than the grace period, of which the head's reachable blobs fill
         less than `1 - repack_dead` of the blob bytes their TOC lists (packrules.decide). The
@@ -263,7 +274,7 @@ class Collector:
             if not is_pack_member(member):
                 continue
             pack = member[len(PACK_MEMBER):]
-            live = self._reach.live_bytes.get(pack, 0)
+            live = self._marked.live_bytes.get(pack, 0)
             if not live or self._decide(pack, mtime, size, live, now) is not PackDecision.REPACK:
                 continue
             body = sum(i.location.length for i in read_toc(self.backend, pack, size)[1])
@@ -272,7 +283,7 @@ class Collector:
         return out
 
     def _decide(self, pack: str, mtime: float, body: int, live: int, now: float) -> PackDecision:
-        facts = PackFacts(mtime, pack_member(pack) in self._reach, body, live)
+        facts = PackFacts(mtime, pack_member(pack) in self._marked, body, live)
         return decide(facts, now, self.grace, 1 - self.repack_dead)
 
     def _repack(self) -> "Steps[None]":
@@ -282,6 +293,7 @@ class Collector:
         sparse = self._sparse_packs()
         if not sparse:
             return
+        reach = self._marked
         self._check_lease()
         txn = self.repo.transaction("gc: repack")
         try:
@@ -292,7 +304,7 @@ class Collector:
                 loc = Location.from_value(e.value or b"", e.key)
                 if loc.pack not in sparse:
                     continue
-                if e.key not in self._reach:
+                if e.key not in reach:
                     # Dead at the mark, but its location stays: a writer may dedup against it and
                     # make it reachable before this commit lands (its entry unchanged), so removing
                     # it here could publish a reachable blob without a location. It goes with its
@@ -341,6 +353,8 @@ class Collector:
         reach = Reachability(self.repo, known_missing=self._known_damage(root), raw=StagedMarks(STAGE_REST + 1))
         gens = reach.walk_root(replace(root, sweeping=None), pins, self.backend.now(), self.keep_last)
         doomed = sorted(i for i in sweeping if i not in reach)
+        floor = min(g.seq for g in gens)
+        del reach, gens  # the deletes and the prune commit below need none of the walk's sets
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
         sizes: dict[str, int] = {}
@@ -352,7 +366,6 @@ class Collector:
         yield Step.PLANNED
         yield from self._delete_batches(doomed, sizes, stored)
         yield from self._prune_locations({m[len(PACK_MEMBER):] for m in self.report.deleted_ids if is_pack_member(m)})
-        floor = min(g.seq for g in gens)
         while True:
             root, etag = self.repo.read_root()
             new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),

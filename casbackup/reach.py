@@ -6,15 +6,16 @@ that was collected before the pin was written.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Container, Iterable, Protocol
+from typing import Any, Callable, Container, Iterable, Protocol, Sequence
 
 from .codec import BlobType, Ref
 from .errors import BlobCorrupt, BlobMissing
-from .packs import LOCATIONS_NAMESPACE, Location
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location
 from .pins import PinState
 from .records import Generation, Root
 from .repository import Repository
 from .store import pack_member
+from .structmap import StructuredLocations, scan_after
 from .walk import Walker, chain
 
 # The owner a pin's walk passes: what it names may be gone (see walk_root).
@@ -48,13 +49,33 @@ class Reachability:
         self.repo = repo
         self.raw = raw
         self.stage = STAGE_HEAD
-        self._walker = Walker(repo.store.get_structured, on_blob=on_blob, on_missing=self._missing,
+        self._walker = Walker(self._read, on_blob=on_blob, on_missing=self._missing,
                               raw_sink=self._reached_raw if raw is not None else None)
+        # The generation being walked: how many of its blobs were located by descent, and once
+        # that passes structmap.scan_after, its structured locations from one scan (one
+        # generation's at a time: a walk finishes one generation before the next).
+        self._located_gen: str | None = None
+        self._descents = 0
+        self._map: StructuredLocations | None = None
         self.seen: set[str] = self._walker.seen
         # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
         # whose subtrees are gone; walking past them must not stop gc.
         self.known_missing = set(known_missing)
         self.live_bytes: dict[str, int] = {}  # pack -> bytes of reachable blobs the head locates in it
+        self.pack_generations: list[Generation] = []  # whose locations keep packs live (walk_root)
+
+    def _read(self, ref: Ref, generation: str | None) -> tuple[list[Ref], Any]:
+        store = self.repo.store
+        if generation is None or ref.type not in PACKED_TYPES:
+            return store.get_structured(ref, generation)
+        if generation != self._located_gen:
+            self._located_gen, self._descents, self._map = generation, 0, None
+        if self._map is None:
+            self._descents += 1
+            if self._descents > scan_after(self.repo.load_generation(generation)):
+                self._map = StructuredLocations(self.repo, self.repo.load_generation(generation))
+        known = self._map.get(ref.id) if self._map is not None else None
+        return store.get_structured(ref, generation, known=known)
 
     def _reached_raw(self, blob_id: str) -> None:
         assert self.raw is not None
@@ -94,10 +115,12 @@ class Reachability:
         self._walker.walk(roots, generation, _PIN if tolerate_missing else None)
 
     def walk_root(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int,
-                  after_generation: Callable[[int, list[Generation]], None] | None = None) -> list[Generation]:
+                  after_generation: Callable[[int, list[Generation]], None] | None = None,
+                  mark: bool = True) -> list[Generation]:
         """Mark what gc keeps; `after_generation(i, gens)` runs once gens[i] is walked (gc's report
         reads `seen` there to say what only older generations or pins hold). Raw marks are tagged
-        STAGE_HEAD for the head, STAGE_KEPT for the rest of the newest keep_last, STAGE_REST after."""
+        STAGE_HEAD for the head, STAGE_KEPT for the rest of the newest keep_last, STAGE_REST after.
+        mark=False leaves the live packs to the caller (`mark_packs(self.pack_generations)`)."""
         pins = list(pins)
         gens = self.retained_generations(root, pins, now, keep_last)
         kept = min(max(keep_last, 1), len(gens))
@@ -114,7 +137,9 @@ class Reachability:
                 self.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
                           tolerate_missing=True)
         self.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
-        self.mark_packs(gens + [g for g in (self._pinned_generation(p, now) for p in pins) if g is not None])
+        self.pack_generations = gens + [g for g in (self._pinned_generation(p, now) for p in pins) if g is not None]
+        if mark:
+            self.mark_packs(self.pack_generations)
         return gens
 
     def _pinned_generation(self, pin: PinState, now: float) -> Generation | None:
@@ -125,26 +150,46 @@ class Reachability:
         except BlobMissing:
             return None  # collected before the pin was written (see walk_root)
 
-    def mark_packs(self, gens: Iterable[Generation]) -> None:
+    def mark_packs(self, gens: list[Generation],
+                   also: Sequence[tuple[int, Container[str]]] = ()) -> list[dict[str, int]]:
         """Live packs (FORMAT.md §12.7.1), added to `seen` as pack members; `live_bytes` tallies
-        what the head (the first generation) locates there."""
-        self.live_bytes = live_packs(self.repo, gens, self)
+        what the head (the first generation) locates there. `also`: more (generations, reached)
+        tiers answered by the same scan (see live_packs), returned in order."""
+        tiers = live_packs_tiers(self.repo, gens, [(len(gens), self), *also])
+        self.live_bytes = tiers[0]
         self.seen.update(pack_member(p) for p in self.live_bytes)
+        return tiers[1:]
 
 
-def live_packs(repo: Repository, gens: Iterable[Generation], reached: Container[str]) -> dict[str, int]:
-    """Packs some generation of `gens` locates a blob of `reached` in (each distinct index page
-    scanned once), with the bytes of those blobs that the first generation locates there. Memory
-    is per page and per pack: the entries stream past and are tested one at a time."""
+def live_packs(repo: Repository, gens: Sequence[Generation], reached: Container[str]) -> dict[str, int]:
+    """Packs some generation of `gens` locates a blob of `reached` in, with the bytes of those
+    blobs that the first generation locates there (live_packs_tiers of one tier)."""
+    return live_packs_tiers(repo, gens, [(len(gens), reached)])[0]
+
+
+def live_packs_tiers(repo: Repository, gens: Sequence[Generation],
+                     tiers: Sequence[tuple[int, Container[str]]]) -> list[dict[str, int]]:
+    """For each tier (n, reached): the packs one of the first n generations of `gens` locates a
+    blob of `reached` in, with the bytes of those blobs that gens[0] locates there. One scan
+    for all tiers, each distinct index page once: a page first met in gens[i] counts for the
+    tiers with n > i (a page shared with a newer generation is met there first, and counts for
+    every tier that includes it). Memory is per page and per pack: the entries stream past and
+    are tested one at a time."""
     seen_pages: set[str] = set()
-    live: dict[str, int] = {}
+    out: list[dict[str, int]] = [{} for _ in tiers]
     for n, gen in enumerate(gens):
+        active = [(live, reached) for (count, reached), live in zip(tiers, out) if n < count]
+        if not active:
+            break
         for e in repo.index.scan_namespace(gen.index, LOCATIONS_NAMESPACE, gen.id, seen_pages):
-            if e.key not in reached or e.value is None:
-                continue
-            try:
-                loc = Location.from_value(e.value, e.key)
-            except BlobCorrupt as exc:
-                raise BlobCorrupt(e.key, exc.reason, gen.id) from None
-            live[loc.pack] = live.get(loc.pack, 0) + (loc.length if n == 0 else 0)
-    return live
+            loc: Location | None = None
+            for live, reached in active:
+                if e.key not in reached or e.value is None:
+                    continue
+                if loc is None:
+                    try:
+                        loc = Location.from_value(e.value, e.key)
+                    except BlobCorrupt as exc:
+                        raise BlobCorrupt(e.key, exc.reason, gen.id) from None
+                live[loc.pack] = live.get(loc.pack, 0) + (loc.length if n == 0 else 0)
+    return out

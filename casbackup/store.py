@@ -120,20 +120,24 @@ class BlobStore:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def locate(self, ref: Ref, generation: str | None) -> Location:
-        """Where a packed blob is in `generation` (its own index, never another's: §12.5)."""
-        if generation is None or self.locator is None:
+    def locate(self, ref: Ref, generation: str | None, known: Location | None = None) -> Location:
+        """Where a packed blob is in `generation` (its own index, never another's: §12.5);
+        `known` is that location already found by the caller (a scan of the same index)."""
+        if known is not None:
+            loc: Location | None = known
+        elif generation is None or self.locator is None:
             raise UsageError(f"a {ref.type.name} blob is read through the generation that locates it")
-        loc = self.locator(generation, ref.id)
+        else:
+            loc = self.locator(generation, ref.id)
         if loc is None:
             raise BlobMissing(ref.id, generation)
         if loc.type != ref.type:
             raise BlobCorrupt(ref.id, f"located as a {loc.type.name} blob, referenced as {ref.type.name}", generation)
         return loc
 
-    def _stored(self, ref: Ref, generation: str | None) -> bytes:
+    def _stored(self, ref: Ref, generation: str | None, known: Location | None = None) -> bytes:
         if ref.type in PACKED_TYPES:
-            return self.get_at(ref, self.locate(ref, generation), generation)
+            return self.get_at(ref, self.locate(ref, generation, known), generation)
         try:
             return self.backend.get(blob_key(ref.id))
         except KeyMissing:
@@ -175,18 +179,20 @@ class BlobStore:
                 raise BlobCorrupt(ref.id, exc.reason, generation) from None
         return out
 
-    def get(self, ref: Ref, generation: str | None = None) -> bytes:
-        """Verified payload of a blob; BlobMissing / BlobCorrupt name the blob and generation."""
-        stored = self._stored(ref, generation)
+    def get(self, ref: Ref, generation: str | None = None, known: Location | None = None) -> bytes:
+        """Verified payload of a blob; BlobMissing / BlobCorrupt name the blob and generation.
+        `known`: the blob's location in `generation`, when the caller already has it."""
+        stored = self._stored(ref, generation, known)
         try:
             _, payload = decode_blob(ref.id, stored, ref.type)
         except BlobCorrupt as exc:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
         return payload
 
-    def get_structured(self, ref: Ref, generation: str | None = None, cache: bool = True) -> tuple[list[Ref], Any]:
+    def get_structured(self, ref: Ref, generation: str | None = None, cache: bool = True,
+                       known: Location | None = None) -> tuple[list[Ref], Any]:
         """Verified, decoded structured blob. cache=False neither fills nor evicts the decode
-        cache (a full scan would otherwise push out everything useful)."""
+        cache (a full scan would otherwise push out everything useful); `known` as for get."""
         if ref.type in RAW_TYPES:
             raise BlobCorrupt(ref.id, f"{ref.type.name} blobs have no structure", generation)
         with self._cache_lock:
@@ -194,7 +200,7 @@ class BlobStore:
             if hit is not None:
                 self._cache.move_to_end(ref.id)
                 return hit[0]
-        payload = self.get(ref, generation)
+        payload = self.get(ref, generation, known)
         try:
             decoded = unpack_structured(payload, ref.id)
         except BlobCorrupt as exc:
