@@ -30,6 +30,9 @@ COMMIT_TIMEOUT = 300.0
 # (a checkpoint commit of `_blobs` entries only), so an interrupted backup's data is found and
 # reused by the next run instead of stored again (FORMAT.md §12.6).
 CHECKPOINT_BYTES = 1024 * 1024 * 1024
+# gc's prune (forget_locations_in) applies its deletes to the index this many at a time, in key
+# order: memory per batch, not per dropped entry (10^6 of them at 10^7 blobs).
+FORGET_BATCH = 65536
 
 # Values: up to INLINE_VALUE_MAX inline in the page; up to VALUE_BLOB_MAX one VALUE blob;
 # larger, a FILE (chunklist.py) of VALUE_PIECE-byte CHUNK blobs, so any size round-trips.
@@ -73,6 +76,8 @@ class Transaction:
         # Ops that apply only while the head still holds the expected value (gc's location
         # updates, FORMAT.md §12.7.4-§12.7.5): re-checked on every rebase, skipped when it moved.
         self.conditional: dict[tuple[str, str], tuple[Op, bytes]] = {}
+        self._forgotten_packs: set[str] = set()  # forget_locations_in
+        self.forgotten = 0  # `_blobs` entries the last rebase dropped for them
         self.touched: set[Ref] = set()
         self.result: Generation | None = None
         self._done = False
@@ -261,6 +266,42 @@ class Transaction:
         """Replace a key's inline value only if, at commit, it is still `expected`."""
         self.conditional[(namespace, key)] = (Op(namespace, key, Entry(namespace, key, value, None, ())), expected)
 
+    def forget_locations_in(self, packs: Iterable[str]) -> None:
+        """Remove, at commit, each `_blobs` entry of the head that still locates its blob in one
+        of `packs` (gc's prune of deleted packs, FORMAT.md §12.7.5): the same rule as one
+        delete_if_value per entry, decided on every rebase by one ordered pass over the head's
+        `_blobs`, with nothing staged per entry."""
+        self._forgotten_packs.update(packs)
+
+    def _drop_forgotten(self, head: Generation, index: Ref | None) -> tuple[Ref | None, int, list[Ref]]:
+        """`index` without the entries forget_locations_in names, applied FORGET_BATCH at a
+        time (the pass reads `index`'s pages while the batches write new ones: pages never change)."""
+        packs = self._forgotten_packs
+        tree = self.repo.index
+        root, delta = index, 0
+        pages: list[Ref] = []
+        batch: list[Op] = []
+        self.forgotten = 0
+
+        def flush() -> None:
+            nonlocal root, delta
+            root, d, written = tree.apply(root, batch)
+            delta += d
+            pages.extend(written)
+            self.forgotten += len(batch)
+            batch.clear()
+
+        for e in tree.iterate(index, (LOCATIONS_NAMESPACE, ""), head.id):
+            if e.namespace != LOCATIONS_NAMESPACE:
+                break
+            if e.value is not None and Location.from_value(e.value, e.key).pack in packs:
+                batch.append(Op(LOCATIONS_NAMESPACE, e.key, None))
+                if len(batch) >= FORGET_BATCH:
+                    flush()
+        if batch:
+            flush()
+        return root, delta, pages
+
     def _conditional_ops(self, head: Generation) -> list[Op]:
         """The conditional ops whose key the head still holds at its expected value (one ordered
         pass over the head for all of them: gc's prune commit has one per dropped location)."""
@@ -354,6 +395,9 @@ class Transaction:
         located, touched_packs = self._locations(head)
         ops = list(self.ops.values()) + located + self._conditional_ops(head)
         new_index, delta, pages = repo.index.apply(head.index, ops)
+        if self._forgotten_packs:
+            new_index, dropped, more = self._drop_forgotten(head, new_index)
+            delta, pages = delta + dropped, pages + more
         touched = ({r.id for r in self.touched if r.type not in PACKED_TYPES} | {r.id for r in pages}
                    | {pack_member(p) for p in touched_packs})
         if not self._sweep_barrier(root, touched):

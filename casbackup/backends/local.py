@@ -164,12 +164,13 @@ class LocalBackend:
         directory = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
         start = self.root / validate_key(directory.rstrip("/")) if directory else self.root
         try:
-            entries = sorted(self._walk(start, directory))
+            # sorted whole (the listing's order), so keep three fields, not each stat_result
+            entries = sorted((rel, st.st_size, st.st_mtime) for rel, st in self._walk(start, directory))
         except OSError as exc:
             raise _fail(f"listing {prefix!r} in", start, exc, write=False) from exc
-        for rel, st in entries:
+        for rel, size, mtime in entries:
             if rel.startswith(prefix):
-                yield ObjectInfo(rel, st.st_size, st.st_mtime)
+                yield ObjectInfo(rel, size, mtime)
 
     def _walk(self, directory: Path, rel: str) -> Iterator[tuple[str, os.stat_result]]:
         try:

@@ -13,7 +13,7 @@ from casbackup import structmap
 from casbackup.btree import Entry
 from casbackup.check import check
 from casbackup.chunklist import Piece, leaf_body
-from casbackup.codec import BlobType, Ref
+from casbackup.codec import BlobType, Ref, encode_blob
 from casbackup.errors import BlobMissing
 from casbackup.gc import Collector
 from casbackup.markset import StagedMarks
@@ -188,3 +188,66 @@ def test_the_collector_drops_the_marks_before_its_sweep_walks_again(world: tuple
         if step is Step.ANNOUNCED:
             assert collector._reach is None and collector._listing == {}
     assert Step.ANNOUNCED in seen and collector.report.deleted > 0
+
+
+def test_the_prune_keeps_a_location_a_writer_moved_to_its_own_pack_meanwhile(world: tuple[FakeClock, Repository]) -> None:
+    """§12.7.5 at rebase: gc deleted pack P (X was dead in it) and is about to forget X's entry;
+    meanwhile a writer stores X anew in its own pack (as one whose base did not locate X would)
+    and commits. The prune must keep the writer's entry (it no longer names P) and still drop
+    the other stale ones."""
+    clock, repo = world
+    keep, _ = _files(repo, "keep", 10)
+    x = b"the chunk stored twice " * 40
+    with repo.transaction() as txn:
+        xref = txn.put_blob(BlobType.CHUNK, x).ref
+        txn.put("gone", "x", b"", refs=[xref])
+        others = [txn.put_blob(BlobType.CHUNK, f"dead {n}".encode()).ref for n in range(30)]
+        txn.put("gone", "others", b"", refs=others)
+    old = repo.locate(_head(repo).id, xref.id)
+    assert old is not None
+    with repo.transaction() as txn:
+        txn.delete("gone", "x")
+        txn.delete("gone", "others")
+    for k in range(2):
+        repo.commit(puts=[("pad", f"k{k}", b"v")])
+    clock.advance(100 * HOUR)
+    writer = repo.transaction("writer")
+    gc = Collector(repo, grace=0, keep_last=1, force=True)
+    steps = gc.steps()
+    for step in steps:
+        if step is Step.PRUNE_COMMIT:
+            break
+    else:
+        raise AssertionError("gc never reached its prune commit")
+    assert repo.store.stat_pack(old.pack) is None  # deleted; its entries still in the head
+    writer._append(encode_blob(BlobType.CHUNK, x, repo.store.level))  # stored anew, in its own pack
+    writer.put("again", "x", b"", refs=[xref])
+    writer.commit()
+    for _ in steps:
+        pass
+    head = _head(repo)
+    now = repo.locate(head.id, xref.id)
+    assert now is not None and now.pack != old.pack  # the writer's copy, kept
+    assert all(repo.locate(head.id, r.id) is None for r in others)  # the rest forgotten
+    with repo.reader() as snap:
+        assert snap.read_blob(xref) == x
+        assert all(snap.read_structured(ref) for ref in keep)
+    assert check(repo, read_data=True).ok
+
+
+def test_the_prune_forgets_in_batches_what_one_batch_would(world: tuple[FakeClock, Repository],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import casbackup.transaction as transaction
+    monkeypatch.setattr(transaction, "FORGET_BATCH", 7)
+    clock, repo = world
+    _files(repo, "keep", 40)
+    dead, dead_chunks = _files(repo, "dead", 80)
+    with repo.transaction() as txn:
+        for n in range(80):
+            txn.delete("dead", f"f{n:05d}")
+    clock.advance(100 * HOUR)
+    report = Collector(repo, grace=0, keep_last=1, force=True).run()
+    assert report.deleted > 0
+    head = _head(repo)
+    assert all(repo.locate(head.id, r.id) is None for r in dead + dead_chunks)
+    assert check(repo, read_data=True).ok
