@@ -54,3 +54,93 @@ def race_commits(url: str, options: dict[str, str], worker: int, rounds: int, ba
             seqs.append(gen.seq)
         return seqs
     _report(queue, run)
+
+
+def _race_chunk(kind: str, *parts: object) -> bytes:
+    return f"{kind} {' '.join(map(str, parts))} ".encode() * 200
+
+
+def pack_writer(url: str, options: dict[str, str], worker: int, rounds: int, barrier: Any, queue: Any) -> None:
+    """Commit `rounds` entries of two chunks each: one shared by every writer (dedup against
+    the others' packs, which gc condemns and repacks meanwhile) and one of its own; every even
+    round also removes its entry of two rounds before (garbage for gc). A commit gc refused
+    (CommitConflict) is made again. Returns (kept keys, removed keys, conflicts)."""
+    def run() -> tuple[list[str], list[str], int]:
+        import time
+
+        from casbackup.codec import BlobType
+        from casbackup.errors import CommitConflict
+        from casbackup.repository import Repository
+
+        repo = Repository.open(open_backend(url, options), write=True)
+        barrier.wait(timeout=60)
+        kept: list[str] = []
+        removed: list[str] = []
+        conflicts = 0
+        for i in range(rounds):
+            key = f"w{worker}-{i}"
+            while True:
+                try:
+                    with repo.transaction(key) as txn:
+                        shared = [txn.put_blob(BlobType.CHUNK, _race_chunk("shared", s)).ref
+                                  for s in (range(4) if i == 0 else [i % 4])]
+                        mine = txn.put_blob(BlobType.CHUNK, _race_chunk("unique", worker, i)).ref
+                        txn.put("race", key, b"", refs=[*shared, mine])
+                        if i >= 2 and i % 2 == 0:
+                            txn.delete("race", f"w{worker}-{i - 2}")
+                    break
+                except CommitConflict:
+                    conflicts += 1
+            time.sleep(0.15)  # paced, so pinned views and gc runs fall between the rounds
+            kept.append(key)
+            if i >= 2 and i % 2 == 0:
+                kept.remove(f"w{worker}-{i - 2}")
+                removed.append(f"w{worker}-{i - 2}")
+        return kept, removed, conflicts
+    _report(queue, run)
+
+
+def pack_gc(url: str, options: dict[str, str], seconds: float, barrier: Any, queue: Any) -> None:
+    """gc with no grace period, over and over for `seconds`, while the writers run: (deleted, repacked)."""
+    def run() -> tuple[int, int]:
+        import time
+
+        from casbackup.gc import Collector
+        from casbackup.repository import Repository
+
+        repo = Repository.open(open_backend(url, options), write=True)
+        barrier.wait(timeout=60)
+        deleted = repacked = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            report = Collector(repo, grace=0, keep_last=1, force=True).run()
+            deleted += report.deleted
+            repacked += report.repacked_packs
+            time.sleep(0.05)
+        return deleted, repacked
+    _report(queue, run)
+
+
+def pinned_reader(url: str, options: dict[str, str], seconds: float, barrier: Any, queue: Any) -> None:
+    """For `seconds`: pin a generation, wait while writers remove entries and gc runs, then read
+    every chunk it names (each read is checked against its ID): a pinned view must stay whole
+    under gc (S2, S4). Returns the reads."""
+    def run() -> int:
+        import time
+
+        from casbackup.repository import Repository
+
+        repo = Repository.open(open_backend(url, options))
+        barrier.wait(timeout=60)
+        reads = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with repo.reader("race reader") as snap:
+                entries = list(snap.list("race"))
+                time.sleep(0.4)  # gc runs meanwhile
+                for e in entries:
+                    for ref in e.refs:
+                        snap.read_blob(ref)
+                        reads += 1
+        return reads
+    _report(queue, run)

@@ -19,6 +19,8 @@ from casbackup.backends.base import BatchDeleter, delete_keys
 from casbackup.backends.listing import fanout_prefixes, list_prefixes
 from casbackup.codec import BlobType
 from casbackup.errors import BackendError, CapabilityError, EtagMismatch, KeyMissing, UsageError
+from casbackup.check import check
+from casbackup.gc import Collector
 from casbackup.repository import Repository, self_test
 from casbackup import store as store_module
 from casbackup.store import BlobStore
@@ -241,6 +243,22 @@ def _spawn(fn: object, args_for: list[tuple[object, ...]]) -> list[object]:
     return [r[1] for r in results]
 
 
+def _spawn_each(jobs: list[tuple[object, tuple[object, ...]]]) -> list[object]:
+    """Each job (function, args) in its own process, started together; results in job order."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(jobs))
+    queues = [ctx.Queue() for _ in jobs]
+    procs = [ctx.Process(target=fn, args=(*args, barrier, q)) for (fn, args), q in zip(jobs, queues)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=300) for q in queues]
+    for p in procs:
+        p.join(timeout=30)
+    errors = [r[1] for r in results if r[0] != "ok"]
+    assert not errors, errors[0]
+    return [r[1] for r in results]
+
+
 def _shared(target: Target) -> None:
     _conditional(target)
     if target.url is None:
@@ -283,6 +301,37 @@ def test_process_race_commits_loses_no_commit(target: Target, soak: bool) -> Non
         for w in range(n):
             for i in range(rounds):
                 assert snap.get("race", f"w{w}-{i}") == f"{w}:{i}".encode()
+
+
+@pytest.mark.slow
+def test_process_race_writers_gc_and_a_pinned_reader_at_pack_level(target: Target, soak: bool) -> None:
+    """S1-S5 at pack level on each shared storage, in separate processes: writers dedup against
+    packs that a grace-0 gc condemns, repacks and sweeps, while a reader reads a pinned view.
+    No commit is lost or published dangling, the pinned reads never miss a blob, and what the
+    writers kept is whole afterwards (check --read-data)."""
+    _shared(target)
+    writers, rounds = (3, 12) if soak else (2, 8)
+    Repository.init(target.make())
+    jobs: list[tuple[object, tuple[object, ...]]] = [
+        *((workers.pack_writer, (target.url, target.options, w, rounds)) for w in range(writers)),
+        (workers.pack_gc, (target.url, target.options, 0.15 * rounds + 1)),
+        (workers.pinned_reader, (target.url, target.options, 0.15 * rounds + 1)),
+    ]
+    results = _spawn_each(jobs)
+    repo = Repository.open(target.make(), write=True)
+    final = Collector(repo, grace=0, keep_last=1, force=True).run()
+    _, (deleted, repacked), reads = results[writers - 1], results[writers], results[writers + 1]
+    assert reads > 0
+    assert deleted + final.deleted > 0 and repacked + final.repacked_packs > 0  # gc had work of both kinds
+    with repo.reader() as snap:
+        for kept, removed, _conflicts in results[:writers]:
+            for key in kept:
+                e = snap.entry("race", key)
+                assert e is not None and len(e.refs) >= 2, key
+                for ref in e.refs:
+                    snap.read_blob(ref)
+            assert all(snap.entry("race", key) is None for key in removed)
+    assert check(repo, read_data=True).ok
 
 
 # ---- end to end through the CLI ------------------------------------------------------------
