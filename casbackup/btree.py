@@ -10,9 +10,10 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple
 
-from .codec import BlobType, Ref
+from .codec import BlobType, Ref, encode_blob, pack_structured
 from .errors import BlobCorrupt
 from .store import BlobStore
+from .transfer import DEFAULT_REQUESTS, Pipeline
 
 LEAF_TARGET_BYTES = 16 * 1024
 MAX_FANOUT = 128
@@ -76,6 +77,39 @@ class Page(NamedTuple):
     level: int  # 0: leaf of entries; n>0: children of level n-1
     entries: list[Entry]
     children: list[tuple[tuple[str, str], Ref]]  # (first key, page)
+
+
+class _PageWriter:
+    """The new pages of one apply, written on DEFAULT_REQUESTS threads: each is a create (an
+    fsync, or a PUT), and a commit that rewrites 4 * 10^4 leaves (gc's repack or prune at 10^7
+    blobs) would otherwise wait for them one at a time. IDs are computed in the caller's thread,
+    so a parent names its children at once; `finish` returns only once every page is stored."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.written: list[Ref] = []
+        self._pipe: Pipeline[object] | None = None
+
+    def put(self, refs: list[Ref], body: Any) -> Ref:
+        blob = encode_blob(BlobType.PAGE, pack_structured(refs, body, BlobType.PAGE), self.store.level)
+        if self._pipe is None:
+            self._pipe = Pipeline(DEFAULT_REQUESTS, max_items=2 * DEFAULT_REQUESTS, name="casbackup-pages")
+        while self._pipe.full():
+            self._pipe.take()
+        self._pipe.submit(self.store.put_encoded, blob)
+        ref = Ref(BlobType.PAGE, blob.id)
+        self.written.append(ref)
+        return ref
+
+    def finish(self) -> None:
+        if self._pipe is not None:
+            while self._pipe:
+                self._pipe.take()
+            self._pipe.close(cancel=False)
+
+    def abort(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close(cancel=True)
 
 
 class BTree:
@@ -229,19 +263,24 @@ class BTree:
     def apply(self, root: Ref | None, ops: list[Op]) -> tuple[Ref | None, int, list[Ref]]:
         """Apply sorted, unique-key ops; returns (new root, change in entry count, pages written)."""
         ops = sorted(ops, key=lambda o: (o.namespace, o.key))
-        written: list[Ref] = []
+        written = _PageWriter(self.store)
         delta = [0]
-        if root is None:
-            level = 0
-            nodes = self._write_leaves([o.entry for o in ops if o.entry is not None], written)
-            delta[0] = sum(1 for o in ops if o.entry is not None)
-        else:
-            level, nodes = self._apply(root, ops, written, delta)
-        while len(nodes) > 1:
-            level += 1
-            nodes = self._write_internal(level, nodes, written)
+        try:
+            if root is None:
+                level = 0
+                nodes = self._write_leaves([o.entry for o in ops if o.entry is not None], written)
+                delta[0] = sum(1 for o in ops if o.entry is not None)
+            else:
+                level, nodes = self._apply(root, ops, written, delta)
+            while len(nodes) > 1:
+                level += 1
+                nodes = self._write_internal(level, nodes, written)
+            written.finish()
+        except BaseException:
+            written.abort()  # pages already stored are unreferenced: gc's to collect
+            raise
         if not nodes:
-            return None, delta[0], written
+            return None, delta[0], written.written
         top = nodes[0][1]
         # Collapse a root with a single child so the tree never grows needlessly tall.
         while True:
@@ -250,9 +289,9 @@ class BTree:
                 top = page.children[0][1]
             else:
                 break
-        return top, delta[0], written
+        return top, delta[0], written.written
 
-    def _apply(self, ref: Ref, ops: list[Op], written: list[Ref], delta: list[int]) -> tuple[int, list[tuple[tuple[str, str], Ref]]]:
+    def _apply(self, ref: Ref, ops: list[Op], written: _PageWriter, delta: list[int]) -> tuple[int, list[tuple[tuple[str, str], Ref]]]:
         page = self.load(ref)
         if page.level == 0:
             merged: dict[tuple[str, str], Entry] = {e.sort_key: e for e in page.entries}
@@ -287,7 +326,7 @@ class BTree:
             return page.level, [(keys[0], ref)]
         return page.level, self._write_internal(page.level, new_children, written)
 
-    def _write_leaves(self, entries: list[Entry], written: list[Ref]) -> list[tuple[tuple[str, str], Ref]]:
+    def _write_leaves(self, entries: list[Entry], written: _PageWriter) -> list[tuple[tuple[str, str], Ref]]:
         if not entries:
             return []
         sizes = [len(e.namespace) + len(e.key) + len(e.value or b"") + 34 * (len(e.refs) + 1) + 8 for e in entries]
@@ -305,13 +344,11 @@ class BTree:
             out.append(self._write_leaf(entries[start:], written))
         return out
 
-    def _write_leaf(self, entries: list[Entry], written: list[Ref]) -> tuple[tuple[str, str], Ref]:
+    def _write_leaf(self, entries: list[Entry], written: _PageWriter) -> tuple[tuple[str, str], Ref]:
         refs = [r for e in entries for r in e.all_refs()]
-        res = self.store.put_structured(BlobType.PAGE, refs, [0, [_entry_to_wire(e) for e in entries]])
-        written.append(res.ref)
-        return entries[0].sort_key, res.ref
+        return entries[0].sort_key, written.put(refs, [0, [_entry_to_wire(e) for e in entries]])
 
-    def _write_internal(self, level: int, children: list[tuple[tuple[str, str], Ref]], written: list[Ref]) -> list[tuple[tuple[str, str], Ref]]:
+    def _write_internal(self, level: int, children: list[tuple[tuple[str, str], Ref]], written: _PageWriter) -> list[tuple[tuple[str, str], Ref]]:
         if not children:
             return []
         pieces = max(1, -(-len(children) // MAX_FANOUT))
@@ -320,9 +357,7 @@ class BTree:
         for i in range(0, len(children), size):
             group = children[i : i + size]
             body = [level, [[k[0], k[1], c.to_bytes()] for k, c in group]]
-            res = self.store.put_structured(BlobType.PAGE, [c for _, c in group], body)
-            written.append(res.ref)
-            out.append((group[0][0], res.ref))
+            out.append((group[0][0], written.put([c for _, c in group], body)))
         return out
 
 
