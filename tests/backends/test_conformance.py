@@ -229,23 +229,12 @@ def test_thread_race_on_create_and_cas(target: Target) -> None:
 
 
 def _spawn(fn: object, args_for: list[tuple[object, ...]]) -> list[object]:
-    ctx = multiprocessing.get_context("spawn")  # no fork: obstore's runtime threads do not survive it
-    barrier = ctx.Barrier(len(args_for))
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=fn, args=(*args, barrier, queue)) for args in args_for]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    errors = [r[1] for r in results if r[0] != "ok"]
-    assert not errors, errors[0]
-    return [r[1] for r in results]
+    return _spawn_each([(fn, args) for args in args_for])
 
 
 def _spawn_each(jobs: list[tuple[object, tuple[object, ...]]]) -> list[object]:
     """Each job (function, args) in its own process, started together; results in job order."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("spawn")  # no fork: obstore's runtime threads do not survive it
     barrier = ctx.Barrier(len(jobs))
     queues = [ctx.Queue() for _ in jobs]
     procs = [ctx.Process(target=fn, args=(*args, barrier, q)) for (fn, args), q in zip(jobs, queues)]
