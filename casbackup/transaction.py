@@ -258,19 +258,15 @@ class Transaction:
         if if_absent:
             self.expect_absent.add((namespace, key))
 
-    def delete_if_value(self, namespace: str, key: str, expected: bytes) -> None:
-        """Remove a key only if, at commit, its inline value is still `expected`."""
-        self.conditional[(namespace, key)] = (Op(namespace, key, None), expected)
-
     def put_if_value(self, namespace: str, key: str, value: bytes, expected: bytes) -> None:
         """Replace a key's inline value only if, at commit, it is still `expected`."""
         self.conditional[(namespace, key)] = (Op(namespace, key, Entry(namespace, key, value, None, ())), expected)
 
     def forget_locations_in(self, packs: Iterable[str]) -> None:
         """Remove, at commit, each `_blobs` entry of the head that still locates its blob in one
-        of `packs` (gc's prune of deleted packs, FORMAT.md §12.7.5): the same rule as one
-        delete_if_value per entry, decided on every rebase by one ordered pass over the head's
-        `_blobs`, with nothing staged per entry."""
+        of `packs` (gc's prune of deleted packs, FORMAT.md §12.7.5): an entry a writer has moved
+        meanwhile stays. Decided on every rebase by one ordered pass over the head's `_blobs`,
+        with nothing staged per entry."""
         self._forgotten_packs.update(packs)
 
     def _drop_forgotten(self, head: Generation, index: Ref | None) -> tuple[Ref | None, int, list[Ref]]:
@@ -304,7 +300,7 @@ class Transaction:
 
     def _conditional_ops(self, head: Generation) -> list[Op]:
         """The conditional ops whose key the head still holds at its expected value (one ordered
-        pass over the head for all of them: gc's prune commit has one per dropped location)."""
+        pass over the head for all of them: gc's repack commit has one per moved blob)."""
         if not self.conditional:
             return []
         current = self.repo.index.get_many(head.index, self.conditional.keys(), head.id)
