@@ -203,6 +203,13 @@ class BTree:
             return
         yield from self._iterate(root, start, generation)
 
+    def iterate_namespace(self, root: Ref | None, namespace: str, generation: str | None = None) -> Iterator[Entry]:
+        """One namespace's entries, in key order."""
+        for e in self.iterate(root, (namespace, ""), generation):
+            if e.namespace != namespace:
+                return
+            yield e
+
     def _iterate(self, ref: Ref, start: tuple[str, str], generation: str | None) -> Iterator[Entry]:
         # One generator for the whole walk (not one per level per entry): depth first over
         # pages with an explicit stack of [page, next child]. Only the leftmost path needs

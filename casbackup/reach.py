@@ -55,7 +55,7 @@ class Reachability:
         # that passes structmap.scan_after, its structured locations from one scan (one
         # generation's at a time: a walk finishes one generation before the next).
         self._located_gen: str | None = None
-        self._descents = 0
+        self._descents = self._scan_after = 0
         self._map: StructuredLocations | None = None
         self.seen: set[str] = self._walker.seen
         # Blobs `repair blobs` removed on purpose (the head's _damage namespace): known damage,
@@ -70,9 +70,10 @@ class Reachability:
             return store.get_structured(ref, generation)
         if generation != self._located_gen:
             self._located_gen, self._descents, self._map = generation, 0, None
+            self._scan_after = scan_after(self.repo.load_generation(generation))
         if self._map is None:
             self._descents += 1
-            if self._descents > scan_after(self.repo.load_generation(generation)):
+            if self._descents > self._scan_after:
                 self._map = StructuredLocations(self.repo, self.repo.load_generation(generation))
         known = self._map.get(ref.id) if self._map is not None else None
         return store.get_structured(ref, generation, known=known)

@@ -31,10 +31,7 @@ SCAN_AFTER_MIN = 1024
 
 
 def _locations(repo: Repository, gen: Generation) -> Iterator[Entry]:
-    for e in repo.index.iterate(gen.index, (LOCATIONS_NAMESPACE, ""), gen.id):
-        if e.namespace != LOCATIONS_NAMESPACE:
-            return
-        yield e
+    return repo.index.iterate_namespace(gen.index, LOCATIONS_NAMESPACE, gen.id)
 
 
 class StructuredLocations:

@@ -287,9 +287,7 @@ class Transaction:
             self.forgotten += len(batch)
             batch.clear()
 
-        for e in tree.iterate(index, (LOCATIONS_NAMESPACE, ""), head.id):
-            if e.namespace != LOCATIONS_NAMESPACE:
-                break
+        for e in tree.iterate_namespace(index, LOCATIONS_NAMESPACE, head.id):
             if e.value is not None and Location.from_value(e.value, e.key).pack in packs:
                 batch.append(Op(LOCATIONS_NAMESPACE, e.key, None))
                 if len(batch) >= FORGET_BATCH:
