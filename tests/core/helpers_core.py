@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
-from casbackup.backends import LocalBackend
+from casbackup.backends import Backend, LocalBackend
+from casbackup.backends.base import ObjectInfo
 
 from helpers_common import IN_CI  # noqa: E402,F401
 
@@ -46,3 +49,69 @@ class ClockedLocalBackend(LocalBackend):
             if p.is_file():
                 st = p.stat()
                 os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+class ClockedBackend:
+    """Any real backend (an object store on 127.0.0.1, say) whose storage clock is a FakeClock:
+    now() is the clock, and listings and stats report, as an object's mtime, the clock's time
+    when this wrapper created or replaced it. Storage itself is the real one, every request
+    included; only the times are the fake clock's, so grace periods pass without waiting.
+    Optional abilities (batch deletes, parallel listing) are the inner backend's."""
+
+    def __init__(self, inner: Backend, clock: FakeClock) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self._clock = clock
+        self._mtimes: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _stamp(self, key: str) -> None:
+        with self._lock:
+            self._mtimes[key] = self._clock()
+
+    def _clocked(self, info: ObjectInfo) -> ObjectInfo:
+        with self._lock:
+            mtime = self._mtimes.get(info.key, 0.0)  # not made through this wrapper: as old as can be
+        return ObjectInfo(info.key, info.size, mtime)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
+    def create(self, key: str, data: bytes) -> bool:
+        created = self.inner.create(key, data)
+        if created:
+            self._stamp(key)
+        return created
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        return self.inner.read_versioned(key)
+
+    def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
+        etag = self.inner.compare_and_swap(key, expected_etag, data)
+        self._stamp(key)
+        return etag
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for info in self.inner.list(prefix):
+            yield self._clocked(info)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self.inner.delete_many(keys)  # type: ignore[attr-defined]
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._clocked(self.inner.stat(key))
+
+    def now(self) -> float:
+        return self._clock()
+
+    def close(self) -> None:
+        self.inner.close()
