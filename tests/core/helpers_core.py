@@ -5,7 +5,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from casbackup.backends import Backend, LocalBackend
 from casbackup.backends.base import ObjectInfo
@@ -66,6 +66,7 @@ class ClockedBackend:
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
+        """Reads, deletes, close and the optional abilities: the inner backend's own."""
         return getattr(self.inner, name)
 
     def _stamp(self, key: str) -> None:
@@ -77,20 +78,11 @@ class ClockedBackend:
             mtime = self._mtimes.get(info.key, 0.0)  # not made through this wrapper: as old as can be
         return ObjectInfo(info.key, info.size, mtime)
 
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self.inner.get_range(key, start, length)
-
     def create(self, key: str, data: bytes) -> bool:
         created = self.inner.create(key, data)
         if created:
             self._stamp(key)
         return created
-
-    def read_versioned(self, key: str) -> tuple[bytes, str]:
-        return self.inner.read_versioned(key)
 
     def compare_and_swap(self, key: str, expected_etag: str | None, data: bytes) -> str:
         etag = self.inner.compare_and_swap(key, expected_etag, data)
@@ -101,17 +93,8 @@ class ClockedBackend:
         for info in self.inner.list(prefix):
             yield self._clocked(info)
 
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def delete_many(self, keys: Sequence[str]) -> None:
-        self.inner.delete_many(keys)  # type: ignore[attr-defined]
-
     def stat(self, key: str) -> ObjectInfo:
         return self._clocked(self.inner.stat(key))
 
     def now(self) -> float:
         return self._clock()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -189,7 +189,7 @@ def discard(work: Path, path: Path) -> None:
     """Move a tree into work/trash instead of deleting it. On this machine's ext4, creating files
     soon after a large delete is several times slower (perf: inode allocation in
     `recently_deleted`, 37% of the cycles of a 30,000-file restore just after an `rm -rf` of the
-    last one: 9.3 s against 4.5-4.7 s with nothing deleted before it), which would charge each
+    last one: 9.3 s against 3.3-4.7 s with nothing deleted before it), which would charge each
     tool's restore for the cleanup of the run before it. The trash is emptied at the end."""
     if not path.exists() and not path.is_symlink():
         return
