@@ -26,7 +26,8 @@ from .backends import LocalBackend, MemoryBackend, open_backend  # noqa: E402
 from .errors import (  # noqa: E402
     BackendError, BlobCorrupt, BlobMissing, CapabilityError, CasbackupError, CheckFailed, CommitConflict,
     EtagMismatch, GcBusy, KeyMissing, LeaseExpired, LimitExceeded, NotFound, OutcomeUnknown, PackCorrupt, RecordCorrupt,
-    RepositoryExists, RepositoryNotFound, UnsupportedFormat, UsageError, WriteRefused,
+    RepositoryExists, RepositoryNotFound, UnsupportedFormat, UsageError, WriteRefused, WrongPassword, PasswordMissing,
+    KeyRemoved, KeyUnavailable, RollbackDetected,
 )
 from .repository import Reader, Repository, Transaction  # noqa: E402
 
@@ -59,18 +60,21 @@ def __dir__() -> list[str]:
 
 
 def open(location: str, write: bool = False, options: dict[str, str] | None = None,  # noqa: A001
-         unsafe_single_writer: bool = False) -> Repository:
+         unsafe_single_writer: bool = False, password: Any = None, warn: Any = None) -> Repository:
     """The existing repository at `location` (see `open_backend`; `options` are the backend's,
-    e.g. {"endpoint": ...}). Read-only unless `write`: then the storage's self-test runs first."""
-    return Repository.open(open_backend(location, options), write=write, unsafe_single_writer=unsafe_single_writer)
+    e.g. {"endpoint": ...}). Read-only unless `write`: then the storage's self-test runs first.
+    An encrypted repository needs `password` (str, bytes, or a callable asked only then)."""
+    return Repository.open(open_backend(location, options), write=write, unsafe_single_writer=unsafe_single_writer,
+                           password=password, warn=warn)
 
 
 def init(location: str, options: dict[str, str] | None = None, unsafe_single_writer: bool = False,
-         **settings: Any) -> Repository:
+         password: Any = None, **settings: Any) -> Repository:
     """Create a repository at `location` (a local directory is created) and return it, writable.
-    `settings` are the repository's config (e.g. chunk sizes); RepositoryExists if one is there."""
+    `settings` are the repository's config (e.g. chunk sizes); RepositoryExists if one is there.
+    With a `password`, it is encrypted (spec/FORMAT.md §13); without one, it is not."""
     backend = open_backend(location, options, create=True)
-    return Repository.init(backend, unsafe_single_writer=unsafe_single_writer, **settings)
+    return Repository.init(backend, unsafe_single_writer=unsafe_single_writer, password=password, **settings)
 
 
 __all__ = [
@@ -85,5 +89,5 @@ __all__ = [
     "CasbackupError", "UsageError", "LimitExceeded", "NotFound", "BlobMissing", "BlobCorrupt", "PackCorrupt", "RecordCorrupt",
     "CommitConflict", "LeaseExpired", "BackendError", "WriteRefused", "KeyMissing", "EtagMismatch",
     "OutcomeUnknown", "RepositoryNotFound", "RepositoryExists", "UnsupportedFormat", "CapabilityError", "GcBusy",
-    "CheckFailed",
+    "CheckFailed", "WrongPassword", "PasswordMissing", "KeyRemoved", "KeyUnavailable", "RollbackDetected",
 ]

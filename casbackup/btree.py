@@ -10,7 +10,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, NamedTuple
 
-from .codec import BlobType, Ref, encode_blob, pack_structured
+from .codec import BlobType, Ref, pack_structured
 from .errors import BlobCorrupt
 from .store import BlobStore
 from .transfer import DEFAULT_REQUESTS, Pipeline
@@ -91,7 +91,7 @@ class _PageWriter:
         self._pipe: Pipeline[object] | None = None
 
     def put(self, refs: list[Ref], body: Any) -> Ref:
-        blob = encode_blob(BlobType.PAGE, pack_structured(refs, body, BlobType.PAGE), self.store.level)
+        blob = self.store.encode(BlobType.PAGE, pack_structured(refs, body, BlobType.PAGE))
         if self._pipe is None:
             self._pipe = Pipeline(DEFAULT_REQUESTS, max_items=2 * DEFAULT_REQUESTS, name="casbackup-pages")
         while self._pipe.full():

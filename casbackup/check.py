@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .btree import BTree, Entry, Page
-from .codec import RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
+from .codec import RAW_TYPES, BlobType, Ref, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
 from .damage import decode_damage_value, known_blobs
 from .errors import BlobCorrupt, BlobMissing, KeyMissing, UnsupportedFormat
@@ -21,7 +21,7 @@ from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
 from .meter import Meter, as_meter
-from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, TocItem, split_pack
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, TocItem
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
 from .repository import Repository, Reader, location_of
@@ -360,12 +360,12 @@ class _Checker:
         of §12.3 and every blob in it verifies, reachable or not (a dead blob is still damage)."""
         try:
             data = self.repo.backend.get(pack_key(pack_id))
-            _, pairs = split_pack(pack_id, data)
+            _, pairs = self.repo.store.split_pack(pack_id, data)
             items = []
             for item, stored in pairs:
                 items.append(item)
                 if item.id not in self.seen:  # reachable blobs were read (and judged) by the walk
-                    decode_blob(item.id, stored, item.location.type)
+                    self.repo.store.decode(item.id, stored, item.location.type)
         except (BlobCorrupt, UnsupportedFormat) as exc:
             self.report.corrupt.append(Problem(getattr(exc, "blob_id", None) or f"pack:{pack_id}", None, _reason(exc)))
             return
@@ -380,11 +380,11 @@ class _Checker:
             self.report.collected_during_check += 1
             return
         try:
-            _, pairs = split_pack(pack_id, data)
+            _, pairs = self.repo.store.split_pack(pack_id, data)
             items = []
             for item, stored in pairs:
                 items.append(item)
-                blob_type, payload = decode_blob(item.id, stored, item.location.type)
+                blob_type, payload = self.repo.store.decode(item.id, stored, item.location.type)
                 if blob_type not in RAW_TYPES:
                     refs, body = unpack_structured(payload, item.id)
                     self._validate(Ref(blob_type, item.id), refs, body, None)
@@ -508,7 +508,7 @@ class _Checker:
             self.report.collected_during_check += 1  # gc may delete what nothing references
             return
         try:
-            blob_type, payload = decode_blob(blob_id, stored)
+            blob_type, payload = self.repo.store.decode(blob_id, stored)
             if blob_type in RAW_TYPES:
                 validator = self.validators.get(blob_type)
                 if validator is not None:

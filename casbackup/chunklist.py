@@ -96,8 +96,10 @@ class _Computed:
     ref: Ref
 
 
-def _compute_id(blob_type: BlobType, refs: list[Ref], body: Any) -> _Computed:
-    return _Computed(Ref(blob_type, blob_id(blob_type, pack_structured(refs, body, blob_type))))
+def _id_computer(id_key: bytes | None) -> Callable[[BlobType, list[Ref], Any], _Computed]:
+    def compute(blob_type: BlobType, refs: list[Ref], body: Any) -> _Computed:
+        return _Computed(Ref(blob_type, blob_id(blob_type, pack_structured(refs, body, blob_type), id_key)))
+    return compute
 
 
 def legacy_body(chunks: list[Piece]) -> tuple[list[Ref], dict[str, Any]]:
@@ -106,11 +108,12 @@ def legacy_body(chunks: list[Piece]) -> tuple[list[Ref], dict[str, Any]]:
                                      "chunks": [[bytes.fromhex(c.id), c.size] for c in chunks]}
 
 
-def file_ids(chunks: list[Piece]) -> tuple[str, str]:
+def file_ids(chunks: list[Piece], id_key: bytes | None = None) -> tuple[str, str]:
     """The FILE IDs this chunk list has, stored by write_file or by an older Aptos writer
     (legacy body), computed without storing anything: the same bytes are the same content."""
-    top, _ = write_file(_compute_id, chunks)
-    return top.id, _compute_id(BlobType.FILE, *legacy_body(chunks)).ref.id
+    compute = _id_computer(id_key)
+    top, _ = write_file(compute, chunks)
+    return top.id, compute(BlobType.FILE, *legacy_body(chunks)).ref.id
 
 
 def _items(raw: Any, limit: int, where: str, smallest: int = 0) -> list[Piece]:

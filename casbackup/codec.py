@@ -8,13 +8,17 @@ import gc
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 import msgpack
 import zstandard
 
-from .errors import BlobCorrupt, LimitExceeded, RecordCorrupt, UnsupportedFormat
+from .errors import BlobCorrupt, KeyUnavailable, LimitExceeded, RecordCorrupt, UnsupportedFormat
+from .sealing import CIPHER_AES256GCM, SEAL_OVERHEAD, EpochUnavailable, SealError
+
+if TYPE_CHECKING:
+    from .sealing import Suite
 
 MAGIC = b"CASB"
 FORMAT_VERSION = 2
@@ -65,6 +69,7 @@ class RecordType(IntEnum):
     ROOT = 0x11
     PIN = 0x12
     LEASE = 0x13
+    KEYSLOT = 0x15  # keys/<slot-id>: a key slot (spec §13.2); never sealed, its secrets are
 
 
 RECORD_TYPES = frozenset(int(t) for t in RecordType)
@@ -97,7 +102,8 @@ class Compression(IntEnum):
 
 
 class Cipher(IntEnum):
-    NONE = 0  # authenticated ciphers arrive later without a format break
+    NONE = 0
+    AES256GCM = CIPHER_AES256GCM  # AES-256-GCM under a per-session key (spec §13.5)
 
 
 _local = threading.local()
@@ -120,9 +126,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def blob_id(blob_type: int, payload: bytes | memoryview) -> str:
-    """BLAKE3-256 over domain || type byte || plaintext payload, as 64 lowercase hex digits."""
-    h = blake3.blake3(ID_DOMAIN)
+def blob_id(blob_type: int, payload: bytes | memoryview, key: bytes | None = None) -> str:
+    """BLAKE3-256 over domain || type byte || plaintext payload, as 64 lowercase hex digits;
+    keyed by the repository's ID key (`key`) in an encrypted repository (spec §13.3)."""
+    h = blake3.blake3(ID_DOMAIN, key=key) if key is not None else blake3.blake3(ID_DOMAIN)
     h.update(bytes([blob_type]))
     h.update(payload)
     return h.hexdigest()
@@ -145,8 +152,9 @@ def seal(header_and_body: bytes) -> bytes:
     return header_and_body + checksum(header_and_body)
 
 
-def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
-    """Header || payload || checksum, zstd-compressed when `level` is given and it saves space.
+def envelope(kind: int, payload: bytes, level: int | None, suite: Suite | None = None, name: str = "") -> bytes:
+    """Header || payload || checksum, zstd-compressed when `level` is given and it saves space;
+    with a `suite`, header || sealed body instead, bound to `name` (spec §13.5).
     Low level: no limit is enforced here (encode_blob / encode_record do that)."""
     compression = Compression.NONE
     body = payload
@@ -154,6 +162,9 @@ def envelope(kind: int, payload: bytes, level: int | None) -> bytes:
         packed = _compressor(level).compress(payload)
         if len(packed) < len(payload):
             compression, body = Compression.ZSTD, packed
+    if suite is not None:
+        header = MAGIC + bytes([FORMAT_VERSION, kind, compression, Cipher.AES256GCM])
+        return header + suite.seal(header, body, name)
     header = MAGIC + bytes([FORMAT_VERSION, kind, compression, Cipher.NONE])
     h = blake3.blake3(CHECKSUM_DOMAIN)  # seal()'s checksum without first copying header + body
     h.update(header)
@@ -184,13 +195,16 @@ def _verify_checksum(stored: bytes, name: str) -> None:
     raise BlobCorrupt(name, "checksum mismatch")
 
 
-def open_envelope(stored: bytes, name: str, max_payload: int | None = None) -> tuple[int, bytes]:
-    """Verify the checksum, check the header, and decompress with the frame's declared size
-    checked first against the limit of the object's type (or `max_payload`)."""
+def open_envelope(stored: bytes, name: str, max_payload: int | None = None,
+                  suite: Suite | None = None) -> tuple[int, bytes]:
+    """Verify the checksum (or, sealed, the AEAD tag), check the header, and decompress with the
+    frame's declared size checked first against the limit of the object's type (or `max_payload`)."""
     if len(stored) < HEADER_LEN + CHECKSUM_LEN:
         raise BlobCorrupt(name, f"truncated: {len(stored)} bytes is shorter than the header and checksum")
     if stored[:4] != MAGIC:
         raise BlobCorrupt(name, "bad magic bytes")
+    if suite is not None or is_sealed(stored):
+        return _open_sealed(stored, name, max_payload, suite)
     _verify_checksum(stored, name)
     version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]
     if version != FORMAT_VERSION:
@@ -198,11 +212,46 @@ def open_envelope(stored: bytes, name: str, max_payload: int | None = None) -> t
     if cipher != Cipher.NONE:
         raise UnsupportedFormat(f"{name}: cipher {cipher} is not supported by this build")
     limit = payload_limit(kind) if max_payload is None else max_payload
-    body = stored[HEADER_LEN:-CHECKSUM_LEN]
+    return kind, _decompress(name, compression, stored[HEADER_LEN:-CHECKSUM_LEN], limit)
+
+
+def is_sealed(stored: bytes) -> bool:
+    """Whether an object is sealed (cipher byte 1), and not a plaintext one whose cipher byte
+    was flipped: that one still verifies with the byte put back to 0, and is corrupt."""
+    if len(stored) < HEADER_LEN + CHECKSUM_LEN or stored[7] != Cipher.AES256GCM:
+        return False
+    restored = stored[:7] + bytes([Cipher.NONE]) + stored[HEADER_LEN:-CHECKSUM_LEN]
+    return checksum(restored) != stored[-CHECKSUM_LEN:]
+
+
+def _open_sealed(stored: bytes, name: str, max_payload: int | None, suite: Suite | None) -> tuple[int, bytes]:
+    """An encrypted repository reads only sealed objects, and a sealed one only with its keys."""
+    version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]
+    if cipher == Cipher.NONE:
+        raise BlobCorrupt(name, "stored unencrypted in an encrypted repository (a store may not substitute plaintext)")
+    if cipher != Cipher.AES256GCM:
+        raise UnsupportedFormat(f"{name}: cipher {cipher} is not supported by this build")
+    if suite is None:
+        raise UnsupportedFormat(f"{name} is encrypted: open the repository with its password")
+    if len(stored) < HEADER_LEN + SEAL_OVERHEAD:
+        raise BlobCorrupt(name, f"truncated: {len(stored)} bytes cannot hold a sealed object")
+    try:
+        body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
+    except EpochUnavailable as exc:
+        raise KeyUnavailable(f"{name} is {exc.reason}: open the repository with a current key") from None
+    except SealError as exc:
+        raise BlobCorrupt(name, exc.reason) from None
+    if version != FORMAT_VERSION:  # authentic, so the version byte is what the writer wrote
+        raise UnsupportedFormat(_version_message(name, version))
+    limit = payload_limit(kind) if max_payload is None else max_payload
+    return kind, _decompress(name, compression, body, limit)
+
+
+def _decompress(name: str, compression: int, body: bytes, limit: int) -> bytes:
     if compression == Compression.NONE:
         if len(body) > limit:
             raise BlobCorrupt(name, f"payload of {len(body)} bytes exceeds the limit of {limit}")
-        return kind, body
+        return body
     if compression != Compression.ZSTD:
         raise BlobCorrupt(name, f"unknown compression {compression}")
     try:
@@ -219,7 +268,29 @@ def open_envelope(stored: bytes, name: str, max_payload: int | None = None) -> t
         raise BlobCorrupt(name, f"zstd: {exc}") from None
     if len(out) != declared:
         raise BlobCorrupt(name, f"zstd frame produced {len(out)} bytes, declared {declared}")
-    return kind, out
+    return out
+
+
+def seal_envelope(plain: bytes, name: str, suite: Suite) -> bytes:
+    """The sealed form of a plaintext envelope (the records of an encrypted repository)."""
+    _verify_checksum(plain, name)
+    header = plain[:7] + bytes([Cipher.AES256GCM])
+    return header + suite.seal(header, memoryview(plain)[HEADER_LEN:-CHECKSUM_LEN], name)
+
+
+def unseal_envelope(stored: bytes, name: str, suite: Suite) -> bytes:
+    """The plaintext envelope a sealed one holds, checksum restored: what `seal_envelope` was given."""
+    if len(stored) < HEADER_LEN + SEAL_OVERHEAD or stored[:4] != MAGIC:
+        raise BlobCorrupt(name, f"truncated or not an envelope ({len(stored)} bytes)")
+    if stored[7] != Cipher.AES256GCM:
+        _open_sealed(stored, name, None, suite)  # raises: plaintext or an unknown cipher
+    try:
+        body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
+    except EpochUnavailable as exc:
+        raise KeyUnavailable(f"{name} is {exc.reason}: open the repository with a current key") from None
+    except SealError as exc:
+        raise BlobCorrupt(name, exc.reason) from None
+    return seal(stored[:7] + bytes([Cipher.NONE]) + body)
 
 
 @dataclass(frozen=True)
@@ -240,23 +311,25 @@ def check_payload_size(kind: int | None, size: int) -> None:
                             "the writer must split it")
 
 
-def encode_blob(blob_type: BlobType, payload: bytes, level: int | None = 3) -> EncodedBlob:
+def encode_blob(blob_type: BlobType, payload: bytes, level: int | None = 3, suite: Suite | None = None) -> EncodedBlob:
     """Encode a blob; LimitExceeded if its payload is over the reader's limit for its type.
     (Structured content limits are enforced where it is packed: pack_structured.)"""
     check_payload_size(blob_type, len(payload))
-    return EncodedBlob(blob_id(blob_type, payload), blob_type, envelope(blob_type, payload, level), len(payload))
+    bid = blob_id(blob_type, payload, suite.id_key if suite is not None else None)
+    return EncodedBlob(bid, blob_type, envelope(blob_type, payload, level, suite, bid), len(payload))
 
 
-def decode_blob(expected_id: str, stored: bytes, expected_type: BlobType | None = None) -> tuple[BlobType, bytes]:
+def decode_blob(expected_id: str, stored: bytes, expected_type: BlobType | None = None,
+                suite: Suite | None = None) -> tuple[BlobType, bytes]:
     """Verify a stored blob against its ID; BlobCorrupt on any mismatch."""
-    kind, payload = open_envelope(stored, expected_id)
+    kind, payload = open_envelope(stored, expected_id, suite=suite)
     try:
         blob_type = BlobType(kind)
     except ValueError:
         raise BlobCorrupt(expected_id, f"unknown blob type {kind}") from None
     if expected_type is not None and blob_type != expected_type:
         raise BlobCorrupt(expected_id, f"expected a {expected_type.name} blob, found {blob_type.name}")
-    actual = blob_id(blob_type, payload)
+    actual = blob_id(blob_type, payload, suite.id_key if suite is not None else None)
     if actual != expected_id:
         raise BlobCorrupt(expected_id, f"hash mismatch (content hashes to {actual})")
     return blob_type, payload

@@ -141,3 +141,33 @@ class CheckFailed(CasbackupError):
 
 class OutcomeUnknown(BackendError):
     """A conditional write was sent but its reply was lost; the caller must read back to decide."""
+
+
+class WrongPassword(CasbackupError):
+    """No key slot of an encrypted repository opens with the password given."""
+
+    exit_code = 14
+
+
+class PasswordMissing(UsageError):
+    """An encrypted repository (or an init) needs a password and none was given."""
+
+    exit_code = 15
+
+
+class KeyRemoved(CasbackupError):
+    """The password opens a key slot that `key remove` emptied: that key no longer opens anything."""
+
+    exit_code = 16
+
+
+class KeyUnavailable(CasbackupError):
+    """An object is sealed under a key epoch the unlocked key does not hold (rotated out)."""
+
+    exit_code = 17
+
+
+class RollbackDetected(CasbackupError):
+    """The store serves a root older than one this machine has already seen (spec §13.8)."""
+
+    exit_code = 18

@@ -27,7 +27,7 @@ from .steps import Step
 from .store import listing_rounds
 from .transfer import ordered_map
 from .packrules import PackDecision, PackFacts, decide
-from .packs import LOCATIONS_NAMESPACE, Location, read_toc
+from .packs import LOCATIONS_NAMESPACE, Location
 from .store import PACK_MEMBER, is_pack_member, pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
@@ -278,7 +278,7 @@ class Collector:
             live = self._marked.live_bytes.get(pack, 0)
             if not live or self._decide(pack, mtime, size, live, now) is not PackDecision.REPACK:
                 continue
-            body = sum(i.location.length for i in read_toc(self.backend, pack, size)[1])
+            body = sum(i.location.length for i in self.repo.store.read_toc(pack, size)[1])
             if self._decide(pack, mtime, body, live, now) is PackDecision.REPACK:
                 out.add(pack)
         return out

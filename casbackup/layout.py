@@ -17,6 +17,8 @@ PACK_PREFIX = "packs/"
 PIN_PREFIX = "pins/"
 # mutable (CAS): the LEASE record of the GC lease (§9.5)
 GC_LEASE_KEY = "locks/gc"
+# mutable (CAS): keys/<slot-id>, a KEYSLOT record wrapping the repository's keys (§13.2)
+KEY_PREFIX = "keys/"
 # transient: the capability self-test's probe keys (§2.3); gc removes stale ones
 SELFTEST_PREFIX = "selftest/"
 # transient, object stores only: clock/<random>, the probe that reads the store's clock
@@ -45,3 +47,7 @@ def pin_id_of(key: str) -> str:
 
 def selftest_key(token: str) -> str:
     return f"{SELFTEST_PREFIX}{token}"
+
+
+def key_slot_key(slot_id: str) -> str:
+    return f"{KEY_PREFIX}{slot_id}"

@@ -11,7 +11,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends.base import Backend
 from .codec import (
@@ -29,6 +29,9 @@ from .codec import (
 )
 from .errors import BlobCorrupt, PackCorrupt, UsageError
 from .layout import pack_key
+
+if TYPE_CHECKING:
+    from .sealing import Suite
 
 PACK_MAGIC = b"CASP"
 PACK_VERSION = 2
@@ -146,15 +149,16 @@ class PackBuilder:
     def items(self) -> list[TocItem]:
         return list(self._items)
 
-    def finish(self, level: int | None = 3) -> bytes:
-        """The whole pack: header, blobs, TOC envelope, trailer (§12.3)."""
+    def finish(self, level: int | None = 3, suite: Suite | None = None) -> bytes:
+        """The whole pack: header, blobs, TOC envelope, trailer (§12.3); with a `suite`, the TOC
+        is sealed and bound to the pack's key (§13.5)."""
         if not self._items:
             raise UsageError("an empty pack is never written")
         toc = envelope(PACKTOC_TYPE, packb({
             "v": 1, "pack": bytes.fromhex(self.pack_id), "class": int(self.pack_class),
             "blobs": [[int(i.location.type), bytes.fromhex(i.id), i.location.offset, i.location.length]
                       for i in self._items],
-        }), level)
+        }), level, suite, pack_key(self.pack_id))
         data = b"".join(self._parts + [toc, struct.pack("<I", len(toc)), TRAILER_MAGIC])
         self._parts = []  # the joined copy is all that is needed now: do not hold the pack twice
         return data
@@ -177,19 +181,25 @@ def toc_span(pack_id: str, trailer: bytes, size: int) -> tuple[int, int]:
     return start, toc_len
 
 
-def parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
+def parse_toc(pack_id: str, stored_toc: bytes, toc_start: int, suite: Suite | None = None) -> tuple[PackClass, list[TocItem]]:
     """Verify and decode a TOC envelope; every layout rule of §12.3 is checked here (PackCorrupt)."""
     try:
-        return _parse_toc(pack_id, stored_toc, toc_start)
+        return _parse_toc(pack_id, stored_toc, toc_start, suite)
     except PackCorrupt:
         raise
     except BlobCorrupt as exc:
         raise PackCorrupt(pack_id, exc.reason) from None
 
 
-def _parse_toc(pack_id: str, stored_toc: bytes, toc_start: int) -> tuple[PackClass, list[TocItem]]:
+def _parse_toc(pack_id: str, stored_toc: bytes, toc_start: int, suite: Suite | None) -> tuple[PackClass, list[TocItem]]:
     name = _pack_name(pack_id)
-    kind, payload = open_envelope(stored_toc, name)
+    if suite is not None:
+        try:
+            kind, payload = open_envelope(stored_toc, pack_key(pack_id), suite=suite)
+        except BlobCorrupt as exc:
+            raise BlobCorrupt(name, f"TOC: {exc.reason}") from None
+    else:
+        kind, payload = open_envelope(stored_toc, name)
     if kind != PACKTOC_TYPE:
         raise BlobCorrupt(name, f"TOC envelope has type {kind}, not {PACKTOC_TYPE}")
     body = unpackb(payload, name)
@@ -230,14 +240,14 @@ def _toc_items(pack_id: str, pack_class: PackClass, raw: list[Any], toc_start: i
     return items
 
 
-def read_toc(backend: Backend, pack_id: str, size: int) -> tuple[PackClass, list[TocItem]]:
+def read_toc(backend: Backend, pack_id: str, size: int, suite: Suite | None = None) -> tuple[PackClass, list[TocItem]]:
     """The TOC of a stored pack of known `size` (from a listing) with two ranged reads."""
     key = pack_key(pack_id)
     start, length = toc_span(pack_id, backend.get_range(key, size - TRAILER_LEN, TRAILER_LEN), size)
-    return parse_toc(pack_id, backend.get_range(key, start, length), start)
+    return parse_toc(pack_id, backend.get_range(key, start, length), start, suite)
 
 
-def split_pack(pack_id: str, data: bytes) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
+def split_pack(pack_id: str, data: bytes, suite: Suite | None = None) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
     """A whole pack's class and its (item, stored envelope) pairs, every layout rule checked;
     each envelope still needs decode_blob (check --read-data does both)."""
     if data[:4] != PACK_MAGIC or len(data) < PACK_HEADER_LEN:
@@ -247,7 +257,7 @@ def split_pack(pack_id: str, data: bytes) -> tuple[PackClass, Iterator[tuple[Toc
     if data[6:8] != b"\0\0":
         raise PackCorrupt(pack_id, "reserved header bytes are not zero")
     start, length = toc_span(pack_id, data[-TRAILER_LEN:], len(data))
-    pack_class, items = parse_toc(pack_id, data[start:start + length], start)
+    pack_class, items = parse_toc(pack_id, data[start:start + length], start, suite)
     if data[5] != pack_class:
         raise PackCorrupt(pack_id, f"header class {data[5]} differs from the TOC's {int(pack_class)}")
     view = memoryview(data)

@@ -10,7 +10,9 @@ from .errors import BlobCorrupt, RecordCorrupt, UnsupportedFormat, UsageError
 from .packs import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
 from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY  # noqa: F401 - re-exported: keys live in layout
 REPO_FORMAT = 2
-ID_MODES = ("blake3",)  # "blake3-keyed" arrives with encryption
+ID_MODES = ("blake3", "blake3-keyed")
+# "aes-256-gcm": every object sealed under a per-session key (spec §13.5); IDs are then keyed.
+CIPHERS = {"none": "blake3", "aes-256-gcm": "blake3-keyed"}
 
 
 def new_write_id() -> str:
@@ -142,8 +144,11 @@ class Config(_Record):
             raise UnsupportedFormat(f"repository format {raw.get('format')!r} is not supported (this build reads {REPO_FORMAT}); upgrade casbackup")
         if raw.get("id_mode") not in ID_MODES:
             raise UnsupportedFormat(f"repository ID mode {raw.get('id_mode')!r} is not supported by this build")
-        if raw.get("cipher") != "none":
+        if raw.get("cipher") not in CIPHERS:
             raise UnsupportedFormat(f"repository cipher {raw.get('cipher')!r} is not supported by this build")
+        if CIPHERS[raw["cipher"]] != raw["id_mode"]:
+            raise RecordCorrupt(CONFIG_KEY, f"cipher {raw['cipher']!r} goes with ID mode {CIPHERS[raw['cipher']]!r}, "
+                                f"not {raw['id_mode']!r}")
         return _from_fields(cls, raw, name)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .btree import Entry
 from .check import CheckReport, EntryValidator, Validator, _Checker, check
-from .codec import RAW_TYPES, BlobType, Ref, decode_blob, is_blob_id, unpack_structured
+from .codec import RAW_TYPES, BlobType, Ref, is_blob_id, unpack_structured
 from .damage import NAMESPACE as DAMAGE_NAMESPACE
 from .damage import DamagedBlob, DamagedEntry, blob_record_key, entry_record_key, known_blobs_of
 from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, KeyMissing, NotFound,
@@ -19,7 +19,7 @@ from .errors import (BlobCorrupt, BlobMissing, CheckFailed, CommitConflict, KeyM
 from .gcstate import load_gcstate, write_gcstate
 from .pins import Lease, acquire_gc_lease, release_gc_lease
 from .layout import ROOT_KEY
-from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, read_toc
+from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location
 from .records import Generation, Root, new_write_id
 from .repository import Repository, location, location_of
 from .steps import Step
@@ -236,7 +236,7 @@ def _reread(repo: Repository, blob_id: str, validators: Mapping[BlobType, Valida
     if stored is None:
         return "?", "missing"
     try:
-        blob_type, payload = decode_blob(blob_id, stored)
+        blob_type, payload = repo.store.decode(blob_id, stored)
     except (BlobCorrupt, UnsupportedFormat) as exc:
         return "?", str(getattr(exc, "reason", exc))
     try:
@@ -452,7 +452,7 @@ class _Unlocated:
 def _verified_payload(repo: Repository, ref: Ref, loc: Location, gen_id: str | None) -> bytes:
     """The payload at `loc`, read and verified against the blob's ID and type."""
     stored = repo.store.get_at(ref, loc, gen_id)
-    return decode_blob(ref.id, stored, ref.type)[1]
+    return repo.store.decode(ref.id, stored, ref.type)[1]
 
 
 class _IndexScan:
@@ -520,7 +520,7 @@ class _IndexScan:
             if pack_id in self.unreadable:
                 continue
             try:
-                _cls, items = read_toc(self.repo.backend, pack_id, info.size)
+                _cls, items = self.repo.store.read_toc(pack_id, info.size)
             except KeyMissing:
                 continue  # deleted since the listing
             except (BlobCorrupt, UnsupportedFormat) as exc:

@@ -13,12 +13,14 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Union
 
 from .backends.base import Backend, location
 from .btree import BTree, Entry
-from .codec import BlobType, Ref
+from .codec import BlobType, Ref, is_sealed
 from .errors import (
+    PasswordMissing,
+    RecordCorrupt,
     BackendError,
     BlobCorrupt,
     BlobMissing,
@@ -34,8 +36,11 @@ from .packs import LOCATIONS_NAMESPACE, Location
 from .pins import DEFAULT_PIN_TTL
 from .reader import (PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUESTS, Reader, attach, open_pinned_steps,
                      open_unpinned)
+from .keys import KdfParams, Keyring, Unlocked, has_slots, make_slot, unlock, write_new_slot
 from .records import Config, Generation, Root, new_write_id
+from .rollback import Watermark
 from .root import RootRecord
+from .sealedrecords import SealedRecords
 from .steps import Step, Steps, run_steps
 from .store import BlobStore
 from .walk import chain
@@ -66,6 +71,28 @@ def _holds_blobs(backend: Backend, fresh: bool) -> bool:
     return False
 
 
+Password = Union[bytes, str, Callable[[], "bytes | str | None"], None]
+
+
+def _password_bytes(password: Any) -> bytes | None:
+    if callable(password):
+        password = password()
+    if password is None:
+        return None
+    return password.encode("utf-8") if isinstance(password, str) else bytes(password)
+
+
+def _read_config(backend: Backend, keys: Unlocked | None, stored: bytes | None = None) -> Config:
+    """The config, which must agree with the keys: an encrypted repository's config is sealed and
+    names the keyring's repository; a plaintext config that claims a cipher is refused."""
+    config = Config.decode(stored if stored is not None else backend.get(CONFIG_KEY))
+    if keys is None and config.cipher != "none":
+        raise RecordCorrupt(CONFIG_KEY, f"the config says cipher {config.cipher!r} but is stored unencrypted")
+    if keys is not None and config.repo_id != keys.ring.repo_id.hex():
+        raise RecordCorrupt(CONFIG_KEY, "the config belongs to another repository than its key slots")
+    return config
+
+
 class Repository:
     """One repository on one backend: the handle every command and library call starts from.
 
@@ -78,25 +105,40 @@ class Repository:
     pin_reads = True
 
     def __init__(self, backend: Backend, config: Config, writable: bool,
-                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 keys: Unlocked | None = None) -> None:
+        # Encrypted (keys given): records are sealed on their way through `backend`, blobs by the store.
+        self.keys = keys
+        self.raw_backend = backend
+        if keys is not None and not isinstance(backend, SealedRecords):
+            backend = SealedRecords(backend, keys.ring.suite())
         self.backend = backend
         self.config = config
         self.writable = writable
-        self.store = BlobStore(backend, level=config.compression_level)
+        suite = backend.suite if isinstance(backend, SealedRecords) else None
+        self.store = BlobStore(backend, level=config.compression_level, suite=suite)
         self.store.locator = self.locate
         self.index = BTree(self.store)  # the entry B+tree (spec §6.2)
         # Generations parsed from the store's decoded bodies (load_generation), newest last.
         self._parsed: OrderedDict[str, tuple[tuple[list[Ref], Any], Generation]] = OrderedDict()
         self._parsed_lock = threading.Lock()
         self.root = RootRecord(backend, lambda gen_id: self.load_generation(gen_id).parent)
+        if keys is not None:
+            self.root.watermark = Watermark(config.repo_id, location(backend))
         self.monotonic = monotonic
         self.sleep = sleep
 
     # ---- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def encrypted(self) -> bool:
+        return self.keys is not None
+
     @classmethod
-    def init(cls, backend: Backend, unsafe_single_writer: bool = False, **settings: Any) -> "Repository":
+    def init(cls, backend: Backend, unsafe_single_writer: bool = False, password: Password = None,
+             kdf: KdfParams | None = None, **settings: Any) -> "Repository":
         """Create a repository, or finish an init that crashed before writing any blob.
+        With a `password`, an encrypted one (spec §13): its first key slot is made from it.
 
         A location that holds any blob is never initialised: with its root lost, a fresh empty
         generation 0 would make the next gc delete every backup (spec §7.1)."""
@@ -119,12 +161,25 @@ class Repository:
                 f"(that would hide every backup from gc). Run 'casbackup -r {where} repair root' to reinstall "
                 "its newest complete generation")
         self_test(backend, unsafe_single_writer)
+        secret = _password_bytes(password)
+        keys: Unlocked | None = None
+        if secret is not None:
+            if has_slots(backend):  # an encrypted init that crashed after its key slot
+                keys = unlock(backend, secret)
+            else:
+                ring = Keyring.new()
+                slot = make_slot(ring, secret, kdf)
+                write_new_slot(backend, slot)
+                keys = unlock(backend, secret)
+            backend = SealedRecords(backend, keys.ring.suite())
+            settings = {**settings, "id_mode": "blake3-keyed", "cipher": "aes-256-gcm"}
         if not config_exists:
-            config = Config(repo_id=secrets.token_hex(16), created=backend.now(), **settings)
+            repo_id = keys.ring.repo_id.hex() if keys is not None else secrets.token_hex(16)
+            config = Config(repo_id=repo_id, created=backend.now(), **settings)
             if not backend.create(CONFIG_KEY, config.encode()):
                 raise RepositoryExists(f"a repository was created at {where} concurrently")
-        config = Config.decode(backend.get(CONFIG_KEY))
-        repo = cls(backend, config, writable=True)
+        config = _read_config(backend, keys)
+        repo = cls(backend, config, writable=True, keys=keys)
         write_id = new_write_id()
         gen = repo._write_generation(0, None, None, 0, write_id, "init")
         if not repo.root.swap(None, Root(gen.id, 0, write_id, time=backend.now()), creates_generation=True):
@@ -132,19 +187,34 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, backend: Backend, write: bool = False, unsafe_single_writer: bool = False) -> "Repository":
+    def open(cls, backend: Backend, write: bool = False, unsafe_single_writer: bool = False,
+             password: Password = None, warn: Callable[[str], None] | None = None) -> "Repository":
         """Open an existing repository; RepositoryNotFound (with the init hint) if there is none.
+        An encrypted one needs its `password` (asked only then, when it is a callable):
+        PasswordMissing without one, WrongPassword / KeyRemoved when no slot takes it.
 
         write=True first proves the storage's conditional writes really are conditional
         (self_test): without them two writers or a gc could lose data."""
         try:
-            config = Config.decode(backend.get(CONFIG_KEY))
+            stored = backend.get(CONFIG_KEY)
         except KeyMissing:
             raise RepositoryNotFound(f"no casbackup repository at {location(backend)} (no config); "
                                      "create one with 'casbackup init'") from None
+        keys: Unlocked | None = None
+        if is_sealed(stored):
+            secret = _password_bytes(password)
+            if secret is None:
+                raise PasswordMissing(f"the repository at {location(backend)} is encrypted: give its password "
+                                      "(CASBACKUP_PASSWORD, --password-file / CASBACKUP_PASSWORD_FILE, --password-command "
+                                      "/ CASBACKUP_PASSWORD_COMMAND, or type it on a terminal)")
+            keys = unlock(backend, secret, warn)
+            sealed = SealedRecords(backend, keys.ring.suite())
+            config = _read_config(sealed, keys)
+        else:
+            config = _read_config(backend, None, stored)
         if write:
             self_test(backend, unsafe_single_writer)
-        return cls(backend, config, writable=write)
+        return cls(backend, config, writable=write, keys=keys)
 
     def close(self) -> None:
         self.backend.close()

@@ -7,13 +7,16 @@ own bytes (unique: they carry the write's expiry time).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .backends.base import Backend, location
 from .cas import resolve
 from .errors import BlobCorrupt, EtagMismatch, KeyMissing, RepositoryNotFound, UnsupportedFormat
 from .layout import ROOT_KEY
 from .records import Root
+
+if TYPE_CHECKING:
+    from .rollback import Watermark
 
 
 class RootRecord:
@@ -25,6 +28,8 @@ class RootRecord:
     def __init__(self, backend: Backend, parent_of: Callable[[str], str | None]) -> None:
         self.backend = backend
         self._parent_of = parent_of
+        # An encrypted repository's highest root seen on this machine (rollback detection, §13.8).
+        self.watermark: Watermark | None = None
 
     def read(self) -> tuple[Root, str]:
         """The root and its etag; RepositoryNotFound (with the repair hint) if there is none."""
@@ -34,7 +39,10 @@ class RootRecord:
             where = location(self.backend)
             raise RepositoryNotFound(f"the repository at {where} has no root record; run 'casbackup -r {where} "
                                      "repair root' to find and reinstall its newest complete generation") from None
-        return Root.decode(data), etag
+        root = Root.decode(data)
+        if self.watermark is not None:
+            self.watermark.observe(root.seq, root.generation)
+        return root, etag
 
     def swap(self, etag: str | None, new_root: Root, creates_generation: bool) -> bool:
         """One compare-and-swap of the root. True if it is published, False on a real conflict.

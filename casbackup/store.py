@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .backends.base import Backend, ObjectInfo, delete_keys
 from .backends.listing import HEX_FANOUT, fanout_prefixes, list_concurrency, list_prefixes
@@ -16,6 +16,7 @@ from .codec import (
     BlobType,
     EncodedBlob,
     Ref,
+    blob_id,
     decode_blob,
     encode_blob,
     is_blob_id,
@@ -25,7 +26,11 @@ from .codec import (
 from .cas import resolve
 from .errors import BlobCorrupt, BlobMissing, KeyMissing, UsageError
 from .layout import BLOB_PREFIX, PACK_PREFIX, blob_key, pack_key
-from .packs import PACKED_TYPES, Location, PackBuilder, read_blob
+from .packs import PACKED_TYPES, Location, PackBuilder, TocItem, read_blob, read_toc, split_pack
+
+if TYPE_CHECKING:
+    from .packs import PackClass
+    from .sealing import Suite
 
 __all__ = ["BLOB_PREFIX", "BlobStore", "Locator", "PACK_MEMBER", "PutResult", "blob_key", "is_pack_member", "pack_member"]
 
@@ -80,9 +85,12 @@ def listing_rounds(blobs: int, concurrency: int) -> float:
 
 class BlobStore:
     def __init__(self, backend: Backend, level: int | None = 3, cache_entries: int = 256,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, suite: Suite | None = None) -> None:
         self.backend = backend
         self.level = level
+        # The repository's keys when it is encrypted (spec §13): keyed IDs, sealed envelopes.
+        self.suite = suite
+        self.id_key = suite.id_key if suite is not None else None
         # Small on purpose: decoded leaf pages are large Python structures, and a big cache
         # makes the cyclic GC rescan them (listing 10^6 entries got ~40% slower at 4096).
         self._cache: OrderedDict[str, tuple[tuple[list[Ref], Any], int]] = OrderedDict()
@@ -93,10 +101,27 @@ class BlobStore:
         self._cache_lock = threading.Lock()
         self.locator: Locator | None = None
 
+    # ---- the codec, with this repository's keys --------------------------------------
+
+    def blob_id(self, blob_type: int, payload: bytes | memoryview) -> str:
+        return blob_id(blob_type, payload, self.id_key)
+
+    def encode(self, blob_type: BlobType, payload: bytes) -> EncodedBlob:
+        return encode_blob(blob_type, payload, self.level, self.suite)
+
+    def decode(self, expected_id: str, stored: bytes, expected_type: BlobType | None = None) -> tuple[BlobType, bytes]:
+        return decode_blob(expected_id, stored, expected_type, self.suite)
+
+    def read_toc(self, pack_id: str, size: int) -> tuple[PackClass, list[TocItem]]:
+        return read_toc(self.backend, pack_id, size, self.suite)
+
+    def split_pack(self, pack_id: str, data: bytes) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
+        return split_pack(pack_id, data, self.suite)
+
     # ---- writes ------------------------------------------------------------------------
 
     def put(self, blob_type: BlobType, payload: bytes) -> PutResult:
-        return self.put_encoded(encode_blob(blob_type, payload, self.level))
+        return self.put_encoded(self.encode(blob_type, payload))
 
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
         return self.put(blob_type, pack_structured(refs, body, blob_type))
@@ -114,7 +139,7 @@ class BlobStore:
     def put_pack(self, pack: PackBuilder) -> int:
         """Write a finished pack with one create (§12.3); returns its size. A lost reply is asked
         again: the name is random, so "exists" can only be our own first attempt."""
-        data = pack.finish(self.level)
+        data = pack.finish(self.level, self.suite)
         resolve(lambda: self.backend.create(pack_key(pack.pack_id), data), lambda: None, f"the upload of pack {pack.pack_id}")
         return len(data)
 
@@ -174,7 +199,7 @@ class BlobStore:
                 raise BlobCorrupt(ref.id, f"pack {pack} ends inside the blob ({len(data) - at} of {loc.length} bytes)",
                                   generation)
             try:
-                out.append(decode_blob(ref.id, data[at:at + loc.length], ref.type)[1])
+                out.append(self.decode(ref.id, data[at:at + loc.length], ref.type)[1])
             except BlobCorrupt as exc:
                 raise BlobCorrupt(ref.id, exc.reason, generation) from None
         return out
@@ -184,7 +209,7 @@ class BlobStore:
         `known`: the blob's location in `generation`, when the caller already has it."""
         stored = self._stored(ref, generation, known)
         try:
-            _, payload = decode_blob(ref.id, stored, ref.type)
+            _, payload = self.decode(ref.id, stored, ref.type)
         except BlobCorrupt as exc:
             raise BlobCorrupt(ref.id, exc.reason, generation) from None
         return payload

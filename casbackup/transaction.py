@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
-from .codec import BlobType, EncodedBlob, Ref, decode_blob, encode_blob, pack_structured
+from .codec import BlobType, EncodedBlob, Ref, pack_structured
 from .errors import BlobMissing, CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
@@ -100,7 +100,7 @@ class Transaction:
     def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
         self.base._guard()
         if blob_type in PACKED_TYPES:
-            return self._put_packed(encode_blob(blob_type, payload, self.repo.store.level))
+            return self._put_packed(self.repo.store.encode(blob_type, payload))
         res = self.repo.store.put(blob_type, payload)
         self.touched.add(res.ref)
         return res
@@ -108,7 +108,7 @@ class Transaction:
     def put_structured(self, blob_type: BlobType, refs: list[Ref], body: Any) -> PutResult:
         self.base._guard()
         if blob_type in PACKED_TYPES:
-            res = self._put_packed(encode_blob(blob_type, pack_structured(refs, body, blob_type), self.repo.store.level))
+            res = self._put_packed(self.repo.store.encode(blob_type, pack_structured(refs, body, blob_type)))
         else:
             res = self.repo.store.put_structured(blob_type, refs, body)
             self.touched.add(res.ref)
@@ -153,7 +153,7 @@ class Transaction:
         or not the base locates it: gc's repack (§12.7.4). Returns its new location."""
         ref = Ref(old.type, blob_id)
         stored = self.repo.store.get_at(ref, old, self.base.generation.id)
-        decode_blob(blob_id, stored, old.type)
+        self.repo.store.decode(blob_id, stored, old.type)
         loc = self._append(EncodedBlob(blob_id, old.type, stored, 0), checkpoint=False)
         assert loc is not None
         return loc

@@ -194,7 +194,7 @@ class LegacyImporter:
         if existing is not None:
             old = FileValue.decode(head.value(existing), f"{NS_FILES}/{key}")
             with _content(path, self.gzip_mode) as (f, _):
-                cids, _n = stream_ids(read_pieces(f))  # as stored today, or by an older writer
+                cids, _n = stream_ids(read_pieces(f), txn.repo.store.id_key)  # as stored today, or by an older writer
             if old.file.id in cids:
                 self.report.files_present += 1
             else:
@@ -288,7 +288,7 @@ class LegacyImporter:
         found = self.storage._existing_metadata(head, name)  # noqa: SLF001 - same package
         if found is None:
             return False
-        cids, _ = stream_ids(read_pieces_bytes(data))
+        cids, _ = stream_ids(read_pieces_bytes(data), self.storage.repo.store.id_key)
         if found[1].file.id not in cids:
             self.report.reject(f"{sub}/{name}", "differs from the metadata file already in the repository "
                                                 "under this name")

@@ -189,7 +189,7 @@ class AptosStorage:
         why = writer_gone()
         if why:
             raise UsageError(f"metadata {name}: input ended because the writer died ({why}); nothing was saved")
-        cids, _ = stream_ids(read_pieces_bytes(data))  # today's ID, and the one an older writer gave it
+        cids, _ = stream_ids(read_pieces_bytes(data), self.repo.store.id_key)  # today's ID, and the one an older writer gave it
         txn = self.repo.transaction(f"aptos save-metadata-line {name}")
         try:
             existing = self._existing_metadata(txn.base, name)

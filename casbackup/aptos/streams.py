@@ -38,16 +38,16 @@ def write_stream(pieces: Iterator[bytes], put_blob: PutBlob, put_structured: Put
     return store_stream(pieces, put_blob, put_structured, workers, 2 * workers)
 
 
-def stream_ids(pieces: Iterator[bytes]) -> tuple[tuple[str, str], int]:
+def stream_ids(pieces: Iterator[bytes], id_key: bytes | None = None) -> tuple[tuple[str, str], int]:
     """The FILE blob IDs this content has (as `write_stream` stores it, then as older writers
     did) and its size, without storing anything: import's and save's "already there" checks."""
-    chunks = [Piece(blob_id(BlobType.CHUNK, data), len(data)) for data in pieces]
-    return file_ids(chunks), sum(c.size for c in chunks)
+    chunks = [Piece(blob_id(BlobType.CHUNK, data, id_key), len(data)) for data in pieces]
+    return file_ids(chunks, id_key), sum(c.size for c in chunks)
 
 
-def stream_id(pieces: Iterator[bytes]) -> tuple[str, int]:
+def stream_id(pieces: Iterator[bytes], id_key: bytes | None = None) -> tuple[str, int]:
     """The FILE blob ID `write_stream` would produce, and the size, without storing anything."""
-    ids, size = stream_ids(pieces)
+    ids, size = stream_ids(pieces, id_key)
     return ids[0], size
 
 

@@ -15,7 +15,7 @@ from .common import TEXT, Context, die
 
 # Modules that register commands (each has `register(cli)`), loaded only when a command of theirs
 # runs: an Aptos adapter call is a new process per file, and must not pay for the files layer.
-COMMAND_MODULES = ("core", "files", "snaptools", "copying", "aptos", "completion")
+COMMAND_MODULES = ("core", "keys", "files", "snaptools", "copying", "aptos", "completion")
 # Known homes of commands, so that these load only their own module. Any other name (or --help)
 # loads every module, so a command added to a module needs no entry here.
 COMMAND_HINTS = {"aptos": "aptos"}
@@ -70,21 +70,28 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
               help="Read without writing a pin (for read-only storage). A gc running meanwhile could remove "
                    "what is being read; that is then an error, never skipped. Write commands refuse it. "
                    "[env CASBACKUP_NO_PIN=1]")
+@click.option("--password-file", envvar="CASBACKUP_PASSWORD_FILE", default=None, metavar="FILE", type=TEXT,
+              help="Read the repository password from FILE (surrounding whitespace removed). Otherwise "
+                   "--password-command, then CASBACKUP_PASSWORD, then a terminal prompt. [env CASBACKUP_PASSWORD_FILE]")
+@click.option("--password-command", envvar="CASBACKUP_PASSWORD_COMMAND", default=None, metavar="CMD", type=TEXT,
+              help="Run CMD (split like a shell line, no shell) and read the password from its output. "
+                   "[env CASBACKUP_PASSWORD_COMMAND]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output on standard error.")
 @click.option("-v", "--verbose", "verbosity", count=True,
               help="More detail on standard error: -v phases and totals, -vv a line per new or changed file.")
 @click.pass_context
 def cli(ctx: click.Context, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, no_pin: bool,
-        quiet: bool, verbosity: int) -> None:
+        password_file: str | None, password_command: str | None, quiet: bool, verbosity: int) -> None:
     """casbackup: content-addressed backups that readers, writers and gc can share safely."""
-    ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin, verbosity=verbosity)
+    ctx.obj = Context(repo, options, unsafe_single_writer, quiet, no_pin=no_pin, verbosity=verbosity,
+                      password_file=password_file, password_command=password_command)
     ctx.call_on_close(ctx.obj.close)
 
 
 
 # Global options restic accepts anywhere on the line: (names, takes a value).
 GLOBAL_OPTIONS = {"-r": True, "--repo": True, "-o": True, "--option": True, "-q": False, "--quiet": False,
-                  "--no-pin": False, "--unsafe-single-writer": False,
+                  "--no-pin": False, "--unsafe-single-writer": False, "--password-file": True, "--password-command": True,
                   "-v": False, "-vv": False, "-vvv": False, "--verbose": False}
 # Subcommands whose argv is left exactly as given (the Aptos adapter has its own --no-pin).
 VERBATIM_COMMANDS = frozenset({"aptos"})

@@ -13,6 +13,7 @@ from .. import init as init_repository
 from .. import open as open_repository
 from ..errors import UsageError
 from ..repository import Repository
+from .passwords import PasswordSource
 
 if TYPE_CHECKING:  # imported on use: the Aptos adapter (a process per file) must not load the files layer
     from ..files.progress import Display, Progress
@@ -91,14 +92,24 @@ def emit_summary(doc: dict[str, Any]) -> None:
     click.echo(json.dumps({"message_type": "summary", **doc}, sort_keys=True, default=str))
 
 
+UNENCRYPTED_WARNING = ("warning: the repository at {where} is NOT encrypted (made with --insecure-no-encryption): "
+                       "anyone who can read its storage can read every backup, and can change them undetected")
+
+
+def warn(message: str) -> None:
+    click.echo(f"casbackup: {message.removeprefix('casbackup: ')}", err=True)
+
+
 NO_PIN_WARNING = ("warning: --no-pin: reading without a pin, so a gc running now could remove what this "
                   "reads (that fails loudly, never silently)")
 
 
 class Context:
     def __init__(self, repo: str | None, options: tuple[str, ...], unsafe_single_writer: bool, quiet: bool,
-                 no_pin: bool = False, verbosity: int = 0) -> None:
+                 no_pin: bool = False, verbosity: int = 0, password_file: str | None = None,
+                 password_command: str | None = None) -> None:
         self.url = repo
+        self.password = PasswordSource(password_file, password_command)
         self.verbosity = 0 if quiet else verbosity
         self.no_pin = no_pin
         self._warned_no_pin = False
@@ -117,15 +128,25 @@ class Context:
             raise UsageError("no repository given: use -r/--repo REPO or set CASBACKUP_REPO")
         return self.url
 
-    def init(self, **settings: Any) -> Repository:
-        self._repo = init_repository(self._url(), self.options, self.unsafe_single_writer, **settings)
+    def init(self, insecure_no_encryption: bool = False, **settings: Any) -> Repository:
+        url = self._url()
+        password = None
+        if insecure_no_encryption:
+            warn(UNENCRYPTED_WARNING.format(where=url))
+        else:
+            password = self.password.required("enter password for new repository", confirm=True)
+        self._repo = init_repository(url, self.options, self.unsafe_single_writer, password=password, **settings)
         return self._repo
 
     def open(self, write: bool = False) -> Repository:
         if write and self.no_pin:
             raise UsageError("--no-pin (CASBACKUP_NO_PIN) is for reading only: a command that writes pins the "
                              "generation it builds on; run it without --no-pin")
-        self._repo = open_repository(self._url(), write, self.options, self.unsafe_single_writer)
+        url = self._url()
+        self._repo = open_repository(url, write, self.options, self.unsafe_single_writer,
+                                     password=lambda: self.password.required("enter password for repository"), warn=warn)
+        if not self._repo.encrypted:
+            warn(UNENCRYPTED_WARNING.format(where=url))
         if self.no_pin:
             self._repo.pin_reads = False
             if not self._warned_no_pin:

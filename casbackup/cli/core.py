@@ -38,11 +38,16 @@ def _size(text: str) -> int:
 @click.option("--chunk-avg", default="512K", show_default=True, help="Average content-defined chunk.")
 @click.option("--chunk-max", default="2M", show_default=True, help="Largest content-defined chunk.")
 @click.option("--pack-size", default="16M", show_default=True, help="Size at which writers close a pack (1M-1G).")
+@click.option("--insecure-no-encryption", is_flag=True,
+              help="Store everything in the clear, readable and changeable by whoever holds the storage. "
+                   "Every later command on it says so.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
 @pass_ctx
 def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, chunk_max: str, pack_size: str,
-         json_out: bool) -> None:
-    """Create a repository (and prove the storage can do conditional writes)."""
+         insecure_no_encryption: bool, json_out: bool) -> None:
+    """Create a repository (and prove the storage can do conditional writes). It is encrypted
+    with a key made from the password (restic's sources: see --password-file), unless
+    --insecure-no-encryption."""
     lo, avg, hi = _size(chunk_min), _size(chunk_avg), _size(chunk_max)
     if not (64 <= lo <= avg <= hi <= 64 * 1024 * 1024):
         raise UsageError("chunk sizes must satisfy 64 <= min <= avg <= max <= 64M")
@@ -54,11 +59,14 @@ def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, c
     packs = _size(pack_size)
     if not MIN_PACK_SIZE <= packs <= MAX_PACK_SIZE:
         raise UsageError(f"--pack-size {pack_size} is not within 1M..1G")
-    repo = ctx.init(compression_level=compression_level, chunk_min=lo, chunk_avg=avg, chunk_max=hi, pack_size=packs)
+    repo = ctx.init(insecure_no_encryption, compression_level=compression_level, chunk_min=lo, chunk_avg=avg,
+                    chunk_max=hi, pack_size=packs)
     if json_out:
-        emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url})
+        emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url, "encrypted": repo.encrypted,
+                   "key": repo.keys.slot.slot_id if repo.keys else None})
     else:
-        click.echo(f"created casbackup repository {repo.config.repo_id} at {ctx.url}")
+        how = "encrypted" if repo.encrypted else "NOT encrypted"
+        click.echo(f"created casbackup repository {repo.config.repo_id} at {ctx.url} ({how})")
 
 
 @click.group()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Callable, Iterable, Protocol, Union
 
 from ..chunklist import write_file
-from ..codec import BlobType, Ref, blob_id, encode_blob, pack_structured
+from ..codec import BlobType, Ref, pack_structured
 from ..errors import UsageError
 from ..repository import Reader, Repository
 from ..packs import PACKED_TYPES
@@ -108,7 +108,7 @@ class DryRun:
         self._lock = threading.Lock()
 
     def put_blob(self, blob_type: BlobType, payload: bytes) -> PutResult:
-        blob = encode_blob(blob_type, payload, self.repo.store.level)
+        blob = self.repo.store.encode(blob_type, payload)
         with self._lock:
             first = blob.id not in self._planned
             self._planned.add(blob.id)
@@ -164,7 +164,7 @@ class Uploader:
             self.pipe.cancel()
 
     def _store(self, data: bytes) -> Chunk:
-        cid = blob_id(BlobType.CHUNK, data)
+        cid = self.txn.repo.store.blob_id(BlobType.CHUNK, data)
         if cid in self.known:
             reused = True
         elif self.txn.is_stored(Ref(BlobType.CHUNK, cid)):

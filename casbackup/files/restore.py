@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..codec import BlobType, blob_id
+from ..codec import BlobType
 from ..errors import BlobCorrupt, BlobMissing, NotFound, UsageError
 from ..packs import Location
 from ..repository import Reader, Repository
@@ -586,7 +586,7 @@ class Restorer:
                 return f.read(len(node.data) + 1) == node.data
             for c in self.reader.chunks(node, path, "verifying"):
                 data = f.read(c.size)
-                if len(data) != c.size or blob_id(BlobType.CHUNK, data) != c.id:
+                if len(data) != c.size or self.reader.snap.repo.store.blob_id(BlobType.CHUNK, data) != c.id:
                     return False
             return f.read(1) == b""
 

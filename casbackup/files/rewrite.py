@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..codec import BlobType, Ref, blob_id, pack_structured
+from ..codec import BlobType, Ref, pack_structured
 from ..errors import BlobCorrupt, UsageError
 from ..repository import Reader, Repository
 from .patterns import PatternList
@@ -43,9 +43,11 @@ class _Ref:
     ref: Ref
 
 
-def _dry_put(blob_type: BlobType, refs: list[Ref], body: Any) -> _Ref:
+def _dry_put(repo: Repository) -> Callable[[BlobType, list[Ref], Any], _Ref]:
     """What a put would return, without storing (for --dry-run)."""
-    return _Ref(Ref(blob_type, blob_id(blob_type, pack_structured(refs, body, blob_type))))
+    def put(blob_type: BlobType, refs: list[Ref], body: Any) -> _Ref:
+        return _Ref(Ref(blob_type, repo.store.blob_id(blob_type, pack_structured(refs, body, blob_type))))
+    return put
 
 
 # The summary counters that describe what a snapshot holds (not what its backup did), by the
@@ -158,7 +160,7 @@ def rewrite_snapshots(repo: Repository, specs: list[str], flt: SnapshotFilter | 
     excluded = excluder(exclude, iexclude)
     if dry_run:
         with repo.reader("rewrite --dry-run") as snap:
-            return plan(snap, specs, flt, excluded, _dry_put, forget)
+            return plan(snap, specs, flt, excluded, _dry_put(repo), forget)
     txn = repo.transaction("rewrite")
     try:
         out = plan(txn.base, specs, flt, excluded, txn.put_structured, forget)
