@@ -21,6 +21,7 @@ from .gcstate import load_gcstate
 from .pins import list_pins
 from .layout import CONFIG_KEY, GC_LEASE_KEY, ROOT_KEY, pack_key
 from .meter import Meter, as_meter
+from .keys import list_slots
 from .packs import LOCATIONS_NAMESPACE, PACKED_TYPES, Location, TocItem
 from .reach import live_packs
 from .records import Config, Generation, LeaseRecord
@@ -155,6 +156,8 @@ def _check_records(repo: Repository, report: CheckReport) -> None:
         pass  # no gc ever ran
     except (BlobCorrupt, UnsupportedFormat) as exc:
         report.corrupt_records.append(Problem(GC_LEASE_KEY, None, _reason(exc)))
+    if repo.keys is not None:  # every key slot, not only the one that opened it (spec §13.2)
+        list_slots(repo.raw_backend, lambda message: report.corrupt_records.append(Problem("keys/", None, message)))
 
 
 def check(repo: Repository, read_data: bool = False, progress: Callable[[str], None] | Meter | None = None,
@@ -168,8 +171,9 @@ def check(repo: Repository, read_data: bool = False, progress: Callable[[str], N
     _check_records(repo, report)
     try:
         snap = repo.open_reader("check")
-    except (BlobCorrupt, UnsupportedFormat) as exc:
-        report.corrupt_records.append(Problem(ROOT_KEY, None, _reason(exc)))
+    except (BlobCorrupt, UnsupportedFormat) as exc:  # the root, or the head generation it names
+        named = getattr(exc, "blob_id", ROOT_KEY) in (ROOT_KEY, None)
+        report.corrupt_records.append(Problem(ROOT_KEY, None, _reason(exc) if named else str(exc)))
         return report
     try:
         return _Checker(repo, snap, report, read_data, progress, validators, entry_validators).run()

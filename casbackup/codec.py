@@ -238,13 +238,18 @@ def _open_sealed(stored: bytes, name: str, max_payload: int | None, suite: Suite
     try:
         body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
     except EpochUnavailable as exc:
-        raise KeyUnavailable(f"{name} is {exc.reason}: open the repository with a current key") from None
+        raise KeyUnavailable(name, _epoch_reason(exc)) from None
     except SealError as exc:
         raise BlobCorrupt(name, exc.reason) from None
     if version != FORMAT_VERSION:  # authentic, so the version byte is what the writer wrote
         raise UnsupportedFormat(_version_message(name, version))
     limit = payload_limit(kind) if max_payload is None else max_payload
     return kind, _decompress(name, compression, body, limit)
+
+
+def _epoch_reason(exc: EpochUnavailable) -> str:
+    return (f"{exc.reason} (a key epoch newer than this key's, or a damaged header: open the repository "
+            "again with a current key; if it persists, the object is damaged)")
 
 
 def _decompress(name: str, compression: int, body: bytes, limit: int) -> bytes:
@@ -287,7 +292,7 @@ def unseal_envelope(stored: bytes, name: str, suite: Suite) -> bytes:
     try:
         body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
     except EpochUnavailable as exc:
-        raise KeyUnavailable(f"{name} is {exc.reason}: open the repository with a current key") from None
+        raise KeyUnavailable(name, _epoch_reason(exc)) from None
     except SealError as exc:
         raise BlobCorrupt(name, exc.reason) from None
     return seal(stored[:7] + bytes([Cipher.NONE]) + body)

@@ -146,28 +146,33 @@ class OutcomeUnknown(BackendError):
 class WrongPassword(CasbackupError):
     """No key slot of an encrypted repository opens with the password given."""
 
-    exit_code = 14
+    exit_code = 17
 
 
 class PasswordMissing(UsageError):
     """An encrypted repository (or an init) needs a password and none was given."""
 
-    exit_code = 15
+    exit_code = 18
 
 
 class KeyRemoved(CasbackupError):
     """The password opens a key slot that `key remove` emptied: that key no longer opens anything."""
 
-    exit_code = 16
+    exit_code = 19
 
 
-class KeyUnavailable(CasbackupError):
-    """An object is sealed under a key epoch the unlocked key does not hold (rotated out)."""
+class KeyUnavailable(BlobCorrupt):
+    """An object is sealed under a key epoch the unlocked key does not hold: a newer epoch than
+    the keyring read at open, or a damaged epoch field (which no check can tell apart without
+    that key), so it is a corrupt object (exit 5) whose message says both."""
 
-    exit_code = 17
+    def __init__(self, name: str, reason: str, generation: str | None = None, record: bool = False) -> None:
+        super().__init__(name, reason, generation)
+        if record:
+            CasbackupError.__init__(self, f"{name} is unreadable: {reason}")
 
 
 class RollbackDetected(CasbackupError):
     """The store serves a root older than one this machine has already seen (spec §13.8)."""
 
-    exit_code = 18
+    exit_code = 21

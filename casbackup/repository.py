@@ -8,6 +8,7 @@ tests import from here (Reader, Transaction, run_steps, Steps, location) are re-
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -109,7 +110,7 @@ class Repository:
                  keys: Unlocked | None = None) -> None:
         # Encrypted (keys given): records are sealed on their way through `backend`, blobs by the store.
         self.keys = keys
-        self.raw_backend = backend
+        self.raw_backend: Backend = backend.inner if isinstance(backend, SealedRecords) else backend
         if keys is not None and not isinstance(backend, SealedRecords):
             backend = SealedRecords(backend, keys.ring.suite())
         self.backend = backend
@@ -190,8 +191,9 @@ class Repository:
     def open(cls, backend: Backend, write: bool = False, unsafe_single_writer: bool = False,
              password: Password = None, warn: Callable[[str], None] | None = None) -> "Repository":
         """Open an existing repository; RepositoryNotFound (with the init hint) if there is none.
-        An encrypted one needs its `password` (asked only then, when it is a callable):
-        PasswordMissing without one, WrongPassword / KeyRemoved when no slot takes it.
+        An encrypted one needs its `password` (asked only then, when it is a callable; None:
+        $CASBACKUP_PASSWORD if set): PasswordMissing without one, WrongPassword / KeyRemoved
+        when no slot takes it.
 
         write=True first proves the storage's conditional writes really are conditional
         (self_test): without them two writers or a gc could lose data."""
@@ -202,7 +204,7 @@ class Repository:
                                      "create one with 'casbackup init'") from None
         keys: Unlocked | None = None
         if is_sealed(stored):
-            secret = _password_bytes(password)
+            secret = _password_bytes(password if password is not None else os.environ.get("CASBACKUP_PASSWORD") or None)
             if secret is None:
                 raise PasswordMissing(f"the repository at {location(backend)} is encrypted: give its password "
                                       "(CASBACKUP_PASSWORD, --password-file / CASBACKUP_PASSWORD_FILE, --password-command "

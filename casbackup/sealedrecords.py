@@ -13,12 +13,22 @@ from typing import Any
 
 from .backends.base import Backend, location
 from .codec import seal_envelope, unseal_envelope
+from .errors import BlobCorrupt, KeyUnavailable, RecordCorrupt
 from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY
 from .sealing import Suite
 
 
 def is_record_key(key: str) -> bool:
     return key in (CONFIG_KEY, ROOT_KEY, GC_LEASE_KEY) or key.startswith(PIN_PREFIX)
+
+
+def _opened(data: bytes, key: str, suite: Suite) -> bytes:
+    try:
+        return unseal_envelope(data, key, suite)
+    except KeyUnavailable as exc:
+        raise KeyUnavailable(key, exc.reason, record=True) from None
+    except BlobCorrupt as exc:  # named as a record: "root is corrupt: ..."
+        raise RecordCorrupt(key, exc.reason) from None
 
 
 class SealedRecords:
@@ -37,11 +47,11 @@ class SealedRecords:
 
     def get(self, key: str) -> bytes:
         data = self.inner.get(key)
-        return unseal_envelope(data, key, self.suite) if is_record_key(key) else data
+        return _opened(data, key, self.suite) if is_record_key(key) else data
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data, etag = self.inner.read_versioned(key)
-        return (unseal_envelope(data, key, self.suite) if is_record_key(key) else data), etag
+        return (_opened(data, key, self.suite) if is_record_key(key) else data), etag
 
     def create(self, key: str, data: bytes) -> bool:
         return self.inner.create(key, seal_envelope(data, key, self.suite) if is_record_key(key) else data)

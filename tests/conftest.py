@@ -13,7 +13,7 @@ import pytest
 from casbackup.backends import LocalBackend, MemoryBackend
 from casbackup.repository import Repository
 
-from helpers_common import IN_CI, PROJECT_ROOT, CliResult, cli_env, run_cli  # noqa: F401 - re-exported
+from helpers_common import IN_CI, PROJECT_ROOT, TEST_PASSWORD, CliResult, cli_env, run_cli  # noqa: F401 - re-exported
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,8 +69,14 @@ def cli_repo(tmp_path: Path) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Hypothesis profiles: small under CI=true, bigger with --soak."""
+    """Hypothesis profiles: small under CI=true, bigger with --soak. Rollback watermarks
+    (casbackup/rollback.py) go to a cache directory of this run, never the user's."""
+    import tempfile
     from hypothesis import HealthCheck, settings
+
+    os.environ.setdefault("CASBACKUP_PASSWORD", TEST_PASSWORD)  # what the CLI's repositories are made with
+    if "CASBACKUP_CACHE_DIR" not in os.environ:
+        os.environ["CASBACKUP_CACHE_DIR"] = tempfile.mkdtemp(prefix="casbackup-test-cache-")
 
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                         HealthCheck.filter_too_much])

@@ -23,11 +23,21 @@ class CliResult:
         return self.stdout.decode("utf-8", "replace")
 
 
+TEST_PASSWORD = "casbackup-test-password"
+
+
+def without_plaintext_warning(stderr: str) -> str:
+    """Standard error less the warning every command prints on an unencrypted repository."""
+    return "".join(line for line in stderr.splitlines(keepends=True) if "is NOT encrypted" not in line)
+
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("CASBACKUP_REPO", None)
     env.setdefault("CASBACKUP_PROGRESS_FPS", "0")  # no --json status lines: tests parse the summary alone
+    # Repositories the CLI makes are encrypted by default: every CLI test runs on one unless it says otherwise.
+    env.setdefault("CASBACKUP_PASSWORD", TEST_PASSWORD)
     env.update(extra or {})
     return env
 

@@ -27,7 +27,7 @@ def backed_up(tmp_path: Path, cli) -> tuple[str, Path]:
     (src / "sub" / "small.txt").write_text("hello\n")
     (src / "sub" / "deeper" / "mid.bin").write_bytes(os.urandom(90_000))
     repo = str(tmp_path / "repo")
-    assert cli("-r", repo, "init", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K").code == 0
+    assert cli("-r", repo, "init", "--insecure-no-encryption", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K").code == 0
     r = cli("-r", repo, "backup", str(src))
     assert r.code == 0, r.stderr
     return repo, src
