@@ -198,6 +198,9 @@ def _install_root(repo: Repository, expected: str | None, new_root: Root, where:
     """One CAS against the missing or corrupt root; a lost reply is resolved by reading back (spec §7.3)."""
     if not repo.root.install(expected, new_root):
         raise CommitConflict(f"the root at {where} changed while repair root ran; run it again")
+    if repo.root.watermark is not None:  # an older generation, reinstalled on purpose: not a rollback
+        repo.root.watermark.reset()
+        repo.root.watermark.observe(new_root.seq, new_root.generation)
 
 
 # ---- repair blobs ---------------------------------------------------------------------------

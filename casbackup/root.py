@@ -70,7 +70,10 @@ class RootRecord:
                 return False
             return None  # not applied (yet): asking again is safe, the same condition still guards it
 
-        return resolve(attempt, landed, "the root update")
+        published = resolve(attempt, landed, "the root update")
+        if published and self.watermark is not None:
+            self.watermark.observe(new_root.seq, new_root.generation)
+        return published
 
     def install(self, expected_etag: str | None, new_root: Root) -> bool:
         """Replace a missing (expected_etag None) or unreadable root (repair root, spec §11.1).

@@ -12,7 +12,7 @@ ROOT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT_DIR))
 
 from casbackup import keys  # noqa: E402
-from casbackup.codec import BlobType, blob_id, encode_blob, encode_record, seal_envelope  # noqa: E402
+from casbackup.codec import BlobType, blob_id, encode_blob, seal_envelope  # noqa: E402
 from casbackup.keys import KdfParams, Keyring, make_slot  # noqa: E402
 from casbackup.packs import PackBuilder, PackClass  # noqa: E402
 from casbackup.records import Root  # noqa: E402

@@ -11,9 +11,9 @@ import click
 
 from .. import init as init_repository
 from .. import open as open_repository
-from ..errors import UsageError
+from ..errors import PasswordMissing, UsageError
 from ..repository import Repository
-from .passwords import PasswordSource
+from .passwords import PASSWORD_HELP, PasswordSource
 
 if TYPE_CHECKING:  # imported on use: the Aptos adapter (a process per file) must not load the files layer
     from ..files.progress import Display, Progress
@@ -113,6 +113,7 @@ class Context:
         self.verbosity = 0 if quiet else verbosity
         self.no_pin = no_pin
         self._warned_no_pin = False
+        self._warned_plaintext = False
         self.options = {}
         for item in options:
             if "=" not in item:
@@ -134,7 +135,10 @@ class Context:
         if insecure_no_encryption:
             warn(UNENCRYPTED_WARNING.format(where=url))
         else:
-            password = self.password.required("enter password for new repository", confirm=True)
+            password = self.password.given("enter password for new repository", confirm=True)
+            if password is None:
+                raise PasswordMissing(f"init needs a password for the new repository's key: {PASSWORD_HELP}; or pass "
+                                      "--insecure-no-encryption to store everything unencrypted")
         self._repo = init_repository(url, self.options, self.unsafe_single_writer, password=password, **settings)
         return self._repo
 
@@ -145,7 +149,8 @@ class Context:
         url = self._url()
         self._repo = open_repository(url, write, self.options, self.unsafe_single_writer,
                                      password=lambda: self.password.required("enter password for repository"), warn=warn)
-        if not self._repo.encrypted:
+        if not self._repo.encrypted and not self._warned_plaintext:
+            self._warned_plaintext = True
             warn(UNENCRYPTED_WARNING.format(where=url))
         if self.no_pin:
             self._repo.pin_reads = False

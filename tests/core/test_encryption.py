@@ -16,10 +16,10 @@ from casbackup.codec import BlobType, Cipher, decode_blob, encode_record, pack_s
 from casbackup.errors import (BlobCorrupt, KeyRemoved, KeyUnavailable, PasswordMissing, RecordCorrupt,
                               RollbackDetected, UsageError, WrongPassword)
 from casbackup.gcstate import write_gcstate
-from casbackup.keys import KdfParams, Slot, change_password, list_slots, make_slot, remove_slot, rotate, write_new_slot
+from casbackup.keys import KdfParams, change_password, list_slots, make_slot, remove_slot, rotate, write_new_slot
 from casbackup.layout import CONFIG_KEY, GC_LEASE_KEY, KEY_PREFIX, PIN_PREFIX, ROOT_KEY
 from casbackup.pins import acquire_gc_lease
-from casbackup.records import RecordType, Root
+from casbackup.records import RecordType
 from casbackup.repository import Repository
 from casbackup.sealing import SEAL_PREFIX, Suite
 
