@@ -25,6 +25,10 @@ WORKDIR/trash, emptied at the end (see discard(): on ext4 a large delete slows t
 follow it). Reports medians over --rounds, casbackup/peer ratios, the issue-10 goal of each measure (vs the
 first peer) and whether it is met, and peak RSS (from a per-command wrapper).
 
+Tools (--tools): restic, borg, casbackup (encrypted, the default: password from CASBACKUP_PASSWORD),
+casbackup-plain (init --insecure-no-encryption: with both, the encryption cost is printed as
+their time ratio), casbackup@SIZE (another average chunk size).
+
 Usage: python tools/bench/backup.py [--size 1G] [--small-files 50000] [--rounds 3] [--workdir DIR]
        [--tools casbackup,restic,borg] [--chunk-avg 512K] [--shapes mixed,small,realtree,s3]
 """
@@ -225,10 +229,12 @@ class Tool:
 class Casbackup(Tool):
     name = "casbackup"
 
-    def __init__(self, work: Path, env: dict[str, str], chunk_avg: str, name: str = "casbackup") -> None:
+    def __init__(self, work: Path, env: dict[str, str], chunk_avg: str, name: str = "casbackup",
+                 encrypted: bool = True) -> None:
         self.name = name
         super().__init__(work, env)
         self.chunk_avg = chunk_avg
+        self.encrypted = encrypted  # the default (password from CASBACKUP_PASSWORD); "casbackup-plain": not
 
     @property
     def base(self) -> list[str]:
@@ -240,7 +246,8 @@ class Casbackup(Tool):
 
     def init(self) -> None:
         avg = parse_size(self.chunk_avg)
-        subprocess.run(self.base + ["init", "--chunk-avg", self.chunk_avg, "--chunk-min", str(max(64, avg // 4)),
+        plain = [] if self.encrypted else ["--insecure-no-encryption"]
+        subprocess.run(self.base + ["init", *plain, "--chunk-avg", self.chunk_avg, "--chunk-min", str(max(64, avg // 4)),
                                     "--chunk-max", str(avg * 4)], env=self.env, check=True, capture_output=True)
 
     def backup(self, src: Path) -> list[str]:
@@ -430,7 +437,8 @@ def main() -> None:
         return
     work = Path(args.workdir or tempfile.mkdtemp(prefix="casbench-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench",
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RESTIC_PASSWORD="bench", BORG_PASSPHRASE="bench", CASBACKUP_PASSWORD="bench",
+               CASBACKUP_CACHE_DIR=str(work / "casbackup-cache"),
                BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
                BORG_BASE_DIR=str(work / "borg-home"), RESTIC_CACHE_DIR=str(work / "restic-cache"),
                AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1",
@@ -444,7 +452,8 @@ def main() -> None:
     tools: dict[str, Tool] = {}
     for n in names:
         if n.startswith("casbackup"):
-            tools[n] = Casbackup(work, env, n.partition("@")[2] or args.chunk_avg, n.replace("@", "-"))
+            tools[n] = Casbackup(work, env, n.partition("@")[2] or args.chunk_avg, n.replace("@", "-"),
+                                 encrypted=n != "casbackup-plain")
         else:
             tools[n] = {"restic": Restic, "borg": Borg}[n](work, env)
     results: dict[str, dict[str, list[float]]] = {n: {} for n in names}
@@ -531,6 +540,10 @@ def print_table(med: dict[str, dict[str, float]], names: list[str], size: int, s
         print(f"# {n}: " + ", ".join(parts))
     if tree:
         print(f"# realtree: a copy of {tree['source']}, {tree['files']} files, {int(tree['bytes']) / 1e6:.0f} MB")  # type: ignore[call-overload]
+    if "casbackup" in med and "casbackup-plain" in med:  # issue 11's goal: encryption costs <= 10% of throughput
+        enc, plain = med["casbackup"], med["casbackup-plain"]
+        costs = [f"{k} {enc[k] / plain[k]:.3f}x" for k in KEYS if k.endswith("_s") and enc.get(k) and plain.get(k)]
+        print("# encryption cost (casbackup / casbackup-plain time, same run; goal <= 1.10x): " + ", ".join(costs))
     print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
