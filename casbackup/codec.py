@@ -224,6 +224,13 @@ def is_sealed(stored: bytes) -> bool:
     return checksum(restored) != stored[-CHECKSUM_LEN:]
 
 
+def sealed_epoch(stored: bytes) -> int | None:
+    """The key epoch a sealed object names (§13.5), or None for a plaintext one."""
+    if len(stored) < HEADER_LEN + SEAL_OVERHEAD or stored[:4] != MAGIC or stored[7] != Cipher.AES256GCM:
+        return None
+    return int.from_bytes(stored[HEADER_LEN:HEADER_LEN + 4], "big")
+
+
 def _open_sealed(stored: bytes, name: str, max_payload: int | None, suite: Suite | None) -> tuple[int, bytes]:
     """An encrypted repository reads only sealed objects, and a sealed one only with its keys."""
     version, kind, compression, cipher = stored[4], stored[5], stored[6], stored[7]

@@ -24,10 +24,11 @@ from .reach import STAGE_HEAD, STAGE_KEPT, STAGE_REST, Reachability
 from .records import Generation, Root, new_write_id
 from .repository import Repository, Steps, run_steps
 from .steps import Step
+from .reseal import reseal_in_place
 from .store import listing_rounds
 from .transfer import ordered_map
 from .packrules import PackDecision, PackFacts, decide
-from .packs import LOCATIONS_NAMESPACE, Location
+from .packs import LOCATIONS_NAMESPACE, Location, toc_epoch
 from .store import PACK_MEMBER, is_pack_member, pack_member
 
 DEFAULT_GRACE = 24 * 3600.0
@@ -58,6 +59,7 @@ class GcReport:
     expired_pins_removed: int = 0
     temp_files_removed: int = 0
     repacked_packs: int = 0   # format v2: sparse packs whose reachable blobs were copied out
+    resealed: int = 0         # --reencrypt: loose blobs and records sealed again under the current key epoch
     repacked_bytes: int = 0
     would_repack: int = 0     # dry run: packs a real run would repack
     seconds: float = 0.0
@@ -94,9 +96,11 @@ def check_options(grace: float, keep_last: int, dry_run: bool = False, force: bo
 class Collector:
     def __init__(self, repo: Repository, grace: float = DEFAULT_GRACE, keep_last: int = DEFAULT_KEEP_LAST,
                  dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | Meter | None = None,
-                 repack_dead: float = DEFAULT_REPACK_DEAD) -> None:
+                 repack_dead: float = DEFAULT_REPACK_DEAD, reencrypt: bool = False) -> None:
         check_options(grace, keep_last, dry_run, force)
         self.repo = repo
+        # Encrypted repositories: repack every pack sealed under an older key epoch (spec §13.7).
+        self.reencrypt = reencrypt and repo.store.suite is not None
         self.backend = repo.backend
         self.store = repo.store
         self.grace = grace
@@ -138,6 +142,9 @@ class Collector:
                 self.report.would_repack = len(self._sparse_packs())
             else:
                 yield from self._repack()
+                if self.reencrypt:  # the loose blobs and the config, in place (the packs moved above)
+                    self._check_lease()
+                    self.report.resealed = reseal_in_place(self.repo).resealed
             # The sweep walks anew (§9.4): holding the mark's sets too would double its memory.
             self._reach, self._listing = None, {}
             now = self.backend.now()
@@ -276,12 +283,21 @@ class Collector:
                 continue
             pack = member[len(PACK_MEMBER):]
             live = self._marked.live_bytes.get(pack, 0)
+            if live and self.reencrypt and self._old_epoch(pack, size):
+                out.add(pack)
+                continue
             if not live or self._decide(pack, mtime, size, live, now) is not PackDecision.REPACK:
                 continue
             body = sum(i.location.length for i in self.repo.store.read_toc(pack, size)[1])
             if self._decide(pack, mtime, body, live, now) is PackDecision.REPACK:
                 out.add(pack)
         return out
+
+    def _old_epoch(self, pack: str, size: int) -> bool:
+        suite = self.repo.store.suite
+        assert suite is not None
+        epoch = toc_epoch(self.backend, pack, size)
+        return epoch is not None and epoch != suite.current
 
     def _decide(self, pack: str, mtime: float, body: int, live: int, now: float) -> PackDecision:
         facts = PackFacts(mtime, pack_member(pack) in self._marked, body, live)
@@ -311,7 +327,7 @@ class Collector:
                     # it here could publish a reachable blob without a location. It goes with its
                     # pack, once nothing keeps that (the sweep's commit forgets deleted packs).
                     continue
-                new = txn.repack_blob(e.key, loc)
+                new = txn.repack_blob(e.key, loc, reseal=self.reencrypt)
                 txn.put_if_value(LOCATIONS_NAMESPACE, e.key, new.to_value(), e.value or b"")
                 moved += loc.length
             self.report.repacked_packs = len(sparse)

@@ -247,6 +247,15 @@ def read_toc(backend: Backend, pack_id: str, size: int, suite: Suite | None = No
     return parse_toc(pack_id, backend.get_range(key, start, length), start, suite)
 
 
+def toc_epoch(backend: Backend, pack_id: str, size: int) -> int | None:
+    """The key epoch a pack's TOC is sealed under (None: not sealed), from two small ranged reads:
+    a pack's blobs are sealed in the same writer session as its TOC (§13.6)."""
+    key = pack_key(pack_id)
+    start, _ = toc_span(pack_id, backend.get_range(key, size - TRAILER_LEN, TRAILER_LEN), size)
+    head = backend.get_range(key, start, HEADER_LEN + 4)
+    return int.from_bytes(head[HEADER_LEN:], "big") if len(head) == HEADER_LEN + 4 and head[7] == 1 else None
+
+
 def split_pack(pack_id: str, data: bytes, suite: Suite | None = None) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:
     """A whole pack's class and its (item, stored envelope) pairs, every layout rule checked;
     each envelope still needs decode_blob (check --read-data does both)."""

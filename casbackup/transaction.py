@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
-from .codec import BlobType, EncodedBlob, Ref, pack_structured
+from .codec import BlobType, EncodedBlob, Ref, pack_structured, sealed_epoch
 from .errors import BlobMissing, CommitConflict, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
@@ -148,13 +148,20 @@ class Transaction:
             self._write_pack(full, checkpoint)
         return loc
 
-    def repack_blob(self, blob_id: str, old: Location) -> Location:
+    def repack_blob(self, blob_id: str, old: Location, reseal: bool = False) -> Location:
         """Copy a stored blob (verified against its ID) into this transaction's packs, whether
-        or not the base locates it: gc's repack (§12.7.4). Returns its new location."""
+        or not the base locates it: gc's repack (§12.7.4). Returns its new location. `reseal`:
+        a blob sealed under an older key epoch is sealed again under the current one (the same
+        ID: the ID key never changes), for gc --reencrypt (spec §13.7)."""
         ref = Ref(old.type, blob_id)
         stored = self.repo.store.get_at(ref, old, self.base.generation.id)
-        self.repo.store.decode(blob_id, stored, old.type)
-        loc = self._append(EncodedBlob(blob_id, old.type, stored, 0), checkpoint=False)
+        _, payload = self.repo.store.decode(blob_id, stored, old.type)
+        suite = self.repo.store.suite
+        if reseal and suite is not None and sealed_epoch(stored) != suite.current:
+            blob = self.repo.store.encode(old.type, payload)
+        else:
+            blob = EncodedBlob(blob_id, old.type, stored, 0)
+        loc = self._append(blob, checkpoint=False)
         assert loc is not None
         return loc
 

@@ -170,3 +170,28 @@ def test_a_rolled_back_root_is_refused(tmp_path: Path, cli) -> None:
 
 def test_the_test_password_is_what_cli_repositories_use() -> None:
     assert os.environ.get("CASBACKUP_PASSWORD") == TEST_PASSWORD
+
+
+def test_rotate_reencrypt_and_gc_retire_an_old_key(tmp_path: Path, cli) -> None:
+    repo = tmp_path / "repo"
+    assert cli("-r", str(repo), "init").code == 0
+    src = _tree(tmp_path)
+    assert cli("-r", str(repo), "backup", str(src)).code == 0
+    old = tmp_path / "old"
+    old.write_text("old key")
+    old_id = json.loads(cli("-r", str(repo), "key", "add", "--new-password-file", str(old), "--json").out)["id"]
+    kept = (repo / "keys" / old_id).read_bytes()  # a copy the old key's holder kept
+    assert cli("-r", str(repo), "key", "remove", old_id).code == 0
+    r = cli("-r", str(repo), "key", "rotate", "--reencrypt", "--json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.out)
+    assert doc["epoch"] == 1 and doc["gc"]["repacked_packs"] >= 1 and doc["gc"]["resealed"] >= 1
+    for _ in range(2):
+        r = cli("-r", str(repo), "gc", "--grace", "0s", "--force", "--keep-last", "1")
+        assert r.code == 0, r.stderr
+    assert cli("-r", str(repo), "check", "--read-data").code == 0
+    slot = repo / "keys" / old_id
+    slot.chmod(0o644)
+    slot.write_bytes(kept)
+    r = cli("--password-file", str(old), "-r", str(repo), "snapshots")
+    assert r.code == 5 and "key epoch 1" in r.stderr, r.stderr

@@ -198,9 +198,13 @@ def pins_cmd(ctx: Context, json_out: bool) -> None:
               help="Always keep what the newest N generations reach.")
 @click.option("--dry-run", is_flag=True, help="Report what would be condemned and deleted; change nothing.")
 @click.option("--force", is_flag=True, help="Allow a grace period under 1h (not needed with --dry-run).")
+@click.option("--reencrypt", is_flag=True,
+              help="Encrypted repositories: repack every pack sealed under an older key epoch and seal loose "
+                   "blobs and the config again under the current one (after 'key rotate').")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON report.")
 @pass_ctx
-def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: bool, json_out: bool) -> None:
+def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: bool, reencrypt: bool,
+           json_out: bool) -> None:
     """Collect unreachable blobs: condemn now, delete once condemned for the grace period.
 
     The report says what is still held and why: the grace period, the last --keep-last
@@ -208,7 +212,8 @@ def gc_cmd(ctx: Context, grace: float, keep_last: int, dry_run: bool, force: boo
     from ..gc import explain, summary  # the report's text lives with the report
     repo = ctx.open(write=not dry_run)
     with ctx.progress(json_out, json_lines=True, label="gc") as meter:
-        report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force, progress=meter).run()
+        report = Collector(repo, grace=grace, keep_last=keep_last, dry_run=dry_run, force=force, progress=meter,
+                           reencrypt=reencrypt).run()
     if json_out:
         emit_summary(report.to_json())
         return

@@ -85,17 +85,34 @@ def key_passwd(ctx: Context, new_password_file: str | None) -> None:
 
 
 @key.command("rotate")
-@click.option("--json", "json_out", is_flag=True, help="Print the new epoch as JSON.")
+@click.option("--reencrypt", is_flag=True,
+              help="Then run gc --reencrypt: repack every pack sealed under an older epoch and seal loose blobs and "
+                   "the config again, so once later gc runs delete the old packs, an old key opens nothing.")
+@click.option("--json", "json_out", is_flag=True, help="Print the new epoch (and the gc report) as JSON.")
 @pass_ctx
-def key_rotate(ctx: Context, json_out: bool) -> None:
+def key_rotate(ctx: Context, reencrypt: bool, json_out: bool) -> None:
     """Start a new data-key epoch, given to every key: new writes are sealed under it, and data
     written before stays readable under the epochs it was written in."""
     repo, keys = _opened(ctx)
     ring = rotate(repo.raw_backend, keys)
+    doc: dict[str, object] = {"epoch": ring.current, "previous": keys.ring.current}
+    if reencrypt:
+        from ..gc import Collector, explain, summary
+        fresh = Repository.open(repo.raw_backend, write=True, unsafe_single_writer=ctx.unsafe_single_writer,
+                                password=lambda: ctx.password.required("enter password for repository"), warn=warn)
+        with ctx.progress(json_out, label="reencrypt") as meter:
+            report = Collector(fresh, progress=meter, reencrypt=True).run()
+        doc["gc"] = report.to_json()
     if json_out:
-        emit_json({"epoch": ring.current, "previous": keys.ring.current})
-    else:
-        click.echo(f"key epoch {ring.current} started (was {keys.ring.current}): new writes use it")
+        emit_json(doc)
+        return
+    click.echo(f"key epoch {ring.current} started (was {keys.ring.current}): new writes use it")
+    if reencrypt:
+        click.echo(f"re-encrypted: {report.repacked_packs} packs repacked, {report.resealed} loose blobs and records "
+                   "sealed again; the old packs go with the next gc runs, after the grace period")
+        click.echo(summary(report))
+        for line in explain(report):
+            click.echo(f"  {line}")
 
 
 def register(cli: click.Group) -> None:

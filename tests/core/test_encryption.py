@@ -275,3 +275,39 @@ def test_the_copy_of_a_whole_repository_directory_opens_with_the_same_password(t
         txn.put("ns", "b", b"2")
     with copy.reader() as r:
         assert r.get("ns", "a") == b"1" and r.get("ns", "b") == b"2"
+
+
+def test_rotate_reencrypt_then_gc_leaves_nothing_an_old_key_opens(tmp_path: Path) -> None:
+    from casbackup.codec import sealed_epoch
+    from casbackup.gc import collect
+    from casbackup.packs import split_pack, toc_epoch
+
+    backend = LocalBackend(tmp_path / "repo", create=True)
+    repo = encrypted(backend)
+    for i in range(3):
+        with reopen(repo).transaction(f"commit {i}") as txn:
+            txn.put("ns", f"k{i}", bytes([i]) * 20000)  # a VALUE blob, packed
+            txn.put_blob(BlobType.CHUNK, bytes([i + 7]) * 5000)
+    other = make_slot(repo.keys.ring, b"other", fast_kdf())
+    write_new_slot(backend, other)
+    old_slot = backend.get(other.key)  # kept by someone whose key is about to be retired
+    rotate(backend, repo.keys)
+    report = collect(reopen(repo), reencrypt=True, grace=0, force=True, keep_last=1)
+    assert report.repacked_packs >= 1 and report.resealed >= 1
+    collect(reopen(repo), grace=0, force=True, keep_last=1)  # the old packs are garbage now
+    for info in backend.list(""):
+        data = backend.get(info.key)
+        if info.key.startswith(KEY_PREFIX) or info.key.startswith("selftest/"):
+            continue
+        if info.key.startswith("packs/"):
+            pack_id = info.key.rsplit("/", 1)[1]
+            assert toc_epoch(backend, pack_id, len(data)) == 1, info.key
+            assert all(sealed_epoch(stored) == 1 for _, stored in split_pack(pack_id, data, reopen(repo).store.suite)[1])
+        else:
+            assert sealed_epoch(data) == 1, info.key
+    with reopen(repo, "other").reader() as r:  # every current key reads all of it
+        assert r.get("ns", "k0") == b"\x00" * 20000
+    assert check(reopen(repo), read_data=True).ok
+    overwrite(backend, other.key, old_slot)  # the retired key (epoch 0 only) opens nothing, not even the config
+    with pytest.raises(KeyUnavailable, match="config is unreadable: sealed under key epoch 1"):
+        Repository.open(backend, password="other")
