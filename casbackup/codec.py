@@ -242,21 +242,22 @@ def _open_sealed(stored: bytes, name: str, max_payload: int | None, suite: Suite
         raise UnsupportedFormat(f"{name} is encrypted: open the repository with its password")
     if len(stored) < HEADER_LEN + SEAL_OVERHEAD:
         raise BlobCorrupt(name, f"truncated: {len(stored)} bytes cannot hold a sealed object")
-    try:
-        body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
-    except EpochUnavailable as exc:
-        raise KeyUnavailable(name, _epoch_reason(exc)) from None
-    except SealError as exc:
-        raise BlobCorrupt(name, exc.reason) from None
+    body = _opened_body(stored, name, suite)
     if version != FORMAT_VERSION:  # authentic, so the version byte is what the writer wrote
         raise UnsupportedFormat(_version_message(name, version))
     limit = payload_limit(kind) if max_payload is None else max_payload
     return kind, _decompress(name, compression, body, limit)
 
 
-def _epoch_reason(exc: EpochUnavailable) -> str:
-    return (f"{exc.reason} (a key epoch newer than this key's, or a damaged header: open the repository "
-            "again with a current key; if it persists, the object is damaged)")
+def _opened_body(stored: bytes, name: str, suite: Suite) -> bytes:
+    """The body of a sealed object; BlobCorrupt (KeyUnavailable for an epoch not held) naming it."""
+    try:
+        return suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
+    except EpochUnavailable as exc:
+        raise KeyUnavailable(name, f"{exc.reason} (a key epoch newer than this key's, or a damaged header: open "
+                             "the repository again with a current key; if it persists, the object is damaged)") from None
+    except SealError as exc:
+        raise BlobCorrupt(name, exc.reason) from None
 
 
 def _decompress(name: str, compression: int, body: bytes, limit: int) -> bytes:
@@ -296,13 +297,8 @@ def unseal_envelope(stored: bytes, name: str, suite: Suite) -> bytes:
         raise BlobCorrupt(name, f"truncated or not an envelope ({len(stored)} bytes)")
     if stored[7] != Cipher.AES256GCM:
         _open_sealed(stored, name, None, suite)  # raises: plaintext or an unknown cipher
-    try:
-        body = suite.open(stored[:HEADER_LEN], memoryview(stored)[HEADER_LEN:], name)
-    except EpochUnavailable as exc:
-        raise KeyUnavailable(name, _epoch_reason(exc)) from None
-    except SealError as exc:
-        raise BlobCorrupt(name, exc.reason) from None
-    return seal(stored[:7] + bytes([Cipher.NONE]) + body)
+    return seal(stored[:7] + bytes([Cipher.NONE]) + _opened_body(stored, name, suite))
+
 
 
 @dataclass(frozen=True)
