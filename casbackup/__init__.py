@@ -69,12 +69,13 @@ def open(location: str, write: bool = False, options: dict[str, str] | None = No
 
 
 def init(location: str, options: dict[str, str] | None = None, unsafe_single_writer: bool = False,
-         password: Any = None, **settings: Any) -> Repository:
+         password: Any = None, id_key: bytes | None = None, **settings: Any) -> Repository:
     """Create a repository at `location` (a local directory is created) and return it, writable.
     `settings` are the repository's config (e.g. chunk sizes); RepositoryExists if one is there.
     With a `password`, it is encrypted (spec/FORMAT.md §13); without one, it is not."""
     backend = open_backend(location, options, create=True)
-    return Repository.init(backend, unsafe_single_writer=unsafe_single_writer, password=password, **settings)
+    return Repository.init(backend, unsafe_single_writer=unsafe_single_writer, password=password, id_key=id_key,
+                           **settings)
 
 
 __all__ = [

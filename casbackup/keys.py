@@ -83,8 +83,9 @@ class Keyring:
     current: int = 0
 
     @classmethod
-    def new(cls) -> "Keyring":
-        return cls(random_bytes(REPO_ID_LEN), random_bytes(KEY_LEN), random_bytes(KEY_LEN),
+    def new(cls, id_key: bytes | None = None) -> "Keyring":
+        """Fresh secrets; `id_key` shared with another repository (init --copy-id-key-from) if given."""
+        return cls(random_bytes(REPO_ID_LEN), id_key or random_bytes(KEY_LEN), random_bytes(KEY_LEN),
                    {0: random_bytes(KEY_LEN)}, 0)
 
     def suite(self) -> Suite:

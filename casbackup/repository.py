@@ -137,9 +137,10 @@ class Repository:
 
     @classmethod
     def init(cls, backend: Backend, unsafe_single_writer: bool = False, password: Password = None,
-             kdf: KdfParams | None = None, **settings: Any) -> "Repository":
+             kdf: KdfParams | None = None, id_key: bytes | None = None, **settings: Any) -> "Repository":
         """Create a repository, or finish an init that crashed before writing any blob.
-        With a `password`, an encrypted one (spec §13): its first key slot is made from it.
+        With a `password`, an encrypted one (spec §13): its first key slot is made from it;
+        `id_key`: another repository's ID key, so that `copy` between the two works by ID.
 
         A location that holds any blob is never initialised: with its root lost, a fresh empty
         generation 0 would make the next gc delete every backup (spec §7.1)."""
@@ -163,12 +164,14 @@ class Repository:
                 "its newest complete generation")
         self_test(backend, unsafe_single_writer)
         secret = _password_bytes(password)
+        if id_key is not None and secret is None:
+            raise UsageError("an ID key is only for an encrypted repository: give a password")
         keys: Unlocked | None = None
         if secret is not None:
             if has_slots(backend):  # an encrypted init that crashed after its key slot
                 keys = unlock(backend, secret)
             else:
-                ring = Keyring.new()
+                ring = Keyring.new(id_key)
                 slot = make_slot(ring, secret, kdf)
                 write_new_slot(backend, slot)
                 keys = unlock(backend, secret)

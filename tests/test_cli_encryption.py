@@ -195,3 +195,23 @@ def test_rotate_reencrypt_and_gc_retire_an_old_key(tmp_path: Path, cli) -> None:
     slot.write_bytes(kept)
     r = cli("--password-file", str(old), "-r", str(repo), "snapshots")
     assert r.code == 5 and "key epoch 1" in r.stderr, r.stderr
+
+
+def test_copy_between_encrypted_repositories_needs_a_shared_id_key(tmp_path: Path, cli) -> None:
+    src, a, b, c = _tree(tmp_path), tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert cli("-r", str(a), "init").code == 0
+    assert cli("-r", str(a), "backup", str(src)).code == 0
+    assert cli("-r", str(b), "init").code == 0
+    r = cli("-r", str(b), "copy", "--from-repo", str(a))
+    assert r.code == 2 and "--copy-id-key-from" in r.stderr, r.stderr
+    frm = tmp_path / "from-pw"
+    frm.write_text(TEST_PASSWORD)
+    r = cli("-r", str(c), "init", "--copy-id-key-from", str(a), "--from-password-file", str(frm),
+            env={"CASBACKUP_PASSWORD": "another password"})
+    assert r.code == 0, r.stderr
+    r = cli("-r", str(c), "copy", "--from-repo", str(a), env={"CASBACKUP_PASSWORD": "another password",
+                                                              "CASBACKUP_FROM_PASSWORD": TEST_PASSWORD})
+    assert r.code == 0 and "copied 1 snapshot" in r.out, r.stderr
+    r = cli("-r", str(c), "restore", "latest", "--target", str(tmp_path / "out"), env={"CASBACKUP_PASSWORD": "another password"})
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "out" / str(src).lstrip("/") / "small.txt").read_bytes() == PLANTED["content"]

@@ -100,6 +100,35 @@ def warn(message: str) -> None:
     click.echo(f"casbackup: {message.removeprefix('casbackup: ')}", err=True)
 
 
+def kv_options(items: tuple[str, ...], flag: str = "--from-option") -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"invalid {flag} {item!r}: write it as KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def from_password_options(f: Any) -> Any:
+    """restic's --from-password-file / --from-password-command, for a second (source) repository."""
+    f = click.option("--from-password-command", default=None, metavar="CMD", type=TEXT,
+                     envvar="CASBACKUP_FROM_PASSWORD_COMMAND",
+                     help="Read the source repository's password from CMD's output [env CASBACKUP_FROM_PASSWORD_COMMAND].")(f)
+    return click.option("--from-password-file", default=None, metavar="FILE", type=TEXT,
+                        envvar="CASBACKUP_FROM_PASSWORD_FILE",
+                        help="Read the source repository's password from FILE; otherwise CASBACKUP_FROM_PASSWORD, "
+                             "else the destination's password [env CASBACKUP_FROM_PASSWORD_FILE].")(f)
+
+
+def open_source(ctx: "Context", url: str, options: dict[str, str], password_file: str | None,
+                password_command: str | None) -> Repository:
+    """The other repository of copy or init --copy-id-key-from, opened read-only."""
+    source = PasswordSource(password_file, password_command, env="CASBACKUP_FROM_PASSWORD", fallback=ctx.password)
+    return open_repository(url, False, options, False,
+                           password=lambda: source.required("enter password for source repository"), warn=warn)
+
+
 NO_PIN_WARNING = ("warning: --no-pin: reading without a pin, so a gc running now could remove what this "
                   "reads (that fails loudly, never silently)")
 
@@ -129,7 +158,7 @@ class Context:
             raise UsageError("no repository given: use -r/--repo REPO or set CASBACKUP_REPO")
         return self.url
 
-    def init(self, insecure_no_encryption: bool = False, **settings: Any) -> Repository:
+    def init(self, insecure_no_encryption: bool = False, id_key: bytes | None = None, **settings: Any) -> Repository:
         url = self._url()
         password = None
         if insecure_no_encryption:
@@ -139,7 +168,8 @@ class Context:
             if password is None:
                 raise PasswordMissing(f"init needs a password for the new repository's key: {PASSWORD_HELP}; or pass "
                                       "--insecure-no-encryption to store everything unencrypted")
-        self._repo = init_repository(url, self.options, self.unsafe_single_writer, password=password, **settings)
+        self._repo = init_repository(url, self.options, self.unsafe_single_writer, password=password, id_key=id_key,
+                                     **settings)
         return self._repo
 
     def open(self, write: bool = False) -> Repository:

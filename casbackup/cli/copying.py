@@ -5,26 +5,14 @@ import sys
 
 import click
 
-from .. import open as open_repository
-from ..errors import UsageError
 from ..files import names
 from ..files.copy import copy_snapshots
 from ..files.patterns import read_pattern_file
 from ..files.progress import human
 from ..files.rewrite import rewrite_snapshots
 from ..files.snapshots import SnapshotFilter
-from .common import TEXT, Context, emit_json, emit_summary
+from .common import TEXT, Context, emit_json, emit_summary, from_password_options, kv_options, open_source
 from .snapshot_options import pass_ctx, snapshot_filter
-
-
-def _options(items: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"invalid --from-option {item!r}: write it as KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
-    return out
 
 
 @click.command()
@@ -33,15 +21,19 @@ def _options(items: tuple[str, ...]) -> dict[str, str]:
               envvar="CASBACKUP_FROM_REPO", help="Source repository to copy from [env CASBACKUP_FROM_REPO].")
 @click.option("--from-option", "from_options", multiple=True, metavar="KEY=VALUE", type=TEXT,
               help="Backend option of the source repository (repeatable).")
+@from_password_options
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document: counts and one object per snapshot.")
 @snapshot_filter
 @pass_ctx
 def copy(ctx: Context, snapshot_ids: tuple[str, ...], from_repo: str, from_options: tuple[str, ...],
-         json_out: bool, flt: SnapshotFilter) -> None:
+         from_password_file: str | None, from_password_command: str | None, json_out: bool,
+         flt: SnapshotFilter) -> None:
     """Copy snapshots (default: all the filters select) from --from-repo into the repository, in
-    one commit. Only blobs the destination lacks are sent; a snapshot already there is skipped."""
+    one commit. Only blobs the destination lacks are sent; a snapshot already there is skipped.
+    Both must name blobs alike: two unencrypted repositories, or a destination made with
+    'init --copy-id-key-from SOURCE'."""
     dst = ctx.open(write=True)
-    src = open_repository(from_repo, False, _options(from_options), False)
+    src = open_source(ctx, from_repo, kv_options(from_options), from_password_file, from_password_command)
     try:
         with ctx.progress(json_out, json_lines=True, label="copy") as meter:
             result = copy_snapshots(src, dst, list(snapshot_ids), flt, meter)

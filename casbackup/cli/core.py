@@ -17,7 +17,8 @@ from ..files.snapshots import NAMESPACE as SNAPSHOTS_NAMESPACE
 from ..files.verify import check_validators as files_check_validators
 from ..pins import list_pins
 from ..repair import IndexRepair, repair_blobs, repair_index, repair_root
-from .common import DURATION, TEXT, Context, emit_json, emit_summary, utc_time
+from .common import (DURATION, TEXT, Context, emit_json, emit_summary, from_password_options, kv_options, open_source,
+                     utc_time)
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -38,13 +39,21 @@ def _size(text: str) -> int:
 @click.option("--chunk-avg", default="512K", show_default=True, help="Average content-defined chunk.")
 @click.option("--chunk-max", default="2M", show_default=True, help="Largest content-defined chunk.")
 @click.option("--pack-size", default="16M", show_default=True, help="Size at which writers close a pack (1M-1G).")
+@click.option("--copy-id-key-from", "id_key_from", default=None, metavar="REPO", type=TEXT,
+              help="Share the blob ID key of this encrypted repository, so 'copy' between the two works (restic's "
+                   "--copy-chunker-params); its password as for copy (--from-password-file, CASBACKUP_FROM_PASSWORD, "
+                   "else this password).")
+@click.option("--from-option", "from_options", multiple=True, metavar="KEY=VALUE", type=TEXT,
+              help="Backend option of the --copy-id-key-from repository (repeatable).")
+@from_password_options
 @click.option("--insecure-no-encryption", is_flag=True,
               help="Store everything in the clear, readable and changeable by whoever holds the storage. "
                    "Every later command on it says so.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON document.")
 @pass_ctx
 def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, chunk_max: str, pack_size: str,
-         insecure_no_encryption: bool, json_out: bool) -> None:
+         id_key_from: str | None, from_options: tuple[str, ...], from_password_file: str | None,
+         from_password_command: str | None, insecure_no_encryption: bool, json_out: bool) -> None:
     """Create a repository (and prove the storage can do conditional writes). It is encrypted
     with a key made from the password (restic's sources: see --password-file), unless
     --insecure-no-encryption."""
@@ -59,8 +68,21 @@ def init(ctx: Context, compression_level: int, chunk_min: str, chunk_avg: str, c
     packs = _size(pack_size)
     if not MIN_PACK_SIZE <= packs <= MAX_PACK_SIZE:
         raise UsageError(f"--pack-size {pack_size} is not within 1M..1G")
-    repo = ctx.init(insecure_no_encryption, compression_level=compression_level, chunk_min=lo, chunk_avg=avg,
-                    chunk_max=hi, pack_size=packs)
+    id_key = None
+    if id_key_from is not None:
+        if insecure_no_encryption:
+            raise UsageError("--copy-id-key-from makes an encrypted repository: drop --insecure-no-encryption")
+        source = open_source(ctx, id_key_from, kv_options(from_options), from_password_file, from_password_command)
+        try:
+            if source.store.id_key is None:
+                raise UsageError(f"{id_key_from} is not encrypted: it has no ID key to share (copy from it into an "
+                                 "unencrypted repository, or back up again)")
+            id_key = source.store.id_key
+            lo, avg, hi = source.config.chunk_min, source.config.chunk_avg, source.config.chunk_max  # same chunks too
+        finally:
+            source.close()
+    repo = ctx.init(insecure_no_encryption, id_key=id_key, compression_level=compression_level, chunk_min=lo,
+                    chunk_avg=avg, chunk_max=hi, pack_size=packs)
     if json_out:
         emit_json({"repo_id": repo.config.repo_id, "repository": ctx.url, "encrypted": repo.encrypted,
                    "key": repo.keys.slot.slot_id if repo.keys else None})

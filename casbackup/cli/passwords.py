@@ -32,20 +32,20 @@ def read_password_file(path: str, what: str = "--password-file") -> bytes:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-def run_password_command(command: str) -> bytes:
+def run_password_command(command: str, what: str = "--password-command") -> bytes:
     try:
         argv = shlex.split(command)
     except ValueError as exc:
-        raise UsageError(f"--password-command {command!r} cannot be parsed: {exc}") from None
+        raise UsageError(f"{what} {command!r} cannot be parsed: {exc}") from None
     if not argv:
-        raise UsageError("--password-command is empty")
+        raise UsageError(f"{what} is empty")
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--password-command {argv[0]!r} could not run: {exc}") from None
+        raise UsageError(f"{what} {argv[0]!r} could not run: {exc}") from None
     if proc.returncode != 0:
-        raise UsageError(f"--password-command {argv[0]!r} exited with status {proc.returncode}; no password read")
-    return _trimmed(proc.stdout, f"--password-command {argv[0]!r}")
+        raise UsageError(f"{what} {argv[0]!r} exited with status {proc.returncode}; no password read")
+    return _trimmed(proc.stdout, f"{what} {argv[0]!r}")
 
 
 def prompt(label: str, confirm: bool = False) -> bytes | None:
@@ -64,12 +64,15 @@ def prompt(label: str, confirm: bool = False) -> bytes | None:
 class PasswordSource:
     """The password of one command, read at most once, and only if the repository needs one."""
 
-    def __init__(self, password_file: str | None, password_command: str | None) -> None:
+    def __init__(self, password_file: str | None, password_command: str | None, env: str = "CASBACKUP_PASSWORD",
+                 fallback: "PasswordSource | None" = None) -> None:
         if password_file and password_command:
             raise UsageError("--password-file and --password-command (or their CASBACKUP_ variables) are mutually "
                              "exclusive: give one")
         self.password_file = password_file
         self.password_command = password_command
+        self.env = env
+        self.fallback = fallback  # the source repository of copy: else the destination's password
         self._cached: bytes | None = None
 
     def given(self, label: str = "enter password for repository", confirm: bool = False) -> bytes | None:
@@ -78,13 +81,16 @@ class PasswordSource:
         return self._cached
 
     def _read(self, label: str, confirm: bool) -> bytes | None:
+        flag = "--from-password" if self.fallback is not None else "--password"
         if self.password_file:
-            return read_password_file(self.password_file)
+            return read_password_file(self.password_file, f"{flag}-file")
         if self.password_command:
-            return run_password_command(self.password_command)
-        env = os.environ.get("CASBACKUP_PASSWORD")
+            return run_password_command(self.password_command, f"{flag}-command")
+        env = os.environ.get(self.env)
         if env:
             return env.encode("utf-8")
+        if self.fallback is not None:
+            return self.fallback.given(label, confirm)
         return prompt(label, confirm)
 
     def required(self, label: str, confirm: bool = False) -> bytes:

@@ -125,6 +125,11 @@ def copy_snapshots(src_repo: Repository, dst_repo: Repository, specs: list[str],
                    progress: Progress | None = None) -> CopyResult:
     """Copy the chosen snapshots (default: all) from src_repo into dst_repo in one commit; a
     snapshot whose ID the destination already has is skipped, as is one marked damaged."""
+    if src_repo.store.id_key != dst_repo.store.id_key:
+        raise UsageError(
+            "the two repositories name blobs with different ID keys (every encrypted repository has its own, spec "
+            "§13.3), so blobs cannot be copied by ID; make the destination with 'casbackup -r DEST init "
+            "--copy-id-key-from SOURCE' (both then share one ID key), or copy between two unencrypted repositories")
     say = as_meter(progress)
     result = CopyResult()
     with src_repo.reader("copy") as src:
