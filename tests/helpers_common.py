@@ -110,17 +110,26 @@ def stored_anywhere(repo_path: Path, blob_id: str) -> bool:
     return blob_id in stored_places(repo_path)
 
 
+def local_store(repo_path: Path) -> Any:
+    """The blob store of a local-disk repository, with its keys if it is encrypted (the CLI's
+    repositories are: tests run with CASBACKUP_PASSWORD set)."""
+    from casbackup.backends import LocalBackend
+    from casbackup.repository import Repository
+    return Repository.open(LocalBackend(repo_path)).store
+
+
 def stored_places(repo_path: Path) -> dict[str, tuple[Path, int, int]]:
     """Every blob of a local-disk repository: its file, and where its envelope is in it (a loose
     blob: the whole file; a packed one: its range in the pack, from the pack's TOC)."""
     from casbackup.packs import split_pack
+    suite = local_store(repo_path).suite  # an encrypted repository's TOCs are sealed
     out: dict[str, tuple[Path, int, int]] = {}
     for p in (repo_path / "blobs").rglob("*"):
         if p.is_file() and not p.name.startswith("."):
             out[p.name] = (p, 0, p.stat().st_size)
     for p in (repo_path / "packs").rglob("*"):
         if p.is_file() and not p.name.startswith("."):
-            for item, _ in split_pack(p.name, p.read_bytes())[1]:
+            for item, _ in split_pack(p.name, p.read_bytes(), suite)[1]:
                 out[item.id] = (p, item.location.offset, item.location.length)
     return out
 

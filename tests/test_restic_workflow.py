@@ -126,7 +126,7 @@ def test_restic_user_workflow(source: tuple[Path, bool], tmp_path: Path) -> None
     assert [s["id"] for s in js("-r", repo, "snapshots", "--tag", "keep")] == [kept_id] != [first["id"]]
 
     # copy to a second repository: same snapshots, same IDs, same content
-    ok("-r", repo2, "init")
+    ok("-r", repo2, "init", "--copy-id-key-from", repo)
     copied = js("-r", repo2, "copy", "--from-repo", repo)
     assert copied["copied"] == 2 and copied["blobs_uploaded"] > 0
     assert sorted(s["id"] for s in js("-r", repo2, "snapshots")) == sorted([kept_id, second["id"]])

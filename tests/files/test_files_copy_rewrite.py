@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from casbackup.codec import BlobType, blob_id
+from casbackup.codec import BlobType
 from casbackup.errors import CasbackupError
 
 from casbackup.files.copy import copy_snapshots
 from casbackup.files.rewrite import rewrite_snapshots
 from casbackup.files.snapshots import SnapshotFilter, list_snapshots
 from casbackup.packs import LOCATIONS_NAMESPACE, Location
-from helpers_common import stored_anywhere
+from helpers_common import local_store, stored_anywhere
 from helpers_files import backup, make_repo, restore, restored, snapshot_of
 
 
@@ -25,7 +25,7 @@ def j(r):
 
 def blob_stored(repo: Path, data: bytes) -> bool:
     """Is the chunk stored anywhere: listed in the TOC of any pack on disk (format 2)."""
-    return stored_anywhere(repo, blob_id(BlobType.CHUNK, data))
+    return stored_anywhere(repo, local_store(repo).blob_id(BlobType.CHUNK, data))
 
 
 def make_tree(src: Path) -> None:
@@ -40,7 +40,7 @@ def make_tree(src: Path) -> None:
 def test_copy_dedups_skips_and_restores(tmp_path: Path, cli) -> None:
     src, r1, r2 = tmp_path / "src", tmp_path / "r1", tmp_path / "r2"
     make_tree(src)
-    assert cli("-r", str(r1), "init").code == 0 and cli("-r", str(r2), "init").code == 0
+    assert cli("-r", str(r1), "init").code == 0 and cli("-r", str(r2), "init", "--copy-id-key-from", str(r1)).code == 0
     first = j(cli("-r", str(r1), "backup", str(src), "--json"))["id"]
 
     r = cli("-r", str(r2), "copy", "--from-repo", str(r1))
@@ -71,7 +71,7 @@ def test_copy_dedups_skips_and_restores(tmp_path: Path, cli) -> None:
 def test_copy_selection_and_errors(tmp_path: Path, cli) -> None:
     src, r1, r2 = tmp_path / "src", tmp_path / "r1", tmp_path / "r2"
     make_tree(src)
-    assert cli("-r", str(r1), "init").code == 0 and cli("-r", str(r2), "init").code == 0
+    assert cli("-r", str(r1), "init").code == 0 and cli("-r", str(r2), "init", "--copy-id-key-from", str(r1)).code == 0
     a = j(cli("-r", str(r1), "backup", str(src), "--host", "alpha", "--json"))["id"]
     b = j(cli("-r", str(r1), "backup", str(src), "--host", "beta", "--json"))["id"]
     doc = j(cli("-r", str(r2), "copy", "--from-repo", str(r1), "--host", "beta", "--json"))

@@ -142,7 +142,7 @@ def test_json_times_are_rfc3339(small: tuple[str, Path], cli, tmp_path: Path) ->
     assert r.code == 0, r.stderr
     assert all(rfc3339.fullmatch(s["time"]) for s in json.loads(r.out))
     other = str(tmp_path / "other")
-    assert cli("-r", other, "init").code == 0
+    assert cli("-r", other, "init", "--copy-id-key-from", repo).code == 0
     r = cli("-r", other, "copy", "--from-repo", repo, "--json")
     assert r.code == 0, r.stderr
     doc = json.loads(r.out.splitlines()[-1])
