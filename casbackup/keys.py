@@ -24,7 +24,7 @@ import nacl.pwhash
 
 from .backends.base import Backend
 from .codec import RecordType, decode_record, encode_record, packb, unpackb
-from .errors import (BlobCorrupt, EtagMismatch, KeyMissing, KeyRemoved, NotFound, RecordCorrupt, UsageError,
+from .errors import (BackendError, BlobCorrupt, EtagMismatch, KeyMissing, KeyRemoved, NotFound, RecordCorrupt, UsageError,
                      WrongPassword)
 from .layout import KEY_PREFIX, key_slot_key
 from .sealing import KEY_LEN, REPO_ID_LEN, Suite
@@ -267,8 +267,15 @@ def list_slots(backend: Backend, warn: Callable[[str], None] | None = None) -> l
     return out
 
 
-def has_slots(backend: Backend) -> bool:
-    return any(True for _ in backend.list(KEY_PREFIX))
+def has_slots(backend: Backend, fresh: bool = False) -> bool:
+    """Whether any key slot is stored. `fresh` (no config yet): a location some backends cannot
+    list because keys/ does not exist (rclone on a new path) has none."""
+    try:
+        return any(True for _ in backend.list(KEY_PREFIX))
+    except BackendError:
+        if not fresh:
+            raise
+        return False
 
 
 def unlock(backend: Backend, password: bytes, warn: Callable[[str], None] | None = None) -> Unlocked:

@@ -168,7 +168,7 @@ class Repository:
             raise UsageError("an ID key is only for an encrypted repository: give a password")
         keys: Unlocked | None = None
         if secret is not None:
-            if has_slots(backend):  # an encrypted init that crashed after its key slot
+            if has_slots(backend, fresh=not config_exists):  # an encrypted init that crashed after its key slot
                 keys = unlock(backend, secret)
             else:
                 ring = Keyring.new(id_key)

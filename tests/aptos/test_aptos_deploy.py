@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 import yaml
+from helpers_common import TEST_PASSWORD
 from helpers_aptos import (PROJECT_ROOT, STRICT, Adapter, helper_pids, sync_raw, tool_env, wait_for_helper,
                            write_config)
 
@@ -26,7 +27,7 @@ OPS = ("create_backup", "create_for_write", "open_for_read", "save_metadata_line
        "backup_metadata_file")
 UID = 6180
 # What an adapter call imports from outside the standard library (an image installs exactly these).
-RUNTIME_PACKAGES = ("casbackup", "click", "blake3", "msgpack", "zstandard")
+RUNTIME_PACKAGES = ("casbackup", "click", "blake3", "msgpack", "zstandard", "nacl", "cryptography", "_cffi_backend")
 # A private mount namespace in which / is read-only and /tmp stays writable, entered as uid 6180:
 # the pod's securityContext (runAsUser 6180, readOnlyRootFilesystem, an emptyDir on /tmp).
 AS_OPERATOR = """#!/bin/sh
@@ -59,8 +60,11 @@ def operator_site() -> Iterator[Path]:
     site = base / "site"
     site.mkdir()
     for name in RUNTIME_PACKAGES:
-        src = Path(importlib.import_module(name).__file__).parent  # type: ignore[arg-type]
-        shutil.copytree(src, site / name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        module = Path(importlib.import_module(name).__file__)  # type: ignore[arg-type]
+        if module.name.startswith("__init__."):
+            shutil.copytree(module.parent, site / name, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        else:  # a single-file extension module (cffi's _cffi_backend, which PyNaCl needs)
+            shutil.copy2(module, site / module.name)
     compileall.compile_dir(str(site), quiet=1)
     bin_ = base / "as-operator"
     bin_.write_text(AS_OPERATOR % {"uid": UID})
@@ -120,7 +124,9 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli, thin):
     try:
         repo = work / "repo"
         env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(base / "site"), "LANG": "C.UTF-8",
-               "CASBACKUP_BIN": f"{base / 'as-operator'} {sys.executable} -m casbackup"}
+               "CASBACKUP_BIN": f"{base / 'as-operator'} {sys.executable} -m casbackup",
+               # the pod's secret, and where the rollback watermark goes (the pod's writable /tmp)
+               "CASBACKUP_PASSWORD": TEST_PASSWORD, "CASBACKUP_CACHE_DIR": str(work / "cache")}
         if thin:  # installed by the image build, as root, into a read-only place
             python = _system_python()
             client = base / "casbackup-aptos"
@@ -152,10 +158,13 @@ def test_adapter_as_uid_6180_on_a_read_only_root(operator_site, cli, thin):
         # (probe / itself: the checkout may live under /tmp, which stays writable for the operator)
         probe = subprocess.run([str(base / "as-operator"), "touch", "/.casbackup-probe"], capture_output=True)
         assert probe.returncode != 0 and b"Read-only file system" in probe.stderr
-        # Everything the operator's processes created is inside the repository.
+        # Everything the operator's processes created is inside the repository, or is the rollback
+        # watermark of an encrypted repository (one small file per repository, in the cache dir).
         created = _owned_by(UID, Path("/tmp")) - before
+        cache = work / "cache"
         outside = sorted(str(p) for p in created if repo not in p.parents and p != repo
-                         and not (thin and (p == helper_dir or helper_dir in p.parents)))
+                         and not (thin and (p == helper_dir or helper_dir in p.parents))
+                         and not (p == cache or cache in p.parents))
         assert outside == [], outside
         if thin:
             log = "".join(p.read_text() for p in helper_dir.glob("*.log"))
