@@ -53,12 +53,12 @@ def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None =
 def store_orphan(repo: Any, payload: bytes, blob_type: Any = None) -> str:
     """A packed blob that no generation locates, alone in a pack (format v2): an orphan as gc
     names it, the pack member "pack:<id>"."""
-    from casbackup.codec import BlobType, encode_blob
+    from casbackup.codec import BlobType
     from casbackup.packs import PACKED_TYPES, PackBuilder
     from casbackup.store import pack_member
     blob_type = blob_type or BlobType.CHUNK
     builder = PackBuilder(PACKED_TYPES[blob_type])
-    builder.add(encode_blob(blob_type, payload, repo.store.level))
+    builder.add(repo.store.encode(blob_type, payload))
     repo.store.put_pack(builder)
     return str(pack_member(builder.pack_id))
 

@@ -48,7 +48,7 @@ def test_every_stored_object_with_a_flipped_byte_fails_check(tmp_path: Path) -> 
     assert _ok(repo)
     files = sorted(p for p in repo.rglob("*") if p.is_file() and not p.name.startswith("."))
     kinds = {p.relative_to(repo).parts[0] for p in files}
-    assert {"config", "root", "blobs", "packs", "pins", "locks"} <= kinds
+    assert {"config", "root", "blobs", "packs", "pins", "locks", "keys"} <= kinds
     missed = []
     for path in files:
         original = path.read_bytes()

@@ -12,7 +12,7 @@ import pytest
 
 from casbackup.codec import EncodedBlob
 from casbackup.layout import pack_key
-from casbackup.packs import LOCATIONS_NAMESPACE, Location, PackBuilder, PackClass, split_pack
+from casbackup.packs import LOCATIONS_NAMESPACE, Location, PackBuilder, PackClass
 from casbackup.repository import Repository
 
 _bf = importlib.import_module("backends.conftest")  # the moto server fixture, shared (as tests/aptos does)
@@ -36,7 +36,7 @@ def test_repair_index_on_s3_moves_locations_to_the_surviving_copy(moto_endpoint:
     with repo.reader() as snap:
         locs = {e.key: Location.from_value(e.value or b"", e.key) for e in snap.list(LOCATIONS_NAMESPACE)}
     old_pack = locs[min(locs)].pack
-    kind, pairs = split_pack(old_pack, repo.backend.get(pack_key(old_pack)))
+    kind, pairs = repo.store.split_pack(old_pack, repo.backend.get(pack_key(old_pack)))
     builder = PackBuilder(PackClass(kind))
     for item, stored in pairs:
         builder.add(EncodedBlob(item.id, item.location.type, stored, 0))

@@ -15,7 +15,7 @@ from casbackup.files.diff import diff_trees
 from casbackup.files.reader import TreeReader
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id, resolve
 from casbackup.files.tree import MAX_DEPTH
-from helpers_common import flip_stored, lose_stored
+from helpers_common import flip_stored, lose_stored, without_plaintext_warning
 from helpers_files import backup, make_repo, restore
 
 
@@ -33,7 +33,7 @@ def fentry(name: bytes, size: int, **content: Any) -> dict[str, Any]:
 
 def one_line_error(r, code: int) -> str:
     assert r.code == code, (r.code, r.stderr)
-    lines = r.stderr.strip().splitlines()
+    lines = without_plaintext_warning(r.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("casbackup: error: "), r.stderr
     assert "Traceback" not in r.stderr
     return lines[0]

@@ -61,7 +61,8 @@ def test_repair_blobs_heals_a_corrupt_chunk_through_the_cli(tmp_path: Path, tree
 
     r = cli("-r", repo, "check", "--read-data")
     assert r.code == 13 and victim in r.out, r.out + r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("casbackup: error: ")
+    err = without_plaintext_warning(r.stderr)
+    assert err.count("\n") == 1 and err.startswith("casbackup: error: ")
 
     # Without --yes: a dry run that changes nothing.
     r = cli("-r", repo, "repair", "blobs", "--json")

@@ -14,7 +14,7 @@ import pytest
 from casbackup.chunklist import Piece, write_file
 from casbackup.codec import BlobType
 from casbackup.files.snapshots import NAMESPACE, SnapshotInfo, new_id
-from helpers_common import cli_env
+from helpers_common import cli_env, without_plaintext_warning
 from helpers_files import make_repo, restore
 
 TEMP = ".casbackup-restore-"
@@ -103,7 +103,7 @@ def test_interrupted_cli_restore_leaves_no_temp_files(tmp_path: Path, monkeypatc
     _, err = proc.communicate(timeout=120)
     stderr = err.decode()
     assert proc.returncode == code, stderr
-    lines = stderr.strip().splitlines()
+    lines = without_plaintext_warning(stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("casbackup: error: ") and "Traceback" not in stderr
     assert temps(out) == []
     assert not (out / "big").exists()
