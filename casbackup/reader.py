@@ -283,7 +283,10 @@ def open_unpinned(repo: "Repository", root: Root | None = None) -> Reader:
 def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool = True) -> "Steps[Reader]":
     """Resolve the root, pin its generation, and validate the pin (spec §8.1), as steps: yields
     after the first root read and after the pin write. The pin holds unless gc moved between
-    the two root reads, when the pinned generation may already be condemned: then it retries."""
+    the two root reads, when the pinned generation may already be condemned: then it retries.
+    It also never holds on a generation below the second read's retain floor: gc does not
+    honour such a pin (FORMAT.md §9.1). The rule above already implies it (a validated pin never
+    falls below the floor, §9.6); checking it too keeps the reader's side of that bargain local."""
     for _ in range(PIN_VALIDATION_ATTEMPTS):
         first, _ = repo.read_root()
         yield Step.ROOT_READ
@@ -298,7 +301,8 @@ def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool 
             second, _ = repo.read_root()
             unchanged_head = second.generation == first.generation
             no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
-            if unchanged_head or no_gc_transition:
+            honoured = first.seq >= second.retain_floor
+            if (unchanged_head or no_gc_transition) and honoured:
                 return Reader(repo, repo.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
         except BaseException:
             lease.release()
