@@ -312,7 +312,8 @@ def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool 
 
 
 def attach(repo: "Repository", pin_id: str) -> Reader:
-    """Read under an existing live pin (e.g. one a listing process left for later readers)."""
+    """Read under an existing live pin (e.g. one a listing process left for later readers).
+    Refused for a pin below the root's retain floor, which gc does not honour (§9.1)."""
     key = pin_key(pin_id)
     try:
         # stat before get: if the holder renews in between, the clamp errs on the early side
@@ -322,6 +323,11 @@ def attach(repo: "Repository", pin_id: str) -> Reader:
     record = state.record
     if record is None:
         raise LeaseExpired(f"pin {pin_id} is unreadable ({state.error}); list again to get a fresh pin")
+    root, _ = repo.read_root()
+    if record.seq < root.retain_floor:
+        # A late pin (FORMAT.md §9.1): its own reader refuses it and gc does not honour it.
+        raise LeaseExpired(f"pin {pin_id} is on generation {record.seq}, below the retain floor "
+                           f"{root.retain_floor}: gc no longer keeps it; list again to get a fresh pin")
     started = repo.monotonic()
     left = state.expires - repo.backend.now()  # clamped to mtime + MAX_LEASE, as gc counts it
     if left <= _margin(record.expires - record.created):

@@ -14,7 +14,7 @@ from typing import Any, Generator
 import pytest
 
 from helpers_core import FakeClock
-from casbackup.errors import BlobMissing
+from casbackup.errors import BlobMissing, LeaseExpired
 from casbackup.gc import Collector
 from casbackup.pins import list_pins
 from casbackup.reach import Reachability, honoured
@@ -136,3 +136,16 @@ def test_a_pin_at_the_floor_is_still_walked_in_full(world: tuple[FakeClock, Repo
             Reachability(repo).walk_root(root, list_pins(repo.backend), clock(), keep_last=1)
     finally:
         snap.close()
+
+
+def test_attach_refuses_a_late_pin(world: tuple[FakeClock, Repository]) -> None:
+    """Borrowing a pin gc does not honour would read a partly collected generation."""
+    clock, repo = world
+    gen3, gen4, opener = _partly_collected(clock, repo)
+    _gc(repo).run()
+    assert next(opener) is Step.PINNED
+    [late] = [p for p in list_pins(repo.backend) if p.record is not None and p.record.generation == gen3.id]
+    assert late.record is not None
+    with pytest.raises(LeaseExpired, match="below the retain floor"):
+        repo.attach(late.record.pin_id)
+    _assert_reader_refuses_and_pins_the_head(opener, gen4)
