@@ -50,8 +50,10 @@ def test_a_mismatch_after_the_pin_lapsed_is_lease_expired(world: tuple[FakeClock
     clock.advance(700)  # our pin lapses; nothing keeps generations 0-2 any more
     _collect(clock, repo)
     assert not repo.store.exists(rivals[0].id)  # history between the head and our seq is gone
-    with pytest.raises(LeaseExpired):  # before the fix: BlobMissing from the landing check
+    with pytest.raises(LeaseExpired) as err:  # before the fix: BlobMissing from the landing check
         _drive(steps)
+    # the mismatch answered our only request: known not published, so no "outcome unknown"
+    assert "could be confirmed" not in str(err.value)
     root, _ = repo.read_root()
     assert root.generation == rivals[-1].id  # nothing of ours was published
 
