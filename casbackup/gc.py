@@ -372,6 +372,8 @@ class Collector:
         doomed = sorted(i for i in sweeping if i not in reach)
         floor = min(g.seq for g in gens)
         del reach, gens  # the deletes and the prune commit below need none of the walk's sets
+        if doomed:
+            self._raise_floor(floor)
         self.report.rescued += len(sweeping) - len(doomed)
         self.progress.phase("deleting blobs", total=len(doomed), unit="blobs")
         sizes: dict[str, int] = {}
@@ -388,6 +390,26 @@ class Collector:
             new_root = replace(root, sweeping=None, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
                                retain_floor=max(root.retain_floor, floor), time=self.backend.now())
             yield Step.CLEAR_CAS
+            if self.repo.swap_root(etag, new_root, creates_generation=False):
+                return
+
+    def _raise_floor(self, floor: int) -> None:
+        """§9.4 step 5: publish the floor this sweep keeps before its first delete.
+
+        What the walk above did not retain (generations below `floor`, and what only they
+        reach) may be gone from the first delete on, so from then on every gc must know it is
+        given up: a pin on such a generation, written after the walk read the pins, belongs to
+        a reader that will refuse it (§8.1), and a gc that honoured it would walk into what this
+        sweep deleted and stop. Step 6 alone would publish it too late if this gc dies
+        mid-sweep: the gc that finishes the sweep would then honour the late pin. A GC
+        transition like the others (gc_epoch + 1, so a lost reply is resolved by the epoch)."""
+        while True:
+            root, etag = self.repo.read_root()
+            if root.retain_floor >= floor:
+                return
+            self._check_lease()
+            new_root = replace(root, retain_floor=floor, gc_epoch=root.gc_epoch + 1, write_id=new_write_id(),
+                               time=self.backend.now())
             if self.repo.swap_root(etag, new_root, creates_generation=False):
                 return
 

@@ -2,7 +2,8 @@
 
 gc's policy over the shared walks of walk.py: a missing or corrupt blob stops gc, except
 history below the retain floor, blobs `repair blobs` removed on purpose, and what a pin names
-that was collected before the pin was written.
+that was collected before the pin was written. A live pin on a generation below the root's
+retain floor is not honoured at all (`honoured`): no validated reader holds one (§9.6).
 """
 from __future__ import annotations
 
@@ -32,6 +33,25 @@ class RawMarks(Protocol):
     def add(self, blob_id: str, stage: int) -> None: ...
 
     def __contains__(self, blob_id: object) -> bool: ...
+
+
+def honoured(pin: PinState, root: Root, now: float) -> bool:
+    """Whether gc keeps what `pin` names (FORMAT.md §9.1): it is live, and its generation is not
+    below the root's retain floor. An unreadable pin (no record) counts, as every generation
+    gc still keeps, until it expires (fail safe).
+
+    A live pin below the floor was written after the sweep that raised the floor past it had
+    read the pins: a reader that resolved the root before that sweep and stalled before
+    pinning. Its generation was not retained by that sweep and may be partly deleted, and its
+    reader cannot pass validation (§8.1: the head changed and gc moved between its two root
+    reads; it also refuses a generation below the floor outright), so it never reads under the
+    pin. A validated reader's pin never falls below the floor: a sweep that read the pins after
+    the pin was written retained it, and one that read them before raised the floor no higher
+    than the head the reader then resolved (§9.6). Old pins need nothing new: the rule reads
+    only the pin's `seq` and the root's `retain_floor`."""
+    if not pin.live(now):
+        return False
+    return pin.record is None or pin.record.seq >= root.retain_floor
 
 
 class Reachability:
@@ -90,8 +110,10 @@ class Reachability:
             raise exc
 
     def retained_generations(self, root: Root, pins: Iterable[PinState], now: float, keep_last: int) -> list[Generation]:
-        """Head back to the oldest live pin, and at least `keep_last` generations."""
-        live = [p for p in pins if p.live(now)]
+        """Head back to the oldest honoured pin, and at least `keep_last` generations, but never
+        below the root's retain floor: what lies below it was given up by an earlier sweep and
+        may be partly deleted (a young generation blob whose older pages are gone)."""
+        live = [p for p in pins if honoured(p, root, now)]
         oldest_pin = min((p.record.seq if p.record else 0 for p in live), default=None)
         gens: list[Generation] = []
 
@@ -108,6 +130,8 @@ class Reachability:
             gens.append(gen)
             if len(gens) >= keep_last and (oldest_pin is None or gen.seq <= oldest_pin):
                 break
+            if gen.seq <= root.retain_floor:
+                break  # the floor: nothing older is kept (repair root sets it to the oldest complete one)
         return gens
 
     def walk(self, roots: Iterable[Ref], generation: str | None = None, tolerate_missing: bool = False) -> None:
@@ -132,19 +156,20 @@ class Reachability:
                 after_generation(i, gens)
         self.stage = STAGE_REST
         for pin in pins:
-            if pin.live(now) and pin.record is not None:
+            if honoured(pin, root, now) and pin.record is not None:
                 # A pin can name a generation collected before the pin was written (a reader
                 # that lost the race; its validation refuses the pin): that must not stop GC.
                 self.walk([Ref(BlobType.GENERATION, pin.record.generation)], pin.record.generation,
                           tolerate_missing=True)
         self.walk([Ref(BlobType.GCSTATE, i) for i in (root.condemned, root.sweeping) if i])
-        self.pack_generations = gens + [g for g in (self._pinned_generation(p, now) for p in pins) if g is not None]
+        self.pack_generations = gens + [g for g in (self._pinned_generation(p, root, now) for p in pins)
+                                        if g is not None]
         if mark:
             self.mark_packs(self.pack_generations)
         return gens
 
-    def _pinned_generation(self, pin: PinState, now: float) -> Generation | None:
-        if not pin.live(now) or pin.record is None:
+    def _pinned_generation(self, pin: PinState, root: Root, now: float) -> Generation | None:
+        if not honoured(pin, root, now) or pin.record is None:
             return None
         try:
             return self.repo.load_generation(pin.record.generation)

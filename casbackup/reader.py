@@ -283,7 +283,10 @@ def open_unpinned(repo: "Repository", root: Root | None = None) -> Reader:
 def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool = True) -> "Steps[Reader]":
     """Resolve the root, pin its generation, and validate the pin (spec §8.1), as steps: yields
     after the first root read and after the pin write. The pin holds unless gc moved between
-    the two root reads, when the pinned generation may already be condemned: then it retries."""
+    the two root reads, when the pinned generation may already be condemned: then it retries.
+    It also never holds on a generation below the second read's retain floor: gc does not
+    honour such a pin (FORMAT.md §9.1). The rule above already implies it (a validated pin never
+    falls below the floor, §9.6); checking it too keeps the reader's side of that bargain local."""
     for _ in range(PIN_VALIDATION_ATTEMPTS):
         first, _ = repo.read_root()
         yield Step.ROOT_READ
@@ -298,7 +301,8 @@ def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool 
             second, _ = repo.read_root()
             unchanged_head = second.generation == first.generation
             no_gc_transition = (first.gc_epoch == second.gc_epoch and first.sweeping is None and second.sweeping is None)
-            if unchanged_head or no_gc_transition:
+            honoured = first.seq >= second.retain_floor
+            if (unchanged_head or no_gc_transition) and honoured:
                 return Reader(repo, repo.load_generation(first.generation), lease, gc_epoch=first.gc_epoch)
         except BaseException:
             lease.release()
@@ -308,7 +312,8 @@ def open_pinned_steps(repo: "Repository", purpose: str, ttl: float, renew: bool 
 
 
 def attach(repo: "Repository", pin_id: str) -> Reader:
-    """Read under an existing live pin (e.g. one a listing process left for later readers)."""
+    """Read under an existing live pin (e.g. one a listing process left for later readers).
+    Refused for a pin below the root's retain floor, which gc does not honour (§9.1)."""
     key = pin_key(pin_id)
     try:
         # stat before get: if the holder renews in between, the clamp errs on the early side
@@ -318,6 +323,11 @@ def attach(repo: "Repository", pin_id: str) -> Reader:
     record = state.record
     if record is None:
         raise LeaseExpired(f"pin {pin_id} is unreadable ({state.error}); list again to get a fresh pin")
+    root, _ = repo.read_root()
+    if record.seq < root.retain_floor:
+        # A late pin (FORMAT.md §9.1): its own reader refuses it and gc does not honour it.
+        raise LeaseExpired(f"pin {pin_id} is on generation {record.seq}, below the retain floor "
+                           f"{root.retain_floor}: gc no longer keeps it; list again to get a fresh pin")
     started = repo.monotonic()
     left = state.expires - repo.backend.now()  # clamped to mtime + MAX_LEASE, as gc counts it
     if left <= _margin(record.expires - record.created):

@@ -51,15 +51,32 @@ class RootRecord:
         answer our own earlier attempt, is resolved by reading back: our write-id, our
         generation on the head's chain, or (for GC, the only writer of gc_epoch while it holds
         the GC lease) an epoch at least ours.
+
+        A mismatch answering the first request of this write is a plain conflict, decided
+        without reading anything back: no earlier request carried `new_root` (its write-id is
+        fresh), and the storage contract (FORMAT.md §2.1) reports a lost reply as outcome
+        unknown, never as a mismatch, so nothing of ours was applied. Only once a request's
+        outcome was unknown can a later mismatch be our own earlier request that landed late;
+        then, and only then, the chain is walked. That walk can meet history gc has collected
+        (the committer's base pin lapsed, so gc no longer keeps the generations between the
+        head and ours): it then raises BlobMissing rather than guess, since answering "not
+        published" for a commit that did land would let it be made twice; the committer turns
+        that into LeaseExpired (Transaction.commit_steps).
         """
+        uncertain = False  # a request of this write went out and its outcome is unknown
+
         def attempt() -> bool:
             try:
                 self.backend.compare_and_swap(ROOT_KEY, etag, new_root.encode())
                 return True
             except EtagMismatch:
+                if not uncertain:
+                    return False
                 return self._landed(self.read()[0], new_root, creates_generation)
 
         def landed() -> bool | None:
+            nonlocal uncertain
+            uncertain = True
             try:
                 current, current_etag = self.read()
             except RepositoryNotFound:
@@ -108,6 +125,10 @@ class RootRecord:
         return resolve(attempt, landed, "the new root")
 
     def _landed(self, current: Root, ours: Root, creates_generation: bool) -> bool:
+        """Whether `ours` was published, judged from `current` (read after it was sent): it is
+        the current root, or (a commit) its generation is on the current head's chain at its
+        seq, or (gc) the epoch reached ours. BlobMissing if a generation between the head and
+        our seq is gone: collected history cannot tell either way (see swap)."""
         if current.write_id == ours.write_id:
             return True
         if not creates_generation:

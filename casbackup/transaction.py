@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 from .btree import INLINE_VALUE_MAX, MAX_ENTRY_REFS, Entry, Op
 from .chunklist import read_full, store_stream
 from .codec import BlobType, EncodedBlob, Ref, pack_structured, sealed_epoch
-from .errors import BlobMissing, CommitConflict, NotFound, UsageError
+from .errors import BlobMissing, CommitConflict, LeaseExpired, NotFound, UsageError
 from .gcstate import load_gcstate, write_gcstate
 from .records import Generation, Root, new_write_id
 from .steps import Step, Steps
@@ -379,13 +379,41 @@ class Transaction:
                     continue
                 gen, new_root = planned
                 yield Step.CAS
-                if repo.swap_root(etag, new_root, creates_generation=True):
+                if self._swap(etag, new_root):
                     self.result = gen
                     return gen
                 yield Step.WAIT_ROOT
         finally:
             self._done = True
             self.base.close()
+
+    def _swap(self, etag: str, new_root: Root) -> bool:
+        """The root swap of one rebase (§7.2 step 6): True if published, False on a conflict
+        (the caller rebases; its next round checks the lease first).
+
+        A mismatch answering our first request is a conflict outright (RootRecord.swap). Only
+        after a lost reply does deciding it walk the head's chain down to our seq, and there a
+        generation can be missing. While our base pin holds, gc keeps the whole chain from the
+        head down to the base (FORMAT.md §9.1), so a gap means either the pin lapsed (the clock
+        or the process stalled past its deadline; gc has since collected what it no longer
+        kept) or real damage. A lapsed pin is reported as LeaseExpired, saying the outcome is
+        not known: it is never answered "not published" (re-running a commit that did land
+        would make it twice) nor "published" (the gap cannot show it). With the pin still held
+        the gap is damage, and BlobMissing, naming the generation, stays loud (S5)."""
+        try:
+            return self.repo.swap_root(etag, new_root, creates_generation=True)
+        except BlobMissing as exc:
+            lapsed = False
+            try:
+                self.base._guard()
+            except LeaseExpired:
+                lapsed = True
+            if not lapsed:
+                raise
+            raise LeaseExpired(f"this commit's pin lapsed before the outcome of its root update (generation "
+                               f"{new_root.seq}, {new_root.generation}) could be confirmed, and gc has collected "
+                               f"the history that would show it ({exc}); check the log for it before running "
+                               "the command again") from None
 
     def _plan(self, root: Root) -> tuple[Generation, Root] | None:
         """One rebase on `root`: the generation to publish and the root naming it, or None while

@@ -9,7 +9,11 @@ After every step it asserts:
   fails only with CommitConflict, and only when a blob it touched really is gone;
 - S4: no blob younger than the grace period disappears, and nothing a live pin reaches does;
 - S5: any missing or corrupt blob raises (the assertions read everything; nothing is skipped);
-- S7: a reader whose lease lapsed gets LeaseExpired, never data.
+- S7: a reader whose lease lapsed gets LeaseExpired, never data; so does a writer whose pin
+  lapsed (WRITER_TTL against the 700 s clock jump), never BlobMissing from its commit;
+- gc never stops on a missing blob: not on a late pin (a reader stalled between its root read
+  and its pin across a whole condemn-and-sweep, which then refuses that pin), nor after a gc
+  that died mid-sweep.
 
 Writers upload chunks from a small pool, so they constantly re-create (dedup: create returns
 False) blobs that were orphaned, condemned or are being swept: the fossil race.
@@ -33,9 +37,9 @@ from casbackup.gc import Collector
 from casbackup.packs import PACKED_TYPES
 from casbackup.repository import Repository, Reader, Transaction
 
-GRACE = 50.0
+GRACE = 10.0  # short against the leases: condemn, announce and sweep all happen inside a reader's lease
 READER_TTL = 100.0
-WRITER_TTL = 5000.0
+WRITER_TTL = 200.0  # a writer pins its base: a longer pin keeps nearly all history, so a sweep would rarely take what a reader needs
 POOL = [f"chunk-{i}-".encode() * (200 + 37 * i) for i in range(6)]
 CHUNK_REFS = [Ref(BlobType.CHUNK, blob_id(BlobType.CHUNK, c)) for c in POOL]
 KEYS = [f"k{i}" for i in range(6)]
@@ -214,6 +218,14 @@ class CoreMachine(RuleBasedStateMachine):
         self.stats["commits"] += 1
         ws.txn, ws.steps, ws.ops = None, None, {}
 
+    @rule(w=ids, chunk=st.integers(0, len(POOL) - 1))
+    def writer_rewrite_all(self, w: int, chunk: int) -> None:
+        """Point every key at one chunk and commit: a compaction, which leaves what pinned
+        readers still read to gc (with gc_condemn_then_sweep, the seed scenario in few rules)."""
+        for key in KEYS:
+            self.writer_upload(w, chunk, key)
+        self.writer_commit_steps(w, 3)
+
     @rule(w=ids, dice=st.integers(0, 3))
     def writer_abort(self, w: int, dice: int) -> None:
         if dice == 0:
@@ -221,7 +233,12 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ---- readers -------------------------------------------------------------------------
 
-    @rule(r=ids)
+    @rule(r=ids, n=st.sampled_from([1, 3]))
+    def reader_open_steps(self, r: int, n: int) -> None:
+        """Up to n steps of opening a pinned reader (3: the whole open)."""
+        for _ in range(n):
+            self.reader_open_step(r)
+
     def reader_open_step(self, r: int) -> None:
         rs = self.readers[r]
         if rs.snap is not None:
@@ -257,9 +274,10 @@ class CoreMachine(RuleBasedStateMachine):
 
     # ---- gc and time ---------------------------------------------------------------------
 
-    @rule(n=st.integers(1, 6))
+    @rule(n=st.sampled_from([1, 1, 2, 3, 6, 1000]))
     def gc_steps(self, n: int) -> None:
-        """Up to n consecutive steps of one GC run (n=1 gives the finest interleaving)."""
+        """Up to n consecutive steps of one GC run (n=1 gives the finest interleaving; 1000, the
+        rest of the run, makes condemn-then-sweep sequences common enough to find)."""
         if self.gc is None:
             self.gc = Collector(self.gc_repo, grace=GRACE, keep_last=1, force=True).steps()
         for _ in range(n):
@@ -277,6 +295,17 @@ class CoreMachine(RuleBasedStateMachine):
                 self.gc = None  # its own lease lapsed: it stops; the next gc finishes its sweep
                 return
 
+    @rule()
+    def gc_condemn_then_sweep(self) -> None:
+        """Two whole gc runs a grace period apart, the second sweeping (or repacking) what the
+        first condemned, inside a reader's lease: the seed scenario of a pinned restore under
+        compaction plus gc, reached in one rule instead of by a rare sequence of small ones."""
+        if self.gc is not None:
+            return
+        self.gc_steps(1000)
+        self.clock.advance(GRACE + 1)
+        self.gc_steps(1000)
+
     @rule(dice=st.integers(0, 3))
     def gc_crash(self, dice: int) -> None:
         """Abandon a GC between two steps; the root keeps any sweep it announced, and the
@@ -285,7 +314,7 @@ class CoreMachine(RuleBasedStateMachine):
             self.gc.close()
             self.gc = None
 
-    @rule(dt=st.sampled_from([1.0, 5.0, 20.0, 30.0, 60.0, 95.0, 700.0]))
+    @rule(dt=st.sampled_from([1.0, 5.0, 20.0, 30.0, 30.0, 60.0, 60.0, 95.0, 700.0]))
     def advance_clock(self, dt: float) -> None:
         self.clock.advance(dt)
 
