@@ -42,10 +42,10 @@ class ObjectStoreMachine(CoreMachine):
         self._start()
 
 
-def _run(url: str, options: dict[str, str], soak: bool) -> None:
-    machine = type("Machine", (ObjectStoreMachine,), {"url": url, "options": options})
+def _run(url: str, options: dict[str, str], soak: bool, password: str | None = None, examples: int = EXAMPLES) -> None:
+    machine = type("Machine", (ObjectStoreMachine,), {"url": url, "options": options, "PASSWORD": password})
     run_state_machine_as_test(machine, settings=settings(settings.default,
-                                                         max_examples=SOAK_EXAMPLES if soak else EXAMPLES))
+                                                         max_examples=SOAK_EXAMPLES if soak else examples))
 
 
 @pytest.mark.slow
@@ -53,6 +53,14 @@ def test_core_protocol_on_moto(moto_endpoint: str, monkeypatch: pytest.MonkeyPat
     target = s3_target("s3-moto", moto_endpoint, monkeypatch)
     assert target.url is not None
     _run(target.url, target.options, soak)
+
+
+@pytest.mark.slow
+def test_core_protocol_on_moto_encrypted(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, soak: bool) -> None:
+    """The same machine on an encrypted repository (FORMAT.md §13): sealed records and blobs on S3."""
+    target = s3_target("s3-moto", moto_endpoint, monkeypatch)
+    assert target.url is not None
+    _run(target.url, target.options, soak, password="stateful on moto", examples=15)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from helpers_core import ClockedLocalBackend, FakeClock
 from casbackup.backends import MemoryBackend
+from casbackup.keys import new_kdf
 from casbackup.codec import BlobType, Ref, blob_id
 from casbackup.errors import BlobMissing, CommitConflict, LeaseExpired
 from casbackup.gc import Collector
@@ -79,13 +80,20 @@ class CoreMachine(RuleBasedStateMachine):
             self.backend = ClockedLocalBackend(f"{self.tmp}/repo", self.clock)
         self._start()
 
+    # An encrypted repository when set (test_encryption_stateful.py): the same rules, every record
+    # and blob sealed, IDs keyed, each actor its own writer session.
+    PASSWORD: str | None = None
+
     def _start(self) -> None:
         """The actors on self.backend: a new repository, 2 writers, 2 readers, a gc, a checker."""
-        first = Repository.init(self.backend)
+        kdf = new_kdf(ops=1, mem=8 * 1024) if self.PASSWORD else None
+        first = Repository.init(self.backend, password=self.PASSWORD, kdf=kdf)
         self.config = first.config
+        self.keys = first.keys
+        self.chunk_refs = [Ref(BlobType.CHUNK, first.store.blob_id(BlobType.CHUNK, c)) for c in POOL]
 
         def actor() -> Repository:
-            return Repository(self.backend, self.config, writable=True, monotonic=self.clock)
+            return Repository(self.backend, self.config, writable=True, monotonic=self.clock, keys=self.keys)
 
         self.checker = actor()
         root, _ = self.checker.read_root()
@@ -145,7 +153,7 @@ class CoreMachine(RuleBasedStateMachine):
         except LeaseExpired:
             self._reset_writer(ws)
             return
-        assert res.ref == CHUNK_REFS[chunk]
+        assert res.ref == self.chunk_refs[chunk]
         ws.txn.put("data", key, str(chunk).encode(), refs=[res.ref])
         ws.ops[key] = chunk
 
@@ -160,8 +168,8 @@ class CoreMachine(RuleBasedStateMachine):
         if not base:
             return
         chunk = data.draw(st.sampled_from(sorted(set(base.values()))))
-        ws.txn.use([CHUNK_REFS[chunk]])
-        ws.txn.put("data", key, str(chunk).encode(), refs=[CHUNK_REFS[chunk]])
+        ws.txn.use([self.chunk_refs[chunk]])
+        ws.txn.put("data", key, str(chunk).encode(), refs=[self.chunk_refs[chunk]])
         ws.ops[key] = chunk
 
     @rule(w=ids, key=st.sampled_from(KEYS))
@@ -336,7 +344,7 @@ class CoreMachine(RuleBasedStateMachine):
         got: dict[str, int] = {}
         for e in snap.list("data"):
             chunk = int(snap.value(e))
-            assert e.refs == (CHUNK_REFS[chunk],)
+            assert e.refs == (self.chunk_refs[chunk],)
             assert snap.read_blob(e.refs[0]) == POOL[chunk]
             got[e.key] = chunk
         return got
