@@ -215,3 +215,38 @@ def test_copy_between_encrypted_repositories_needs_a_shared_id_key(tmp_path: Pat
     r = cli("-r", str(c), "restore", "latest", "--target", str(tmp_path / "out"), env={"CASBACKUP_PASSWORD": "another password"})
     assert r.code == 0, r.stderr
     assert (tmp_path / "out" / str(src).lstrip("/") / "small.txt").read_bytes() == PLANTED["content"]
+
+
+def test_the_password_is_asked_on_a_terminal(tmp_path: Path) -> None:
+    import sys
+
+    import pexpect
+
+    from helpers_common import cli_env
+    env = cli_env({"CASBACKUP_PASSWORD": ""})
+    repo = str(tmp_path / "repo")
+    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "init"], env=env, timeout=60)
+    child.expect("enter password for new repository: ")
+    child.sendline("typed secret")
+    child.expect("enter password for new repository again: ")
+    child.sendline("typed secret")
+    child.expect("encrypted")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "key", "list", "--json"], env=env, timeout=60)
+    child.expect("enter password for repository: ")
+    child.sendline("typed secret")
+    child.expect('"current": true')
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "init"], env=env, timeout=60)
+    child.expect("repository: ")
+    child.sendline("one")
+    child.expect("again: ")
+    child.sendline("two")
+    child.expect("the two passwords differ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
