@@ -39,7 +39,7 @@ from .reader import (PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUE
                      open_unpinned)
 from .keys import KdfParams, Keyring, Unlocked, has_slots, make_slot, unlock, write_new_slot
 from .records import Config, Generation, Root, new_write_id
-from .rollback import Watermark
+from .rollback import Watermark, forget_location, refuse_downgrade, remember_encrypted
 from .root import RootRecord
 from .sealedrecords import SealedRecords
 from .steps import Step, Steps, run_steps
@@ -183,6 +183,9 @@ class Repository:
             if not backend.create(CONFIG_KEY, config.encode()):
                 raise RepositoryExists(f"a repository was created at {where} concurrently")
         config = _read_config(backend, keys)
+        forget_location(where)
+        if keys is not None:
+            remember_encrypted(where, config.repo_id)
         repo = cls(backend, config, writable=True, keys=keys)
         write_id = new_write_id()
         gen = repo._write_generation(0, None, None, 0, write_id, "init")
@@ -215,8 +218,10 @@ class Repository:
             keys = unlock(backend, secret, warn)
             sealed = SealedRecords(backend, keys.ring.suite())
             config = _read_config(sealed, keys)
+            remember_encrypted(location(backend), config.repo_id)
         else:
             config = _read_config(backend, None, stored)
+            refuse_downgrade(location(backend))
         if write:
             self_test(backend, unsafe_single_writer)
         return cls(backend, config, writable=write, keys=keys)

@@ -8,6 +8,7 @@ fresh machine, or one whose cache was wiped, has nothing to compare with.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,44 @@ def state_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "casbackup"
+
+
+def _location_mark(where: str) -> Path:
+    return state_dir() / "locations" / f"{hashlib.sha256(where.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.json"
+
+
+def remember_encrypted(where: str, repo_id: str) -> None:
+    """This location holds an encrypted repository: an unencrypted one found there later is refused
+    (a store that swapped in a forged plaintext repository: a downgrade)."""
+    path = _location_mark(where)
+    try:
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".loc-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"repository": where, "repo_id": repo_id}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # best effort, like the watermark
+
+
+def refuse_downgrade(where: str) -> None:
+    """RollbackDetected if this machine saw an encrypted repository at `where`."""
+    path = _location_mark(where)
+    if path.exists():
+        raise RollbackDetected(
+            f"the repository at {where} is unencrypted, but this machine has seen an encrypted repository there "
+            f"(recorded in {path}): the store may have replaced it with a forgery. Nothing was read or written. "
+            "If you replaced it yourself, delete that file")
+
+
+def forget_location(where: str) -> None:
+    """`init` at a location: whatever was there before is gone on purpose."""
+    try:
+        _location_mark(where).unlink()
+    except OSError:
+        pass
 
 
 class Watermark:

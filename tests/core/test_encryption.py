@@ -311,3 +311,19 @@ def test_rotate_reencrypt_then_gc_leaves_nothing_an_old_key_opens(tmp_path: Path
     overwrite(backend, other.key, old_slot)  # the retired key (epoch 0 only) opens nothing, not even the config
     with pytest.raises(KeyUnavailable, match="config is unreadable: sealed under key epoch 1"):
         Repository.open(backend, password="other")
+
+
+def test_a_plaintext_repository_swapped_in_for_an_encrypted_one_is_refused(tmp_path: Path) -> None:
+    where = tmp_path / "repo"
+    encrypted(LocalBackend(where, create=True))
+    Repository.open(LocalBackend(where), password=PASSWORD)  # this machine has seen it encrypted
+    forged = tmp_path / "forged"
+    Repository.init(LocalBackend(forged, create=True))  # the store's unencrypted forgery
+    shutil.rmtree(where)
+    shutil.copytree(forged, where)
+    with pytest.raises(RollbackDetected, match="seen an encrypted repository there"):
+        Repository.open(LocalBackend(where))
+    Repository.open(LocalBackend(forged))  # elsewhere it is just an unencrypted repository
+    shutil.rmtree(where)
+    Repository.init(LocalBackend(where, create=True))  # an init there on purpose forgets the mark
+    Repository.open(LocalBackend(where))
