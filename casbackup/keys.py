@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import nacl.bindings
@@ -201,17 +201,28 @@ def _identity() -> tuple[str, str]:
     return socket.gethostname(), user
 
 
-def make_slot(ring: Keyring, password: bytes, kdf: KdfParams | None = None, slot_id: str | None = None,
-              created: float | None = None) -> Slot:
-    """A new password slot for `ring`: a fresh key pair, locked by `password`, the keyring boxed to it."""
-    kdf = kdf or new_kdf()
+def _relocked(slot: Slot, password: bytes, kdf: KdfParams, private: bytes, admin_public: bytes) -> Slot:
+    """`slot` with its private key (and the admin public key) locked by `password` under `kdf`."""
+    draft = replace(slot, kdf=kdf)
+    return replace(draft, locked=_lock(kdf.derive(password), packb({"private": private, "admin": admin_public}),
+                                       draft.lock_ad()))
+
+
+def new_slot(ring: Keyring, password: bytes, kdf: KdfParams | None = None, slot_id: str | None = None,
+             created: float | None = None) -> "Unlocked":
+    """A new password slot for `ring` (a fresh key pair, locked by `password`, the keyring boxed to
+    it), already open: its maker needs no second Argon2id run to use it."""
     private = random_bytes(KEY_LEN)
     public = bytes(nacl.public.PrivateKey(private).public_key)
     host, user = _identity()
-    draft = Slot(slot_id or random_bytes(8).hex(), "password", time.time() if created is None else created, host,
-                 user, kdf, b"", public, _box(ring, public), ring.current)
-    locked = _lock(kdf.derive(password), packb({"private": private, "admin": ring.admin_public}), draft.lock_ad())
-    return Slot(draft.slot_id, draft.kind, draft.created, host, user, kdf, locked, public, draft.sealed, ring.current)
+    slot = Slot(slot_id or random_bytes(8).hex(), "password", time.time() if created is None else created, host,
+                user, kdf or new_kdf(), b"", public, _box(ring, public), ring.current)
+    return Unlocked(ring, _relocked(slot, password, slot.kdf, private, ring.admin_public), private)
+
+
+def make_slot(ring: Keyring, password: bytes, kdf: KdfParams | None = None, slot_id: str | None = None,
+              created: float | None = None) -> Slot:
+    return new_slot(ring, password, kdf, slot_id, created).slot
 
 
 @dataclass(frozen=True)
@@ -314,11 +325,7 @@ def _replace(backend: Backend, slot: Slot, new: Slot) -> None:
 def change_password(backend: Backend, opened: Unlocked, password: bytes, kdf: KdfParams | None = None) -> Slot:
     """The opened slot, locked by a new password (same ID, same key pair)."""
     old = opened.slot
-    kdf = kdf or new_kdf()
-    draft = Slot(old.slot_id, "password", old.created, old.host, old.user, kdf, b"", old.public, old.sealed, old.epoch)
-    locked = _lock(kdf.derive(password), packb({"private": opened.private, "admin": opened.ring.admin_public}),
-                   draft.lock_ad())
-    new = Slot(old.slot_id, "password", old.created, old.host, old.user, kdf, locked, old.public, old.sealed, old.epoch)
+    new = _relocked(old, password, kdf or new_kdf(), opened.private, opened.ring.admin_public)
     _replace(backend, old, new)
     return new
 
@@ -338,8 +345,7 @@ def remove_slot(backend: Backend, opened: Unlocked, slot_id: str) -> Slot:
     if slot_id == opened.slot.slot_id:
         raise UsageError(f"refusing to remove key {slot_id}: it is the key this command opened the repository with; "
                          "open it with another key to remove this one")
-    tomb = Slot(target.slot_id, "removed", target.created, target.host, target.user, target.kdf, target.locked,
-                target.public, b"", target.epoch, removed=time.time())
+    tomb = replace(target, kind="removed", sealed=b"", removed=time.time())
     _replace(backend, target, tomb)
     return tomb
 
@@ -353,8 +359,7 @@ def rotate(backend: Backend, opened: Unlocked) -> Keyring:
         if not stale:
             return ring
         for slot in stale:
-            new = Slot(slot.slot_id, slot.kind, slot.created, slot.host, slot.user, slot.kdf, slot.locked, slot.public,
-                       _box(ring, slot.public), ring.current)
+            new = replace(slot, sealed=_box(ring, slot.public), epoch=ring.current)
             try:
                 _replace(backend, slot, new)
             except EtagMismatch:

@@ -37,7 +37,7 @@ from .packs import LOCATIONS_NAMESPACE, Location
 from .pins import DEFAULT_PIN_TTL
 from .reader import (PIN_VALIDATION_ATTEMPTS, VALUE_READ_BYTES, VALUE_READ_REQUESTS, Reader, attach, open_pinned_steps,
                      open_unpinned)
-from .keys import KdfParams, Keyring, Unlocked, has_slots, make_slot, unlock, write_new_slot
+from .keys import KdfParams, Keyring, Unlocked, has_slots, new_slot, unlock, write_new_slot
 from .records import Config, Generation, Root, new_write_id
 from .rollback import Watermark, forget_location, refuse_downgrade, remember_encrypted
 from .root import RootRecord
@@ -171,10 +171,8 @@ class Repository:
             if has_slots(backend, fresh=not config_exists):  # an encrypted init that crashed after its key slot
                 keys = unlock(backend, secret)
             else:
-                ring = Keyring.new(id_key)
-                slot = make_slot(ring, secret, kdf)
-                write_new_slot(backend, slot)
-                keys = unlock(backend, secret)
+                keys = new_slot(Keyring.new(id_key), secret, kdf)
+                write_new_slot(backend, keys.slot)
             backend = SealedRecords(backend, keys.ring.suite())
             settings = {**settings, "id_mode": "blake3-keyed", "cipher": "aes-256-gcm"}
         if not config_exists:
