@@ -225,8 +225,9 @@ def is_sealed(stored: bytes) -> bool:
 
 
 def sealed_epoch(stored: bytes) -> int | None:
-    """The key epoch a sealed object names (§13.5), or None for a plaintext one."""
-    if len(stored) < HEADER_LEN + SEAL_OVERHEAD or stored[:4] != MAGIC or stored[7] != Cipher.AES256GCM:
+    """The key epoch a sealed object names (§13.5), or None for a plaintext one. Its first 12
+    bytes are enough (a pack's TOC is asked by a ranged read of them)."""
+    if len(stored) < HEADER_LEN + 4 or stored[:4] != MAGIC or stored[7] != Cipher.AES256GCM:
         return None
     return int.from_bytes(stored[HEADER_LEN:HEADER_LEN + 4], "big")
 

@@ -25,6 +25,7 @@ from .codec import (
     is_blob_id,
     open_envelope,
     packb,
+    sealed_epoch,
     unpackb,
 )
 from .errors import BlobCorrupt, PackCorrupt, UsageError
@@ -252,8 +253,7 @@ def toc_epoch(backend: Backend, pack_id: str, size: int) -> int | None:
     a pack's blobs are sealed in the same writer session as its TOC (§13.6)."""
     key = pack_key(pack_id)
     start, _ = toc_span(pack_id, backend.get_range(key, size - TRAILER_LEN, TRAILER_LEN), size)
-    head = backend.get_range(key, start, HEADER_LEN + 4)
-    return int.from_bytes(head[HEADER_LEN:], "big") if len(head) == HEADER_LEN + 4 and head[7] == 1 else None
+    return sealed_epoch(backend.get_range(key, start, HEADER_LEN + 4))
 
 
 def split_pack(pack_id: str, data: bytes, suite: Suite | None = None) -> tuple[PackClass, Iterator[tuple[TocItem, bytes]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backends.base import Backend, location
+from .backends.base import Backend
 from .codec import seal_envelope, unseal_envelope
 from .errors import BlobCorrupt, KeyUnavailable, RecordCorrupt
 from .layout import CONFIG_KEY, GC_LEASE_KEY, PIN_PREFIX, ROOT_KEY
@@ -41,9 +41,6 @@ class SealedRecords:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-    def __str__(self) -> str:
-        return location(self.inner)
 
     def get(self, key: str) -> bytes:
         data = self.inner.get(key)

@@ -98,8 +98,8 @@ def key_rotate(ctx: Context, reencrypt: bool, json_out: bool) -> None:
     doc: dict[str, object] = {"epoch": ring.current, "previous": keys.ring.current}
     if reencrypt:
         from ..gc import Collector, explain, summary
-        fresh = Repository.open(repo.raw_backend, write=True, unsafe_single_writer=ctx.unsafe_single_writer,
-                                password=lambda: ctx.password.required("enter password for repository"), warn=warn)
+        repo.close()
+        fresh = ctx.open(write=True)  # opened again: with the keyring that holds the new epoch
         with ctx.progress(json_out, label="reencrypt") as meter:
             report = Collector(fresh, progress=meter, reencrypt=True).run()
         doc["gc"] = report.to_json()
