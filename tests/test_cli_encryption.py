@@ -217,36 +217,31 @@ def test_copy_between_encrypted_repositories_needs_a_shared_id_key(tmp_path: Pat
     assert (tmp_path / "out" / str(src).lstrip("/") / "small.txt").read_bytes() == PLANTED["content"]
 
 
-def test_the_password_is_asked_on_a_terminal(tmp_path: Path) -> None:
+def _on_a_terminal(args: list[str], talk: list[tuple[str, str | None]]) -> int:
+    """Run the CLI on a pseudo-terminal without a password in the environment: for each
+    (prompt, answer), wait for the prompt and type the answer (None: only wait); the exit code."""
     import sys
 
     import pexpect
 
     from helpers_common import cli_env
-    env = cli_env({"CASBACKUP_PASSWORD": ""})
+    child = pexpect.spawn(sys.executable, ["-m", "casbackup", *args], env=cli_env({"CASBACKUP_PASSWORD": ""}),
+                          timeout=60)
+    for expected, answer in talk:
+        child.expect(expected)
+        if answer is not None:
+            child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+    return int(child.exitstatus)
+
+
+def test_the_password_is_asked_on_a_terminal(tmp_path: Path) -> None:
     repo = str(tmp_path / "repo")
-    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "init"], env=env, timeout=60)
-    child.expect("enter password for new repository: ")
-    child.sendline("typed secret")
-    child.expect("enter password for new repository again: ")
-    child.sendline("typed secret")
-    child.expect("encrypted")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "key", "list", "--json"], env=env, timeout=60)
-    child.expect("enter password for repository: ")
-    child.sendline("typed secret")
-    child.expect('"current": true')
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    child = pexpect.spawn(sys.executable, ["-m", "casbackup", "-r", repo, "init"], env=env, timeout=60)
-    child.expect("repository: ")
-    child.sendline("one")
-    child.expect("again: ")
-    child.sendline("two")
-    child.expect("the two passwords differ")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 2
+    assert _on_a_terminal(["-r", repo, "init"], [("enter password for new repository: ", "typed secret"),
+                                                 ("enter password for new repository again: ", "typed secret"),
+                                                 ("encrypted", None)]) == 0
+    assert _on_a_terminal(["-r", repo, "key", "list", "--json"], [("enter password for repository: ", "typed secret"),
+                                                                  ('"current": true', None)]) == 0
+    assert _on_a_terminal(["-r", repo, "init"], [("repository: ", "one"), ("again: ", "two"),
+                                                 ("the two passwords differ", None)]) == 2

@@ -16,7 +16,7 @@ from casbackup.codec import BlobType, Cipher, decode_blob, encode_record, pack_s
 from casbackup.errors import (BlobCorrupt, KeyRemoved, KeyUnavailable, PasswordMissing, RecordCorrupt,
                               RollbackDetected, UsageError, WrongPassword)
 from casbackup.gcstate import write_gcstate
-from casbackup.keys import KdfParams, change_password, list_slots, make_slot, remove_slot, rotate, write_new_slot
+from casbackup.keys import change_password, list_slots, make_slot, new_kdf, remove_slot, rotate, write_new_slot
 from casbackup.layout import CONFIG_KEY, GC_LEASE_KEY, KEY_PREFIX, PIN_PREFIX, ROOT_KEY
 from casbackup.pins import acquire_gc_lease
 from casbackup.records import RecordType
@@ -26,18 +26,13 @@ from casbackup.sealing import SEAL_PREFIX, Suite
 from helpers_common import overwrite
 
 PASSWORD = "correct horse"
-FAST = KdfParams(b"\x00" * 16, ops=1, mem=8 * 1024)  # a cheap KDF: tests open repositories thousands of times
 PLANTED = [b"PLANTED-CONTENT-4711", b"planted-namespace", b"planted-key-name", b"PLANTED-VALUE-0815",
            b"planted-large-value"]
 
 
-def fast_kdf() -> KdfParams:
-    import secrets
-    return KdfParams(secrets.token_bytes(16), ops=1, mem=8 * 1024)
-
-
 def encrypted(backend=None) -> Repository:  # type: ignore[no-untyped-def]
-    return Repository.init(backend or MemoryBackend(), password=PASSWORD, kdf=fast_kdf())
+    """A cheap KDF: these tests open repositories thousands of times."""
+    return Repository.init(backend or MemoryBackend(), password=PASSWORD, kdf=new_kdf(ops=1, mem=8 * 1024))
 
 
 def reopen(repo: Repository, password: str | None = PASSWORD, write: bool = True) -> Repository:
@@ -135,24 +130,15 @@ def test_a_swapped_ciphertext_is_detected() -> None:
     loose = sorted(i.key for i in backend.list("blobs/"))
     a, b = loose[0], loose[1]
     data_a = backend.get(a)
-    _overwrite(backend, b, data_a)  # blob A's bytes under blob B's name
+    overwrite(backend, b, data_a)  # blob A's bytes under blob B's name
     with pytest.raises(BlobCorrupt, match="authentication failed"):
         decode_blob(b.rsplit("/", 1)[1], data_a, None, repo.store.suite)
     assert not check(Repository.open(backend, password=PASSWORD), read_data=True).ok
     # a record replayed under another record's name
     pins = sorted(i.key for i in backend.list(PIN_PREFIX))
-    _overwrite(backend, GC_LEASE_KEY, backend.get(pins[0]))
+    overwrite(backend, GC_LEASE_KEY, backend.get(pins[0]))
     with pytest.raises(RecordCorrupt, match="authentication failed"):
         Repository.open(backend, password=PASSWORD).backend.get(GC_LEASE_KEY)
-
-
-def _overwrite(backend, key: str, data: bytes) -> None:  # type: ignore[no-untyped-def]
-    if isinstance(backend, LocalBackend):
-        path = Path(backend.root) / key
-        path.chmod(0o644)
-        path.write_bytes(data)
-    else:
-        backend._objects[key] = (bytes(data), backend._objects[key][1])
 
 
 def test_a_plaintext_object_substituted_into_an_encrypted_repository_is_refused() -> None:
@@ -161,7 +147,7 @@ def test_a_plaintext_object_substituted_into_an_encrypted_repository_is_refused(
     plain = encode_record(RecordType.ROOT, {"generation": root.generation, "seq": root.seq + 5,
                                             "write_id": "ab" * 16, "gc_epoch": 0, "condemned": None, "sweeping": None,
                                             "retain_floor": 0, "time": 0.0})
-    _overwrite(repo.raw_backend, ROOT_KEY, plain)
+    overwrite(repo.raw_backend, ROOT_KEY, plain)
     with pytest.raises(RecordCorrupt, match="stored unencrypted in an encrypted repository"):
         reopen(repo).read_root()
 
@@ -172,7 +158,7 @@ def test_wrong_missing_and_removed_passwords_each_have_their_own_error() -> None
         reopen(repo, "not it")
     with pytest.raises(PasswordMissing):
         Repository.open(repo.raw_backend, password=lambda: None)
-    second = make_slot(repo.keys.ring, b"second password", fast_kdf())
+    second = make_slot(repo.keys.ring, b"second password", new_kdf(ops=1, mem=8 * 1024))
     write_new_slot(repo.raw_backend, second)
     assert reopen(repo, "second password").keys.slot.slot_id == second.slot_id
     remove_slot(repo.raw_backend, repo.keys, second.slot_id)
@@ -187,7 +173,7 @@ def test_the_last_key_and_the_key_in_use_cannot_be_removed() -> None:
     repo = encrypted()
     with pytest.raises(UsageError, match="last key"):
         remove_slot(repo.raw_backend, repo.keys, repo.keys.slot.slot_id)
-    other = make_slot(repo.keys.ring, b"other", fast_kdf())
+    other = make_slot(repo.keys.ring, b"other", new_kdf(ops=1, mem=8 * 1024))
     write_new_slot(repo.raw_backend, other)
     with pytest.raises(UsageError, match="opened the repository with"):
         remove_slot(repo.raw_backend, repo.keys, repo.keys.slot.slot_id)
@@ -196,7 +182,7 @@ def test_the_last_key_and_the_key_in_use_cannot_be_removed() -> None:
 def test_passwd_keeps_the_slot_and_changes_the_password() -> None:
     repo = encrypted()
     slot_id = repo.keys.slot.slot_id
-    change_password(repo.raw_backend, repo.keys, b"new password", fast_kdf())
+    change_password(repo.raw_backend, repo.keys, b"new password", new_kdf(ops=1, mem=8 * 1024))
     with pytest.raises(WrongPassword):
         reopen(repo, PASSWORD)
     assert reopen(repo, "new password").keys.slot.slot_id == slot_id
@@ -206,7 +192,7 @@ def test_rotate_seals_new_writes_under_the_new_epoch_and_old_data_stays_readable
     repo = encrypted()
     with repo.transaction("before") as txn:
         txn.put("ns", "old", b"old value" * 500)
-    other = make_slot(repo.keys.ring, b"other", fast_kdf())
+    other = make_slot(repo.keys.ring, b"other", new_kdf(ops=1, mem=8 * 1024))
     write_new_slot(repo.raw_backend, other)
     old_slot_bytes = repo.raw_backend.get(other.key)  # a copy of the slot holding epoch 0 only
     ring = rotate(repo.raw_backend, repo.keys)
@@ -220,7 +206,7 @@ def test_rotate_seals_new_writes_under_the_new_epoch_and_old_data_stays_readable
     with reopen(repo, "other").reader() as r:  # the other key got the new epoch too
         assert r.get("ns", "old") == b"old value" * 500 and r.get("ns", "new") == b"new value" * 500
     # someone who kept the old slot (epoch 0 only) reads nothing written since
-    _overwrite(repo.raw_backend, other.key, old_slot_bytes)
+    overwrite(repo.raw_backend, other.key, old_slot_bytes)
     stale = reopen(repo, "other")
     assert stale.keys.ring.current == 0
     with pytest.raises(KeyUnavailable, match="key epoch 1"):
@@ -288,7 +274,7 @@ def test_rotate_reencrypt_then_gc_leaves_nothing_an_old_key_opens(tmp_path: Path
         with reopen(repo).transaction(f"commit {i}") as txn:
             txn.put("ns", f"k{i}", bytes([i]) * 20000)  # a VALUE blob, packed
             txn.put_blob(BlobType.CHUNK, bytes([i + 7]) * 5000)
-    other = make_slot(repo.keys.ring, b"other", fast_kdf())
+    other = make_slot(repo.keys.ring, b"other", new_kdf(ops=1, mem=8 * 1024))
     write_new_slot(backend, other)
     old_slot = backend.get(other.key)  # kept by someone whose key is about to be retired
     rotate(backend, repo.keys)
